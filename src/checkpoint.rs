@@ -1,0 +1,265 @@
+//! Per-file read positions, persisted in `<data-dir>/checkpoints`.
+//!
+//! A checkpoint says "every record of file `id` that starts before `offset` is safe";
+//! the caller decides what safe means (durable in the buffer) and only then calls
+//! [`Checkpoints::update`]. Files are keyed by their content identity
+//! ([`crate::tail::FileId`]), never by path or inode, so a checkpoint follows a file
+//! through renames and restarts, and a new file that reuses an inode starts at 0.
+//!
+//! On disk: one header line `shipper-checkpoints <version> <crc32 of the body>` and a
+//! JSON body. Writes go to a temp file that is fsynced and renamed over the old one, then
+//! the directory is fsynced, so a crash leaves either the old or the new file, whole.
+
+use crate::parse::Timestamp;
+use crate::tail::FileId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+const FILE_NAME: &str = "checkpoints";
+const MAGIC: &str = "shipper-checkpoints";
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{path} is not a checkpoint file (bad header)")]
+    Header { path: PathBuf },
+    #[error("{path} has version {found}, this build reads version {VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path} is corrupt (checksum mismatch)")]
+    Checksum { path: PathBuf },
+    #[error("{path} is corrupt: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+}
+
+/// Where to resume one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    /// Timestamp of the last good line before `offset`: a later unparseable line takes it,
+    /// so a replay sends that line to the same daily index.
+    pub last_time: Option<Timestamp>,
+    /// Where the file was last seen (informational; identity is the key).
+    pub path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    files: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    id: String,
+    offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_time: Option<String>,
+    path: PathBuf,
+}
+
+/// The in-memory checkpoint table and its file.
+#[derive(Debug, Default)]
+pub struct Checkpoints {
+    path: Option<PathBuf>,
+    map: BTreeMap<FileId, Position>,
+    dirty: bool,
+}
+
+impl Checkpoints {
+    /// A table that is never written (dry-run, tests).
+    pub fn in_memory() -> Checkpoints {
+        Checkpoints::default()
+    }
+
+    /// Loads `<dir>/checkpoints`; a missing file is an empty table.
+    pub fn load(dir: &Path) -> Result<Checkpoints, CheckpointError> {
+        let path = dir.join(FILE_NAME);
+        let map = match fs::read(&path) {
+            Ok(bytes) => decode(&path, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(CheckpointError::Read { path, source }),
+        };
+        Ok(Checkpoints { path: Some(path), map, dirty: false })
+    }
+
+    /// An empty table that will be written to `<dir>/checkpoints` (used after a corrupt
+    /// file was reported: starting over is safe because ids are deterministic).
+    pub fn empty_at(dir: &Path) -> Checkpoints {
+        Checkpoints { path: Some(dir.join(FILE_NAME)), map: BTreeMap::new(), dirty: true }
+    }
+
+    pub fn get(&self, id: &FileId) -> Option<&Position> {
+        self.map.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &FileId> {
+        self.map.keys()
+    }
+
+    /// Records positions that the caller has made safe.
+    pub fn update(&mut self, id: FileId, pos: Position) {
+        if self.map.get(&id) != Some(&pos) {
+            self.map.insert(id, pos);
+            self.dirty = true;
+        }
+    }
+
+    /// Forgets files that are gone for good.
+    pub fn remove(&mut self, id: &FileId) {
+        self.dirty |= self.map.remove(id).is_some();
+    }
+
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&FileId) -> bool) {
+        let before = self.map.len();
+        self.map.retain(|id, _| keep(id));
+        self.dirty |= self.map.len() != before;
+    }
+
+    /// Writes the table if it changed. Returns whether a write happened.
+    pub fn save(&mut self) -> Result<bool, CheckpointError> {
+        let Some(path) = &self.path else { return Ok(false) };
+        if !self.dirty {
+            return Ok(false);
+        }
+        let bytes = encode(&self.map);
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Write { path: path.clone(), source })?;
+        self.dirty = false;
+        Ok(true)
+    }
+}
+
+fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
+    let body = Body {
+        files: map
+            .iter()
+            .map(|(id, p)| Entry {
+                id: id.to_hex(),
+                offset: p.offset,
+                last_time: p.last_time.map(|t| t.to_string()),
+                path: p.path.clone(),
+            })
+            .collect(),
+    };
+    // Serialising plain structs of strings and integers cannot fail.
+    let json = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    let mut out = format!("{MAGIC} {VERSION} {:08x}\n", crc32fast::hash(&json)).into_bytes();
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Parses a checkpoint file. Pure, so it can be fuzzed.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, CheckpointError> {
+    let header_err = || CheckpointError::Header { path: path.to_owned() };
+    let nl = memchr::memchr(b'\n', bytes).ok_or_else(header_err)?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| header_err())?;
+    let mut parts = header.split(' ');
+    if parts.next() != Some(MAGIC) {
+        return Err(header_err());
+    }
+    let version: u32 = parts.next().and_then(|v| v.parse().ok()).ok_or_else(header_err)?;
+    if version != VERSION {
+        return Err(CheckpointError::Version { path: path.to_owned(), found: version });
+    }
+    let crc = parts
+        .next()
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or_else(header_err)?;
+    if parts.next().is_some() {
+        return Err(header_err());
+    }
+    let json = &bytes[nl + 1..];
+    if crc32fast::hash(json) != crc {
+        return Err(CheckpointError::Checksum { path: path.to_owned() });
+    }
+    let body: Body =
+        serde_json::from_slice(json).map_err(|source| CheckpointError::Json { path: path.to_owned(), source })?;
+    let mut map = BTreeMap::new();
+    for e in body.files {
+        let bad = |what: &str| CheckpointError::Json {
+            path: path.to_owned(),
+            source: serde::de::Error::custom(format!("{what} in entry for {}", e.path.display())),
+        };
+        let id = FileId::from_hex(&e.id).ok_or_else(|| bad("invalid id"))?;
+        let last_time = match &e.last_time {
+            Some(t) => Some(Timestamp::parse(t.as_bytes()).map_err(|_| bad("invalid last_time"))?),
+            None => None,
+        };
+        map.insert(id, Position { offset: e.offset, last_time, path: e.path });
+    }
+    Ok(map)
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> FileId {
+        FileId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn round_trip_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Checkpoints::load(dir.path()).unwrap();
+        assert!(c.is_empty());
+        assert!(!c.save().unwrap(), "nothing changed, nothing written");
+        let t = Timestamp::parse(b"2024-07-08T03:42:57.5Z").unwrap();
+        c.update(id(1), Position { offset: 42, last_time: Some(t), path: "/a".into() });
+        c.update(id(2), Position { offset: 7, last_time: None, path: "/b".into() });
+        assert!(c.save().unwrap());
+        let back = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(back.get(&id(1)).unwrap().offset, 42);
+        assert_eq!(back.get(&id(1)).unwrap().last_time, Some(t));
+        assert_eq!(back.get(&id(2)).unwrap().last_time, None);
+        assert!(!dir.path().join("checkpoints.tmp").exists());
+    }
+
+    #[test]
+    fn corruption_is_an_error_not_a_panic() {
+        let mut map = BTreeMap::new();
+        map.insert(id(3), Position { offset: 1, last_time: None, path: "/x".into() });
+        let good = encode(&map);
+        let p = Path::new("cp");
+        assert!(decode(p, &good).is_ok());
+        let mut flipped = good.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 1;
+        assert!(matches!(decode(p, &flipped), Err(CheckpointError::Checksum { .. })));
+        assert!(matches!(decode(p, b""), Err(CheckpointError::Header { .. })));
+        assert!(matches!(decode(p, b"shipper-checkpoints 9 0\n{}"), Err(CheckpointError::Version { found: 9, .. })));
+        let body = br#"{"files":[{"id":"zz","offset":1,"path":"/x"}]}"#;
+        let mut bad_id = format!("{MAGIC} 1 {:08x}\n", crc32fast::hash(body)).into_bytes();
+        bad_id.extend_from_slice(body);
+        assert!(matches!(decode(p, &bad_id), Err(CheckpointError::Json { .. })));
+    }
+}

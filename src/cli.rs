@@ -1,0 +1,102 @@
+//! Command-line flags. Parsing here does no I/O: flags become `(section.key, value)`
+//! overrides for [`crate::config::load`] plus the run mode.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Ships Kubernetes container logs to Elasticsearch with nothing lost.
+///
+/// Settings come from a TOML file (--config), then SHIPPER_<SECTION>_<KEY> environment
+/// variables (e.g. SHIPPER_INPUT_DOCKER_ROOT), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "shipper", version, about, long_about)]
+pub struct Args {
+    /// TOML configuration file (also SHIPPER_CONFIG).
+    #[arg(long, value_name = "FILE", env = "SHIPPER_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Docker json-file log root [input.docker_root; default /var/lib/docker/containers].
+    #[arg(long, value_name = "DIR")]
+    pub docker_root: Option<PathBuf>,
+
+    /// CRI pod log root [input.pods_root; default /var/log/pods].
+    #[arg(long, value_name = "DIR")]
+    pub pods_root: Option<PathBuf>,
+
+    /// Directory for checkpoints and the buffer [agent.data_dir; default /var/lib/shipper].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Index prefix: documents go to <PREFIX>-YYYY.MM.DD [elasticsearch.index_prefix;
+    /// default logstash].
+    #[arg(long, value_name = "PREFIX")]
+    pub index_prefix: Option<String>,
+
+    /// Largest message per record; longer ones are cut and flagged
+    /// [input.max_record_bytes; default 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub max_record_bytes: Option<u64>,
+
+    /// Print the Elasticsearch bulk body (NDJSON) for every log file to stdout instead of
+    /// sending it, then a one-line summary on stderr. Reads from the beginning of every
+    /// file, writes no checkpoint, opens no listener.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: keep following the files (and new ones) instead of exiting at the
+    /// end.
+    #[arg(long, requires = "dry_run")]
+    pub follow: bool,
+
+    /// With --dry-run: pod metadata from a file of `kubectl get pods -A -o json` output.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub pods: Option<PathBuf>,
+
+    /// Log level of the agent's own logs (error, warn, info, debug, trace); RUST_LOG
+    /// filters override it.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Args {
+    /// The flags that override configuration keys.
+    pub fn overrides(&self) -> Vec<(&'static str, toml::Value)> {
+        let path = |p: &PathBuf| toml::Value::String(p.to_string_lossy().into_owned());
+        let mut out = Vec::new();
+        if let Some(p) = &self.docker_root {
+            out.push(("input.docker_root", path(p)));
+        }
+        if let Some(p) = &self.pods_root {
+            out.push(("input.pods_root", path(p)));
+        }
+        if let Some(p) = &self.data_dir {
+            out.push(("agent.data_dir", path(p)));
+        }
+        if let Some(p) = &self.index_prefix {
+            out.push(("elasticsearch.index_prefix", toml::Value::String(p.clone())));
+        }
+        if let Some(n) = self.max_record_bytes {
+            out.push(("input.max_record_bytes", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_parse_and_document_themselves() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["shipper", "--dry-run", "--docker-root", "/d", "--pods", "p.json"]).unwrap();
+        assert!(a.dry_run);
+        assert_eq!(a.overrides()[0].0, "input.docker_root");
+        assert!(Args::try_parse_from(["shipper", "--follow"]).is_err(), "--follow needs --dry-run");
+        let help = Args::command().render_long_help().to_string();
+        for flag in ["--docker-root", "--pods-root", "--data-dir", "--dry-run", "--pods", "--follow", "--config"] {
+            assert!(help.contains(flag), "{flag} undocumented");
+        }
+    }
+}

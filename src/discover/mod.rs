@@ -1,0 +1,286 @@
+//! Finding container log files under the two roots.
+//!
+//! - Docker json-file: `<docker-root>/<id>/<id>-json.log`
+//! - CRI (containerd, CRI-O): `<pods-root>/<ns>_<pod>_<uid>/<container>/<n>.log`
+//!
+//! A scan is the source of truth; [`Waker`] (inotify through `notify`) only makes the
+//! next poll happen sooner, because inotify drops events under load and on some
+//! filesystems. On Docker nodes the CRI paths are symlinks to Docker's files: a scan
+//! returns each file once, keyed by the target's (dev, inode), with both paths' facts.
+//! Rotated siblings (`-json.log.1`, `0.log.<timestamp>`) are not sources of their own;
+//! [`rotated_siblings`] lists them for the start-up check. `.gz` and `.tmp` are ignored.
+
+use crate::enrich::SourceInfo;
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// The directories to scan.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub docker: PathBuf,
+    pub pods: PathBuf,
+}
+
+/// One log file found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The path the file is read from and reported as (the Docker path when both exist).
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// What the path(s) say about the container.
+    pub info: SourceInfo,
+    /// Docker container directory, for `config.v2.json`.
+    pub docker_dir: Option<PathBuf>,
+}
+
+/// What a scan saw, besides the candidates.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Roots that do not exist or cannot be read (a warning, not an error).
+    pub missing_roots: Vec<PathBuf>,
+    /// Paths that matched a layout but could not be stat'ed or read.
+    pub errors: Vec<(PathBuf, String)>,
+}
+
+/// Scans both roots; the result is sorted by path and has one entry per file.
+pub fn scan(roots: &Roots) -> (Vec<Candidate>, ScanReport) {
+    let mut report = ScanReport::default();
+    let mut by_inode: HashMap<(u64, u64), Candidate> = HashMap::new();
+    let mut add = |c: Candidate| match by_inode.get_mut(&(c.dev, c.ino)) {
+        Some(existing) => {
+            // Same file through a second path: keep the first path, merge the facts (the
+            // CRI path names the pod; the Docker path names the container).
+            existing.info.merge(c.info);
+            if existing.docker_dir.is_none() {
+                existing.docker_dir = c.docker_dir;
+            }
+        }
+        None => {
+            by_inode.insert((c.dev, c.ino), c);
+        }
+    };
+    scan_docker(&roots.docker, &mut add, &mut report);
+    scan_pods(&roots.pods, &mut add, &mut report);
+    let mut out: Vec<Candidate> = by_inode.into_values().collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    (out, report)
+}
+
+fn read_dir_sorted(dir: &Path, report: &mut ScanReport, is_root: bool) -> Vec<(String, PathBuf)> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            if is_root {
+                report.missing_roots.push(dir.to_owned());
+            } else if e.kind() != std::io::ErrorKind::NotFound {
+                report.errors.push((dir.to_owned(), e.to_string()));
+            }
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect();
+    out.sort();
+    out
+}
+
+fn stat_file(path: &Path, report: &mut ScanReport) -> Option<fs::Metadata> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Some(m),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            report.errors.push((path.to_owned(), e.to_string()));
+            None
+        }
+    }
+}
+
+fn scan_docker(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanReport) {
+    for (id, dir) in read_dir_sorted(root, report, true) {
+        let path = dir.join(format!("{id}-json.log"));
+        if let Some(m) = stat_file(&path, report) {
+            add(Candidate {
+                path,
+                dev: m.dev(),
+                ino: m.ino(),
+                info: SourceInfo::from_docker_id(&id),
+                docker_dir: Some(dir),
+            });
+        }
+    }
+}
+
+fn scan_pods(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanReport) {
+    for (pod_name, pod_dir) in read_dir_sorted(root, report, true) {
+        if !pod_dir.is_dir() {
+            continue;
+        }
+        for (container_name, container_dir) in read_dir_sorted(&pod_dir, report, false) {
+            if !container_dir.is_dir() {
+                continue;
+            }
+            for (name, path) in read_dir_sorted(&container_dir, report, false) {
+                if !is_cri_log_name(&name) {
+                    continue;
+                }
+                if let Some(m) = stat_file(&path, report) {
+                    let mut info = SourceInfo::from_cri_dirs(&pod_name, &container_name);
+                    // A symlink into Docker's tree names the container too.
+                    let docker_dir = docker_target(&path).inspect(|(id, _)| info.container_id = Some(id.clone()));
+                    add(Candidate { path, dev: m.dev(), ino: m.ino(), info, docker_dir: docker_dir.map(|(_, d)| d) });
+                }
+            }
+        }
+    }
+}
+
+/// `<n>.log` with `n` a restart count.
+fn is_cri_log_name(name: &str) -> bool {
+    name.strip_suffix(".log").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// If `path` is a symlink to `<dir>/<id>/<id>-json.log`, that id and directory.
+fn docker_target(path: &Path) -> Option<(String, PathBuf)> {
+    let target = fs::canonicalize(path).ok()?;
+    let name = target.file_name()?.to_str()?;
+    let id = name.strip_suffix("-json.log")?;
+    let dir = target.parent()?;
+    (dir.file_name()?.to_str()? == id).then(|| (id.to_owned(), dir.to_owned()))
+}
+
+/// Whether a file name is never a log source (compressed or temporary rotations).
+pub fn is_ignored(name: &str) -> bool {
+    name.ends_with(".gz") || name.ends_with(".tmp")
+}
+
+/// Rotated siblings of a live log file (`x-json.log.1`, `0.log.20240708-034200`),
+/// sorted by name. Compressed and temporary files are left out.
+pub fn rotated_siblings(live: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}.");
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            (n.len() > prefix.len() && n.starts_with(&prefix) && !is_ignored(&n)).then(|| e.path())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Wakes the read loop when something changes under a root. Holds the watcher alive.
+pub struct Waker {
+    _watcher: Option<notify::RecommendedWatcher>,
+    pub rx: mpsc::Receiver<()>,
+    pub errors: Vec<String>,
+}
+
+impl Waker {
+    /// Watches the roots that exist; a root that cannot be watched is reported and left
+    /// to the periodic rescan.
+    pub fn new(roots: &Roots) -> Waker {
+        use notify::Watcher;
+        let (tx, rx) = mpsc::channel();
+        let mut errors = Vec::new();
+        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        });
+        let watcher = match watcher {
+            Ok(mut w) => {
+                for root in [&roots.docker, &roots.pods] {
+                    if root.is_dir() {
+                        if let Err(e) = w.watch(root, notify::RecursiveMode::Recursive) {
+                            errors.push(format!("watching {}: {e}", root.display()));
+                        }
+                    }
+                }
+                Some(w)
+            }
+            Err(e) => {
+                errors.push(format!("file watcher unavailable: {e}"));
+                None
+            }
+        };
+        Waker { _watcher: watcher, rx, errors }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn finds_both_layouts_and_dedupes_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let docker = t.path().join("docker");
+        let pods = t.path().join("pods");
+        let id = "abc123";
+        fs::create_dir_all(docker.join(id)).unwrap();
+        fs::write(docker.join(id).join(format!("{id}-json.log")), b"x\n").unwrap();
+        fs::write(docker.join(id).join(format!("{id}-json.log.1")), b"x\n").unwrap();
+        let c = pods.join("shop_web_uid1/nginx");
+        fs::create_dir_all(&c).unwrap();
+        symlink(docker.join(id).join(format!("{id}-json.log")), c.join("0.log")).unwrap();
+        let c2 = pods.join("pay_api_uid2/api");
+        fs::create_dir_all(&c2).unwrap();
+        for name in ["0.log", "1.log", "0.log.20240708-034200", "0.log.20240708.gz", "2.log.tmp", "x.log"] {
+            fs::write(c2.join(name), b"2024-07-08T03:42:57Z stdout F x\n").unwrap();
+        }
+        let (found, report) = scan(&Roots { docker: docker.clone(), pods: pods.clone() });
+        assert!(report.missing_roots.is_empty() && report.errors.is_empty(), "{report:?}");
+        let paths: Vec<_> = found.iter().map(|c| c.path.strip_prefix(t.path()).unwrap().to_owned()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                PathBuf::from("docker/abc123/abc123-json.log"),
+                PathBuf::from("pods/pay_api_uid2/api/0.log"),
+                PathBuf::from("pods/pay_api_uid2/api/1.log"),
+            ]
+        );
+        let d = &found[0];
+        assert_eq!(d.info.container_id.as_deref(), Some(id));
+        assert_eq!(d.info.namespace.as_deref(), Some("shop"));
+        assert_eq!(d.info.pod.as_deref(), Some("web"));
+        assert_eq!(
+            rotated_siblings(&c2.join("0.log")),
+            vec![c2.join("0.log.20240708-034200")]
+        );
+    }
+
+    #[test]
+    fn missing_roots_are_reported_not_fatal() {
+        let t = tempfile::tempdir().unwrap();
+        let (found, report) = scan(&Roots { docker: t.path().join("nope"), pods: t.path().join("nada") });
+        assert!(found.is_empty());
+        assert_eq!(report.missing_roots.len(), 2);
+    }
+
+    #[test]
+    fn symlink_only_still_names_the_container() {
+        let t = tempfile::tempdir().unwrap();
+        let id = "feed";
+        let real = t.path().join("elsewhere").join(id);
+        fs::create_dir_all(&real).unwrap();
+        fs::write(real.join(format!("{id}-json.log")), b"x\n").unwrap();
+        let c = t.path().join("pods/ns_pod_uid/c");
+        fs::create_dir_all(&c).unwrap();
+        symlink(real.join(format!("{id}-json.log")), c.join("0.log")).unwrap();
+        let (found, _) = scan(&Roots { docker: t.path().join("none"), pods: t.path().join("pods") });
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].info.container_id.as_deref(), Some(id));
+        assert_eq!(found[0].info.source_key(), format!("docker:{id}"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Bulk encoding: one `create` action line and one document line per record (NDJSON).
+//!
+//! The document follows the schema fluentd-kubernetes-daemonset users already have in
+//! Kibana: `@timestamp, log, stream, docker.container_id, kubernetes.*`, plus the agent's
+//! own flags under `shipper`. A file's metadata is rendered to JSON once per file (see
+//! [`crate::enrich`]) and copied into each document; Docker's `log` value is copied still
+//! escaped. So the hot path is a handful of `extend_from_slice` calls per record.
+
+use crate::enrich::Level;
+use crate::parse::escaped;
+use crate::parse::{Stream, Text, Timestamp};
+use crate::tail::FileId;
+
+/// What every record of one file shares.
+#[derive(Debug, Clone)]
+pub struct FileContext {
+    pub id: FileId,
+    /// `,"docker":{...},"kubernetes":{...}` (or empty), rendered once.
+    pub meta: Vec<u8>,
+    pub level: Level,
+}
+
+/// One record to encode.
+#[derive(Debug)]
+pub struct Doc<'a> {
+    pub offset: u64,
+    pub time: Timestamp,
+    pub stream: Option<Stream>,
+    pub text: &'a Text<'a>,
+    pub truncated: bool,
+    pub parse_error: Option<&'static str>,
+}
+
+/// Encodes documents for one index prefix.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    /// `{"create":{"_index":"<prefix>-`
+    action_head: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(index_prefix: &str) -> Encoder {
+        let mut action_head = br#"{"create":{"_index":"#.to_vec();
+        let mut prefix = Vec::new();
+        escaped::escape_into(&mut prefix, index_prefix.as_bytes());
+        action_head.push(b'"');
+        action_head.extend_from_slice(&prefix);
+        action_head.push(b'-');
+        Encoder { action_head }
+    }
+
+    /// Appends the action and document lines of `doc` to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>, file: &FileContext, doc: &Doc<'_>) {
+        out.extend_from_slice(&self.action_head);
+        out.extend_from_slice(&doc.time.index_date());
+        out.extend_from_slice(br#"","_id":""#);
+        out.extend_from_slice(&file.id.record_id(doc.offset));
+        out.extend_from_slice(b"\"}}\n{\"@timestamp\":\"");
+        out.extend_from_slice(doc.time.as_bytes());
+        out.extend_from_slice(br#"","log":""#);
+        match doc.text {
+            Text::Escaped(e) => out.extend_from_slice(e),
+            Text::Raw(r) => escaped::escape_into(out, r),
+            Text::Owned(s) => escaped::escape_into(out, s.as_bytes()),
+        }
+        out.push(b'"');
+        if let Some(stream) = doc.stream {
+            out.extend_from_slice(br#","stream":""#);
+            out.extend_from_slice(stream.as_str().as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(&file.meta);
+        out.extend_from_slice(br#","shipper":{"metadata":""#);
+        out.extend_from_slice(file.level.as_str().as_bytes());
+        out.push(b'"');
+        if doc.truncated {
+            out.extend_from_slice(br#","truncated":true"#);
+        }
+        if let Some(reason) = doc.parse_error {
+            out.extend_from_slice(br#","parse_error":""#);
+            escaped::escape_into(out, reason.as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn ctx() -> FileContext {
+        FileContext {
+            id: FileId::compute("docker:abc", b"first"),
+            meta: br#","docker":{"container_id":"abc"}"#.to_vec(),
+            level: Level::Partial,
+        }
+    }
+
+    fn encode_one(text: Text<'_>, truncated: bool, parse_error: Option<&'static str>) -> (Value, Value) {
+        let time = Timestamp::parse(b"2024-07-09T00:00:01.000000500Z").unwrap();
+        let doc = Doc { offset: 99, time, stream: Some(Stream::Stderr), text: &text, truncated, parse_error };
+        let mut out = Vec::new();
+        Encoder::new("logstash").encode(&mut out, &ctx(), &doc);
+        let s = std::str::from_utf8(&out).unwrap();
+        assert!(s.ends_with('\n'));
+        let mut lines = s.lines();
+        let action: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let body: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert!(lines.next().is_none());
+        (action, body)
+    }
+
+    #[test]
+    fn action_and_document() {
+        let (action, body) = encode_one(Text::Escaped(br#"a \"quoted\" \u003cb\u003e"#), false, None);
+        let id = std::str::from_utf8(&ctx().id.record_id(99)).unwrap().to_owned();
+        assert_eq!(action, json!({"create": {"_index": "logstash-2024.07.09", "_id": id}}));
+        assert_eq!(
+            body,
+            json!({
+                "@timestamp": "2024-07-09T00:00:01.000000500Z",
+                "log": "a \"quoted\" <b>",
+                "stream": "stderr",
+                "docker": {"container_id": "abc"},
+                "shipper": {"metadata": "partial"}
+            })
+        );
+    }
+
+    #[test]
+    fn raw_text_is_escaped_and_flags_are_set() {
+        let (_, body) = encode_one(Text::Raw(b"tab\there \xff \"q\""), true, Some("invalid CRI line"));
+        assert_eq!(body["log"], "tab\there \u{fffd} \"q\"");
+        assert_eq!(body["shipper"], json!({"metadata": "partial", "truncated": true, "parse_error": "invalid CRI line"}));
+    }
+}

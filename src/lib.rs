@@ -1,0 +1,25 @@
+//! `shipper`: a Kubernetes node agent that reads every container's log files and turns
+//! them into Elasticsearch bulk requests, with nothing lost and nothing duplicated.
+//!
+//! # Layout, in data-path order
+//!
+//! - [`discover`]: finds log files under the Docker and CRI roots (scan + inotify waker).
+//! - [`tail`]: reads each file from its checkpoint; identity, rotation, truncation,
+//!   fairness.
+//! - [`parse`]: Docker json-file and CRI line parsers, timestamps, partial-line merging.
+//! - [`enrich`]: pod/namespace metadata from paths, Docker config and pod lists.
+//! - [`encode`]: one bulk `create` action + document per record, deterministic `_id`.
+//! - [`checkpoint`]: per-file positions on disk, written atomically.
+//! - [`metrics`]: counters.
+//! - [`config`], [`cli`], [`app`]: settings and wiring.
+
+pub mod app;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod discover;
+pub mod encode;
+pub mod enrich;
+pub mod metrics;
+pub mod parse;
+pub mod tail;

@@ -1,0 +1,59 @@
+//! The `shipper` binary: flags → config → run. Errors are printed with their causes.
+
+use clap::Parser;
+use shipper::{app, cli::Args, config};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shipper: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    if !args.dry_run {
+        anyhow::bail!(
+            "this build has no Elasticsearch output yet, so the agent cannot ship; \
+             run with --dry-run to print the bulk requests it would send"
+        );
+    }
+    let opts = app::DryRun { pods: args.pods.clone(), follow: args.follow };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stop = AtomicBool::new(false);
+    match app::dry_run(&cfg, &opts, &mut out, &stop) {
+        Ok(stats) => {
+            eprintln!("shipper dry-run: {stats}");
+            Ok(ExitCode::SUCCESS)
+        }
+        // `shipper --dry-run | head` closing the pipe is not an error.
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn init_logging(args: &Args) {
+    use tracing_subscriber::EnvFilter;
+    // The dry-run's stdout is data: its own logs stay quiet unless asked.
+    let default = args.log_level.clone().unwrap_or_else(|| if args.dry_run { "warn".into() } else { "info".into() });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

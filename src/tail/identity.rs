@@ -1,0 +1,105 @@
+//! File identity: which file this is, independent of its path and inode.
+//!
+//! identity = xxh3-128(source, first complete line). The source is the container (Docker
+//! container id, or pod uid + container name for CRI) and the first line carries the
+//! runtime's nanosecond timestamp, so the identity is the same after a rename, a restart
+//! or a copy, and differs for a new file that reuses an inode or a copytruncated file.
+//!
+//! Record ids derive from it: `_id` = base64url(xxh3-128(identity, offset)), 22 characters,
+//! the same on any machine for the same bytes. xxh3 is not a cryptographic hash: ids assume
+//! log content is not crafted to collide with another container's ids.
+
+use base64::Engine;
+use std::fmt;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// The content identity of a log file.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId([u8; 16]);
+
+/// Length of a record id in bytes (base64url of 128 bits, no padding).
+pub const RECORD_ID_LEN: usize = 22;
+
+impl FileId {
+    pub fn compute(source: &str, first_line: &[u8]) -> FileId {
+        let mut input = Vec::with_capacity(source.len() + 1 + first_line.len());
+        input.extend_from_slice(source.as_bytes());
+        input.push(0);
+        input.extend_from_slice(first_line);
+        FileId(xxh3_128(&input).to_be_bytes())
+    }
+
+    pub fn from_bytes(b: [u8; 16]) -> FileId {
+        FileId(b)
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(s: &str) -> Option<FileId> {
+        if s.len() != 32 || !s.is_ascii() {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        for (i, out) in b.iter_mut().enumerate() {
+            *out = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(FileId(b))
+    }
+
+    /// The `_id` of the record whose first byte is at `offset` in this file.
+    pub fn record_id(&self, offset: u64) -> [u8; RECORD_ID_LEN] {
+        let mut input = [0u8; 24];
+        input[..16].copy_from_slice(&self.0);
+        input[16..].copy_from_slice(&offset.to_be_bytes());
+        let hash = xxh3_128(&input).to_be_bytes();
+        let mut out = [0u8; RECORD_ID_LEN];
+        // 16 bytes always encode to exactly 22 base64 characters without padding.
+        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(hash, &mut out);
+        out
+    }
+}
+
+impl fmt::Debug for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileId({})", self.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_across_runs_and_machines() {
+        let id = FileId::compute("docker:abc", b"{\"log\":\"x\\n\"}");
+        assert_eq!(id.to_hex(), FileId::from_hex(&id.to_hex()).unwrap().to_hex());
+        let rid = id.record_id(0);
+        assert_eq!(rid.len(), 22);
+        assert!(rid.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+        assert_ne!(id.record_id(0), id.record_id(1));
+        assert_ne!(FileId::compute("docker:abd", b"x"), FileId::compute("docker:abc", b"x"));
+        // The separator keeps (source, line) pairs apart.
+        assert_ne!(FileId::compute("a", b"bc"), FileId::compute("ab", b"c"));
+    }
+
+    /// Pinned: a change here changes every `_id` users already have in Elasticsearch.
+    /// The values were checked against Python's `xxhash` package (xxh3_128_digest).
+    #[test]
+    fn pinned_values() {
+        let id = FileId::compute("cri:uid/c", b"2024-07-08T03:42:57.123456789Z stdout F hello");
+        assert_eq!(id.to_hex(), PINNED_HEX);
+        assert_eq!(std::str::from_utf8(&id.record_id(4096)).unwrap(), PINNED_RECORD_ID);
+    }
+
+    const PINNED_HEX: &str = "0e56c73051afed7e6f3ef13498c2ffe6";
+    const PINNED_RECORD_ID: &str = "JLszsgNJEDE5y9hA4yyB6g";
+
+    #[test]
+    fn hex_rejects_garbage() {
+        assert!(FileId::from_hex("").is_none());
+        assert!(FileId::from_hex(&"g".repeat(32)).is_none());
+        assert!(FileId::from_hex(&"é".repeat(16)).is_none());
+    }
+}

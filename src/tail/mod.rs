@@ -1,0 +1,357 @@
+//! The set of files being read, and the rules for rotation, truncation and deletion.
+//!
+//! - **Identity**: a file is known by [`FileId`] (container + first line), so a rename
+//!   keeps its checkpoint and an inode reused by a new file does not inherit one.
+//! - **Rotation** (rename): the old handle is kept and drained; it closes once it has sat
+//!   at its end for [`Tailer::drain_grace`] (containerd may still write to it until it
+//!   reopens). **Deletion**: the same.
+//! - **Truncation** (copytruncate): the file restarts at 0, counted. If a rotated sibling
+//!   carries the old identity (logrotate's copy), the unread rest is drained from it.
+//! - **Start-up**: rotated siblings whose identity has a checkpoint with unread bytes
+//!   (rotation while the agent was down) are drained before the live files.
+//! - **Fairness**: [`Tailer::poll_round`] gives every file one turn of at most `budget`
+//!   bytes, round-robin, so a chatty container cannot starve the others.
+//!
+//! Checkpoints are read here but never written: the caller persists
+//! [`Tailer::positions`] once the records emitted so far are safe.
+
+mod file;
+mod identity;
+
+pub use file::{first_line, FileTail, Phase, Progress, ReadLimits};
+pub use identity::{FileId, RECORD_ID_LEN};
+
+use crate::checkpoint::{Checkpoints, Position};
+use crate::discover::{self, Candidate, Roots};
+use crate::encode::Encoder;
+use crate::enrich::{docker_config_labels, PodIndex};
+use crate::metrics::Stats;
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything the tailer needs to know, fixed at start.
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    pub roots: Roots,
+    pub limits: ReadLimits,
+    /// Bytes one file may consume per round.
+    pub budget: u64,
+    /// How long a rotated or deleted file stays open at its end before it is closed.
+    pub drain_grace: Duration,
+    /// De-dot label keys.
+    pub dedot: bool,
+}
+
+/// Reads every discovered log file.
+pub struct Tailer {
+    cfg: TailConfig,
+    enc: Encoder,
+    pods: Option<PodIndex>,
+    files: Vec<FileTail>,
+    /// Identities of files closed since the last [`Tailer::take_closed`].
+    closed: Vec<FileId>,
+    buf: Vec<u8>,
+    stats: Arc<Stats>,
+}
+
+impl Tailer {
+    pub fn new(cfg: TailConfig, enc: Encoder, pods: Option<PodIndex>, stats: Arc<Stats>) -> Tailer {
+        let buf = vec![0; cfg.limits.read_bytes];
+        Tailer { cfg, enc, pods, files: Vec::new(), closed: Vec::new(), buf, stats }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        self.cfg.drain_grace
+    }
+
+    /// Paths of the files being read, in round-robin order.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|f| f.path.as_path())
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// First scan: opens every live file, and before them the rotated siblings that a
+    /// checkpoint says still have unread bytes.
+    pub fn start(&mut self, cps: &Checkpoints) {
+        let candidates = self.scan();
+        let mut siblings = Vec::new();
+        for c in &candidates {
+            for path in discover::rotated_siblings(&c.path) {
+                siblings.push((c.clone(), path));
+            }
+        }
+        for (c, path) in siblings {
+            let Some(tail) = self.open(&c, Some(path.clone())) else { continue };
+            if let Some(tail) = self.resume_sibling(tail, cps) {
+                tracing::info!(path = %path.display(), offset = tail.offset(), "draining file rotated while stopped");
+                self.files.push(tail);
+            }
+        }
+        self.add_new(candidates, cps);
+    }
+
+    fn resume_sibling(&mut self, mut tail: FileTail, cps: &Checkpoints) -> Option<FileTail> {
+        let id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
+        let pos = cps.get(&id)?;
+        if pos.offset >= tail.len().ok()? {
+            return None;
+        }
+        tail.start(id, Some(pos));
+        tail.phase = Phase::Draining { since: None };
+        Stats::add(&self.stats.files_opened, 1);
+        Some(tail)
+    }
+
+    fn scan(&mut self) -> Vec<Candidate> {
+        let (candidates, report) = discover::scan(&self.cfg.roots);
+        for root in &report.missing_roots {
+            tracing::warn!(root = %root.display(), "log root does not exist or cannot be read; will look again");
+        }
+        for (path, err) in &report.errors {
+            Stats::add(&self.stats.read_errors, 1);
+            tracing::warn!(path = %path.display(), error = %err, "cannot read log path");
+        }
+        candidates
+    }
+
+    /// Rescans the roots: opens new files, marks rotated and deleted ones for draining,
+    /// and checks open files for truncation or in-place rewrites.
+    pub fn rescan(&mut self, cps: &Checkpoints) {
+        let candidates = self.scan();
+        let live: HashSet<(u64, u64)> = candidates.iter().map(|c| (c.dev, c.ino)).collect();
+        for i in 0..self.files.len() {
+            let f = &mut self.files[i];
+            if f.phase == Phase::Live && !live.contains(&(f.dev, f.ino)) {
+                f.phase = Phase::Draining { since: None };
+                Stats::add(&self.stats.files_rotated, 1);
+                tracing::debug!(path = %f.path.display(), "file rotated or deleted; draining");
+            }
+            self.check_rewritten(i, cps);
+        }
+        self.add_new(candidates, cps);
+    }
+
+    fn add_new(&mut self, candidates: Vec<Candidate>, cps: &Checkpoints) {
+        let open: HashSet<(u64, u64)> = self.files.iter().map(|f| (f.dev, f.ino)).collect();
+        for c in candidates {
+            if open.contains(&(c.dev, c.ino)) {
+                continue;
+            }
+            if let Some(tail) = self.open(&c, None) {
+                Stats::add(&self.stats.files_opened, 1);
+                self.files.push(tail);
+                self.identify(self.files.len() - 1, cps);
+            }
+        }
+        self.stats.files_watched.store(self.files.len() as u64, Ordering::Relaxed);
+    }
+
+    fn open(&self, c: &Candidate, path: Option<PathBuf>) -> Option<FileTail> {
+        let mut info = c.info.clone();
+        if let Some(dir) = &c.docker_dir {
+            match docker_config_labels(dir) {
+                Ok(labels) => info.merge(labels),
+                Err(e) => tracing::debug!(error = %e, "no kubernetes labels from docker config"),
+            }
+        }
+        let meta = self.pods.as_ref().and_then(|p| p.lookup(&info)).unwrap_or_else(|| info.to_metadata());
+        let path = path.unwrap_or_else(|| c.path.clone());
+        match FileTail::open(path.clone(), info.source_key(), meta.render(self.cfg.dedot), meta.level(), &self.cfg.limits) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                Stats::add(&self.stats.read_errors, 1);
+                tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
+                None
+            }
+        }
+    }
+
+    /// Fixes file `i`'s identity once its first line is complete, and resumes it at its
+    /// checkpoint. A file whose identity is already open elsewhere (a copy) stays unread.
+    fn identify(&mut self, i: usize, cps: &Checkpoints) {
+        let f = &self.files[i];
+        if f.id().is_some() {
+            return;
+        }
+        match f.compute_id(&mut self.buf, &self.cfg.limits) {
+            Ok(Some(id)) => {
+                let dup = self.files.iter().enumerate().any(|(j, g)| j != i && g.id() == Some(id));
+                if dup {
+                    return;
+                }
+                let len = f.len().unwrap_or(0);
+                let pos = cps.get(&id).filter(|p| p.offset <= len);
+                self.files[i].start(id, pos);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                Stats::add(&self.stats.read_errors, 1);
+                tracing::warn!(path = %f.path.display(), error = %e, "cannot read log file");
+            }
+        }
+    }
+
+    /// Detects truncation (size below our offset) and in-place rewrites (the first line
+    /// changed: copytruncate followed by new writes, or the inode reused). Cheap when the
+    /// file's size has not changed since the last check: one fstat.
+    fn check_rewritten(&mut self, i: usize, cps: &Checkpoints) {
+        let f = &mut self.files[i];
+        let Some(id) = f.id() else { return };
+        let Ok(len) = f.len() else { return };
+        if !f.size_changed(len) {
+            return;
+        }
+        let truncated = len < f.offset();
+        let rewritten = !truncated && matches!(f.compute_id(&mut self.buf, &self.cfg.limits), Ok(Some(now)) if now != id);
+        if !(truncated || rewritten) {
+            return;
+        }
+        Stats::add(&self.stats.files_truncated, 1);
+        tracing::info!(path = %f.path.display(), "file truncated or rewritten; reading it again from the start");
+        let old = f.position();
+        self.closed.push(id);
+        f.restart();
+        // logrotate's copytruncate copied the file aside before truncating it: the bytes
+        // we had not read yet are in that copy, under the old identity.
+        if let Some((old_id, pos)) = old {
+            self.drain_copy(i, old_id, &pos);
+        }
+        self.identify(i, cps);
+    }
+
+    fn drain_copy(&mut self, i: usize, old_id: FileId, pos: &Position) {
+        for sibling in discover::rotated_siblings(&self.files[i].path) {
+            let Ok(mut copy) = self.files[i].sibling(sibling.clone(), &self.cfg.limits) else { continue };
+            let Ok(Some(id)) = copy.compute_id(&mut self.buf, &self.cfg.limits) else { continue };
+            if id != old_id || copy.len().map(|l| l <= pos.offset).unwrap_or(true) {
+                continue;
+            }
+            tracing::info!(path = %sibling.display(), offset = pos.offset, "reading the rest of a truncated file from its copy");
+            copy.start(id, Some(pos));
+            copy.phase = Phase::Draining { since: None };
+            Stats::add(&self.stats.files_opened, 1);
+            self.files.push(copy);
+            return;
+        }
+    }
+
+    /// One round: every file gets a turn of at most `budget` bytes. Returns the bytes
+    /// consumed; 0 means every file is at its end.
+    pub fn poll_round(&mut self, cps: &Checkpoints, out: &mut Vec<u8>) -> u64 {
+        let mut total = 0;
+        let mut i = 0;
+        while i < self.files.len() {
+            self.identify(i, cps);
+            self.check_rewritten(i, cps);
+            let progress = self.poll_file(i, out, self.cfg.budget);
+            total += progress.bytes;
+            if !self.maybe_close(i, progress, out) {
+                i += 1;
+            }
+        }
+        total
+    }
+
+    fn poll_file(&mut self, i: usize, out: &mut Vec<u8>, budget: u64) -> Progress {
+        let Tailer { files, buf, cfg, enc, stats, .. } = self;
+        let f = &mut files[i];
+        match f.poll(buf, &cfg.limits, enc, out, stats, budget) {
+            Ok(p) => p,
+            Err(e) => {
+                Stats::add(&stats.read_errors, 1);
+                tracing::warn!(path = %f.path.display(), error = %e, "error reading log file");
+                Progress { bytes: 0, eof: true }
+            }
+        }
+    }
+
+    /// Closes a draining file that has sat at its end for the grace period.
+    fn maybe_close(&mut self, i: usize, progress: Progress, out: &mut Vec<u8>) -> bool {
+        let grace = self.cfg.drain_grace;
+        let f = &mut self.files[i];
+        let Phase::Draining { since } = f.phase else { return false };
+        if !progress.eof || progress.bytes > 0 {
+            f.phase = Phase::Draining { since: None };
+            return false;
+        }
+        let since = since.unwrap_or_else(Instant::now);
+        f.phase = Phase::Draining { since: Some(since) };
+        if since.elapsed() < grace {
+            return false;
+        }
+        let mut f = self.files.remove(i);
+        f.flush(&self.enc, out, &self.stats);
+        if let Some(id) = f.id() {
+            self.closed.push(id);
+        }
+        Stats::add(&self.stats.files_closed, 1);
+        self.stats.files_watched.store(self.files.len() as u64, Ordering::Relaxed);
+        tracing::debug!(path = %f.path.display(), "drained and closed");
+        true
+    }
+
+    /// Reads every file to its current end, one after the other in path order (the
+    /// dry-run's order), calling `sink` whenever `out` holds more than `flush_at` bytes.
+    pub fn read_all_in_order(
+        &mut self,
+        cps: &Checkpoints,
+        out: &mut Vec<u8>,
+        flush_at: usize,
+        sink: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        order.sort_by(|&a, &b| self.files[a].path.cmp(&self.files[b].path));
+        for i in order {
+            self.identify(i, cps);
+            loop {
+                let budget = (flush_at as u64).max(1 << 20);
+                let p = self.poll_file(i, out, budget);
+                if out.len() >= flush_at {
+                    sink(out)?;
+                }
+                if p.eof {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every pending partial record and counts unterminated final lines (a dry-run
+    /// is over).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        for f in &mut self.files {
+            f.flush(&self.enc, out, &self.stats);
+            if let Ok(len) = f.len() {
+                Stats::add(&self.stats.incomplete_bytes, len.saturating_sub(f.offset()));
+            }
+        }
+    }
+
+    /// Resume points of every identified file, for the caller to persist once the
+    /// records emitted so far are safe.
+    pub fn positions(&self) -> Vec<(FileId, Position)> {
+        self.files.iter().filter_map(FileTail::position).collect()
+    }
+
+    /// Identities of files closed (or restarted) since the last call: their checkpoints
+    /// can go once the records emitted so far are safe.
+    pub fn take_closed(&mut self) -> Vec<FileId> {
+        std::mem::take(&mut self.closed)
+    }
+}
