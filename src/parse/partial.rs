@@ -284,7 +284,10 @@ mod tests {
         assert_eq!(out.text, Text::Raw(b"abcde"));
         assert!(out.truncated);
         let out = m.push(20, line(Stream::Stdout, false, Text::Escaped(br"ab\ncd")), None).unwrap();
-        assert_eq!((out.text, out.truncated), (Text::Escaped(&br"ab\n"[..]), true));
+        assert_eq!((out.text, out.truncated), (Text::Escaped(&br"ab\nc"[..]), true));
+        let mut m3 = Merger::new(3);
+        let out = m3.push(25, line(Stream::Stdout, false, Text::Escaped(br"ab\ncd")), None).unwrap();
+        assert_eq!((out.text, out.truncated), (Text::Escaped(&b"ab"[..]), true), "never cut inside an escape");
         let out = m.push(30, line(Stream::Stdout, false, Text::Raw("abcdé".as_bytes())), None).unwrap();
         assert_eq!((out.text, out.truncated), (Text::Raw(&b"abcd"[..]), true));
         let out = m.push(40, line(Stream::Stdout, false, Text::Raw("abcé".as_bytes())), None).unwrap();
