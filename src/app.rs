@@ -28,7 +28,10 @@ pub struct DryRun {
 pub fn tail_config(cfg: &Config) -> TailConfig {
     let i = &cfg.input;
     TailConfig {
-        roots: Roots { docker: i.docker_root.clone(), pods: i.pods_root.clone() },
+        roots: Roots {
+            docker: i.docker_root.clone(),
+            pods: i.pods_root.clone(),
+        },
         limits: ReadLimits {
             max_record_bytes: usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX),
             read_bytes: usize::try_from(i.read_bytes).unwrap_or(usize::MAX),
@@ -41,14 +44,24 @@ pub fn tail_config(cfg: &Config) -> TailConfig {
 
 /// Runs the dry-run: every file from its beginning, in path order, bulk NDJSON to `out`.
 /// With `follow`, keeps reading until `stop` is set. Returns the counters.
-pub fn dry_run(cfg: &Config, opts: &DryRun, out: &mut dyn Write, stop: &AtomicBool) -> anyhow::Result<Arc<Stats>> {
+pub fn dry_run(
+    cfg: &Config,
+    opts: &DryRun,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> anyhow::Result<Arc<Stats>> {
     let pods = match &opts.pods {
         Some(p) => Some(PodIndex::load(p)?),
         None => None,
     };
     let stats = Arc::new(Stats::default());
     let tail_cfg = tail_config(cfg);
-    let mut tailer = Tailer::new(tail_cfg.clone(), Encoder::new(&cfg.elasticsearch.index_prefix), pods, stats.clone());
+    let mut tailer = Tailer::new(
+        tail_cfg.clone(),
+        Encoder::new(&cfg.elasticsearch.index_prefix),
+        pods,
+        stats.clone(),
+    );
     let cps = Checkpoints::in_memory();
     let waker = opts.follow.then(|| Waker::new(&tail_cfg.roots));
     tailer.start(&cps);
@@ -58,12 +71,22 @@ pub fn dry_run(cfg: &Config, opts: &DryRun, out: &mut dyn Write, stop: &AtomicBo
         b.clear();
         Ok(())
     };
-    tailer.read_all_in_order(&cps, &mut buf, FLUSH_BYTES, &mut write).context("writing output")?;
+    tailer
+        .read_all_in_order(&cps, &mut buf, FLUSH_BYTES, &mut write)
+        .context("writing output")?;
     if let Some(waker) = waker {
         for e in &waker.errors {
             tracing::warn!("{e}; relying on rescans");
         }
-        follow(&mut tailer, &cps, &mut buf, &mut write, &waker, stop, Duration::from_millis(cfg.input.rescan_interval_ms))?;
+        follow(
+            &mut tailer,
+            &cps,
+            &mut buf,
+            &mut write,
+            &waker,
+            stop,
+            Duration::from_millis(cfg.input.rescan_interval_ms),
+        )?;
     }
     tailer.finish(&mut buf);
     write(&mut buf).context("writing output")?;
@@ -90,13 +113,11 @@ fn follow(
         }
         let n = tailer.poll_round(cps, buf);
         write(buf).context("writing output")?;
-        if n == 0 {
-            if waker.rx.recv_timeout(idle_wait).is_ok() {
-                // Coalesce a burst of events into one wake-up, and look for new files.
-                while waker.rx.try_recv().is_ok() {}
-                tailer.rescan(cps);
-                last_scan = Instant::now();
-            }
+        if n == 0 && waker.rx.recv_timeout(idle_wait).is_ok() {
+            // Coalesce a burst of events into one wake-up, and look for new files.
+            while waker.rx.try_recv().is_ok() {}
+            tailer.rescan(cps);
+            last_scan = Instant::now();
         }
     }
     Ok(())

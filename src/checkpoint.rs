@@ -35,7 +35,10 @@ pub enum CheckpointError {
     #[error("{path} is corrupt (checksum mismatch)")]
     Checksum { path: PathBuf },
     #[error("{path} is corrupt: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Where to resume one file.
@@ -87,13 +90,21 @@ impl Checkpoints {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
-        Ok(Checkpoints { path: Some(path), map, dirty: false })
+        Ok(Checkpoints {
+            path: Some(path),
+            map,
+            dirty: false,
+        })
     }
 
     /// An empty table that will be written to `<dir>/checkpoints` (used after a corrupt
     /// file was reported: starting over is safe because ids are deterministic).
     pub fn empty_at(dir: &Path) -> Checkpoints {
-        Checkpoints { path: Some(dir.join(FILE_NAME)), map: BTreeMap::new(), dirty: true }
+        Checkpoints {
+            path: Some(dir.join(FILE_NAME)),
+            map: BTreeMap::new(),
+            dirty: true,
+        }
     }
 
     pub fn get(&self, id: &FileId) -> Option<&Position> {
@@ -134,12 +145,17 @@ impl Checkpoints {
 
     /// Writes the table if it changed. Returns whether a write happened.
     pub fn save(&mut self) -> Result<bool, CheckpointError> {
-        let Some(path) = &self.path else { return Ok(false) };
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
         if !self.dirty {
             return Ok(false);
         }
         let bytes = encode(&self.map);
-        write_atomic(path, &bytes).map_err(|source| CheckpointError::Write { path: path.clone(), source })?;
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Write {
+            path: path.clone(),
+            source,
+        })?;
         self.dirty = false;
         Ok(true)
     }
@@ -166,16 +182,24 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
 
 /// Parses a checkpoint file. Pure, so it can be fuzzed.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, CheckpointError> {
-    let header_err = || CheckpointError::Header { path: path.to_owned() };
+    let header_err = || CheckpointError::Header {
+        path: path.to_owned(),
+    };
     let nl = memchr::memchr(b'\n', bytes).ok_or_else(header_err)?;
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| header_err())?;
     let mut parts = header.split(' ');
     if parts.next() != Some(MAGIC) {
         return Err(header_err());
     }
-    let version: u32 = parts.next().and_then(|v| v.parse().ok()).ok_or_else(header_err)?;
+    let version: u32 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(header_err)?;
     if version != VERSION {
-        return Err(CheckpointError::Version { path: path.to_owned(), found: version });
+        return Err(CheckpointError::Version {
+            path: path.to_owned(),
+            found: version,
+        });
     }
     let crc = parts
         .next()
@@ -186,10 +210,14 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
     }
     let json = &bytes[nl + 1..];
     if crc32fast::hash(json) != crc {
-        return Err(CheckpointError::Checksum { path: path.to_owned() });
+        return Err(CheckpointError::Checksum {
+            path: path.to_owned(),
+        });
     }
-    let body: Body =
-        serde_json::from_slice(json).map_err(|source| CheckpointError::Json { path: path.to_owned(), source })?;
+    let body: Body = serde_json::from_slice(json).map_err(|source| CheckpointError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut map = BTreeMap::new();
     for e in body.files {
         let bad = |what: &str| CheckpointError::Json {
@@ -201,7 +229,14 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
             Some(t) => Some(Timestamp::parse(t.as_bytes()).map_err(|_| bad("invalid last_time"))?),
             None => None,
         };
-        map.insert(id, Position { offset: e.offset, last_time, path: e.path });
+        map.insert(
+            id,
+            Position {
+                offset: e.offset,
+                last_time,
+                path: e.path,
+            },
+        );
     }
     Ok(map)
 }
@@ -234,8 +269,22 @@ mod tests {
         assert!(c.is_empty());
         assert!(!c.save().unwrap(), "nothing changed, nothing written");
         let t = Timestamp::parse(b"2024-07-08T03:42:57.5Z").unwrap();
-        c.update(id(1), Position { offset: 42, last_time: Some(t), path: "/a".into() });
-        c.update(id(2), Position { offset: 7, last_time: None, path: "/b".into() });
+        c.update(
+            id(1),
+            Position {
+                offset: 42,
+                last_time: Some(t),
+                path: "/a".into(),
+            },
+        );
+        c.update(
+            id(2),
+            Position {
+                offset: 7,
+                last_time: None,
+                path: "/b".into(),
+            },
+        );
         assert!(c.save().unwrap());
         let back = Checkpoints::load(dir.path()).unwrap();
         assert_eq!(back.get(&id(1)).unwrap().offset, 42);
@@ -247,19 +296,38 @@ mod tests {
     #[test]
     fn corruption_is_an_error_not_a_panic() {
         let mut map = BTreeMap::new();
-        map.insert(id(3), Position { offset: 1, last_time: None, path: "/x".into() });
+        map.insert(
+            id(3),
+            Position {
+                offset: 1,
+                last_time: None,
+                path: "/x".into(),
+            },
+        );
         let good = encode(&map);
         let p = Path::new("cp");
         assert!(decode(p, &good).is_ok());
         let mut flipped = good.clone();
         let last = flipped.len() - 3;
         flipped[last] ^= 1;
-        assert!(matches!(decode(p, &flipped), Err(CheckpointError::Checksum { .. })));
-        assert!(matches!(decode(p, b""), Err(CheckpointError::Header { .. })));
-        assert!(matches!(decode(p, b"shipper-checkpoints 9 0\n{}"), Err(CheckpointError::Version { found: 9, .. })));
+        assert!(matches!(
+            decode(p, &flipped),
+            Err(CheckpointError::Checksum { .. })
+        ));
+        assert!(matches!(
+            decode(p, b""),
+            Err(CheckpointError::Header { .. })
+        ));
+        assert!(matches!(
+            decode(p, b"shipper-checkpoints 9 0\n{}"),
+            Err(CheckpointError::Version { found: 9, .. })
+        ));
         let body = br#"{"files":[{"id":"zz","offset":1,"path":"/x"}]}"#;
         let mut bad_id = format!("{MAGIC} 1 {:08x}\n", crc32fast::hash(body)).into_bytes();
         bad_id.extend_from_slice(body);
-        assert!(matches!(decode(p, &bad_id), Err(CheckpointError::Json { .. })));
+        assert!(matches!(
+            decode(p, &bad_id),
+            Err(CheckpointError::Json { .. })
+        ));
     }
 }

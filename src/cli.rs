@@ -76,7 +76,10 @@ impl Args {
             out.push(("elasticsearch.index_prefix", toml::Value::String(p.clone())));
         }
         if let Some(n) = self.max_record_bytes {
-            out.push(("input.max_record_bytes", toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))));
+            out.push((
+                "input.max_record_bytes",
+                toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+            ));
         }
         out
     }
@@ -90,12 +93,31 @@ mod tests {
     #[test]
     fn flags_parse_and_document_themselves() {
         Args::command().debug_assert();
-        let a = Args::try_parse_from(["shipper", "--dry-run", "--docker-root", "/d", "--pods", "p.json"]).unwrap();
+        let a = Args::try_parse_from([
+            "shipper",
+            "--dry-run",
+            "--docker-root",
+            "/d",
+            "--pods",
+            "p.json",
+        ])
+        .unwrap();
         assert!(a.dry_run);
         assert_eq!(a.overrides()[0].0, "input.docker_root");
-        assert!(Args::try_parse_from(["shipper", "--follow"]).is_err(), "--follow needs --dry-run");
+        assert!(
+            Args::try_parse_from(["shipper", "--follow"]).is_err(),
+            "--follow needs --dry-run"
+        );
         let help = Args::command().render_long_help().to_string();
-        for flag in ["--docker-root", "--pods-root", "--data-dir", "--dry-run", "--pods", "--follow", "--config"] {
+        for flag in [
+            "--docker-root",
+            "--pods-root",
+            "--data-dir",
+            "--dry-run",
+            "--pods",
+            "--follow",
+            "--config",
+        ] {
             assert!(help.contains(flag), "{flag} undocumented");
         }
     }

@@ -38,9 +38,15 @@ pub const ENV_RESERVED: &[&str] = &["SHIPPER_CONFIG", "SHIPPER_LOG"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("environment variable {var}: {reason}")]
     Env { var: String, reason: String },
     #[error("setting `{key}`: {reason}")]
@@ -101,7 +107,9 @@ pub struct Agent {
 
 impl Default for Agent {
     fn default() -> Agent {
-        Agent { data_dir: DEFAULT_DATA_DIR.into() }
+        Agent {
+            data_dir: DEFAULT_DATA_DIR.into(),
+        }
     }
 }
 
@@ -115,7 +123,9 @@ pub struct Elasticsearch {
 
 impl Default for Elasticsearch {
     fn default() -> Elasticsearch {
-        Elasticsearch { index_prefix: DEFAULT_INDEX_PREFIX.into() }
+        Elasticsearch {
+            index_prefix: DEFAULT_INDEX_PREFIX.into(),
+        }
     }
 }
 
@@ -147,49 +157,79 @@ pub fn load(
     })?;
     let mut merged = toml::Table::new();
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let toml_err = |source| ConfigError::Toml { path: path.to_owned(), source };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let toml_err = |source| ConfigError::Toml {
+            path: path.to_owned(),
+            source,
+        };
         // The typed parse reports unknown keys and bad values with line and column.
         toml::from_str::<Config>(&text).map_err(toml_err)?;
         merged = toml::from_str(&text).map_err(toml_err)?;
     }
-    let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     env.sort();
     for (var, value) in env {
         if ENV_RESERVED.contains(&var.as_str()) {
             continue;
         }
         let (section, key, default) = env_key(&defaults, &var)?;
-        let parsed = parse_like(default, &value).map_err(|reason| ConfigError::Env { var: var.clone(), reason })?;
+        let parsed = parse_like(default, &value).map_err(|reason| ConfigError::Env {
+            var: var.clone(),
+            reason,
+        })?;
         set(&mut merged, &section, &key, parsed);
     }
     for (dotted, value) in flags {
         let (section, key) = dotted.split_once('.').unwrap_or(("", dotted));
         set(&mut merged, section, key, value);
     }
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
-        .map_err(|e| ConfigError::Invalid { key: e.path().to_string(), reason: e.inner().to_string() })?;
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            ConfigError::Invalid {
+                key: e.path().to_string(),
+                reason: e.inner().to_string(),
+            }
+        })?;
     config.validate()?;
     Ok(config)
 }
 
 fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = entry {
         t.insert(key.to_owned(), value);
     }
 }
 
 /// `SHIPPER_INPUT_DOCKER_ROOT` → (`input`, `docker_root`, default value).
-fn env_key<'d>(defaults: &'d toml::Value, var: &str) -> Result<(String, String, &'d toml::Value), ConfigError> {
+fn env_key<'d>(
+    defaults: &'d toml::Value,
+    var: &str,
+) -> Result<(String, String, &'d toml::Value), ConfigError> {
     let rest = var[ENV_PREFIX.len()..].to_ascii_lowercase();
     let unknown = || ConfigError::Env {
         var: var.to_owned(),
-        reason: format!("unknown setting (expected SHIPPER_<SECTION>_<KEY> for one of: {})", all_keys(defaults).join(", ")),
+        reason: format!(
+            "unknown setting (expected SHIPPER_<SECTION>_<KEY> for one of: {})",
+            all_keys(defaults).join(", ")
+        ),
     };
     let sections = defaults.as_table().ok_or_else(unknown)?;
     for (section, keys) in sections {
-        let Some(key) = rest.strip_prefix(section.as_str()).and_then(|r| r.strip_prefix('_')) else { continue };
+        let Some(key) = rest
+            .strip_prefix(section.as_str())
+            .and_then(|r| r.strip_prefix('_'))
+        else {
+            continue;
+        };
         if let Some(default) = keys.as_table().and_then(|t| t.get(key)) {
             return Ok((section.clone(), key.to_owned(), default));
         }
@@ -210,16 +250,27 @@ fn all_keys(defaults: &toml::Value) -> Vec<String> {
 fn parse_like(default: &toml::Value, s: &str) -> Result<toml::Value, String> {
     Ok(match default {
         toml::Value::String(_) => toml::Value::String(s.to_owned()),
-        toml::Value::Integer(_) => toml::Value::Integer(s.trim().parse().map_err(|_| format!("`{s}` is not an integer"))?),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            s.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not an integer"))?,
+        ),
         toml::Value::Boolean(_) => toml::Value::Boolean(match s.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
             _ => return Err(format!("`{s}` is not a boolean (true/false)")),
         }),
-        toml::Value::Float(_) => toml::Value::Float(s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?),
+        toml::Value::Float(_) => toml::Value::Float(
+            s.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a number"))?,
+        ),
         _ => {
-            let doc: toml::Table = toml::from_str(&format!("v = {s}")).map_err(|e| format!("`{s}`: {e}"))?;
-            doc.get("v").cloned().ok_or_else(|| format!("`{s}` is not a value"))?
+            let doc: toml::Table =
+                toml::from_str(&format!("v = {s}")).map_err(|e| format!("`{s}`: {e}"))?;
+            doc.get("v")
+                .cloned()
+                .ok_or_else(|| format!("`{s}` is not a value"))?
         }
     })
 }
@@ -227,26 +278,50 @@ fn parse_like(default: &toml::Value, s: &str) -> Result<toml::Value, String> {
 impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, reason: String| Err(ConfigError::Invalid { key: key.to_owned(), reason });
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                reason,
+            })
+        };
         let i = &self.input;
         if !(1024..=(1 << 30)).contains(&i.max_record_bytes) {
-            return bad("input.max_record_bytes", format!("{} is outside 1024..=1073741824", i.max_record_bytes));
+            return bad(
+                "input.max_record_bytes",
+                format!("{} is outside 1024..=1073741824", i.max_record_bytes),
+            );
         }
         if !(4096..=(64 << 20)).contains(&i.read_bytes) {
-            return bad("input.read_bytes", format!("{} is outside 4096..=67108864", i.read_bytes));
+            return bad(
+                "input.read_bytes",
+                format!("{} is outside 4096..=67108864", i.read_bytes),
+            );
         }
         if i.turn_budget_bytes < 4096 {
-            return bad("input.turn_budget_bytes", format!("{} is below 4096", i.turn_budget_bytes));
+            return bad(
+                "input.turn_budget_bytes",
+                format!("{} is below 4096", i.turn_budget_bytes),
+            );
         }
         if !(10..=600_000).contains(&i.rescan_interval_ms) {
-            return bad("input.rescan_interval_ms", format!("{} is outside 10..=600000", i.rescan_interval_ms));
+            return bad(
+                "input.rescan_interval_ms",
+                format!("{} is outside 10..=600000", i.rescan_interval_ms),
+            );
         }
         if i.drain_grace_ms > 3_600_000 {
-            return bad("input.drain_grace_ms", format!("{} is above 3600000", i.drain_grace_ms));
+            return bad(
+                "input.drain_grace_ms",
+                format!("{} is above 3600000", i.drain_grace_ms),
+            );
         }
         let p = &self.elasticsearch.index_prefix;
         let forbidden = |c: char| c.is_ascii_uppercase() || " \\/*?\"<>|,#:".contains(c);
-        if p.is_empty() || p.starts_with(['-', '_', '+']) || p.chars().any(forbidden) || p.len() > 200 {
+        if p.is_empty()
+            || p.starts_with(['-', '_', '+'])
+            || p.chars().any(forbidden)
+            || p.len() > 200
+        {
             return bad(
                 "elasticsearch.index_prefix",
                 format!("`{p}` is not a valid index name prefix (lowercase, no spaces or \\/*?\"<>|,#:, not starting with -_+)"),
@@ -261,7 +336,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -278,24 +356,59 @@ mod tests {
         std::fs::write(&f, "[input]\npods_root = \"/from/file\"\ndocker_root = \"/file/docker\"\n[elasticsearch]\nindex_prefix = \"file\"\n").unwrap();
         let c = load(
             Some(&f),
-            env(&[("SHIPPER_INPUT_DOCKER_ROOT", "/from/env"), ("SHIPPER_ELASTICSEARCH_INDEX_PREFIX", "123"), ("SHIPPER_CONFIG", "x"), ("OTHER", "y")]),
-            vec![("input.docker_root", toml::Value::String("/from/flag".into()))],
+            env(&[
+                ("SHIPPER_INPUT_DOCKER_ROOT", "/from/env"),
+                ("SHIPPER_ELASTICSEARCH_INDEX_PREFIX", "123"),
+                ("SHIPPER_CONFIG", "x"),
+                ("OTHER", "y"),
+            ]),
+            vec![(
+                "input.docker_root",
+                toml::Value::String("/from/flag".into()),
+            )],
         )
         .unwrap();
         assert_eq!(c.input.pods_root, PathBuf::from("/from/file"));
         assert_eq!(c.input.docker_root, PathBuf::from("/from/flag"));
-        assert_eq!(c.elasticsearch.index_prefix, "123", "a string key stays a string");
+        assert_eq!(
+            c.elasticsearch.index_prefix, "123",
+            "a string key stays a string"
+        );
     }
 
     #[test]
     fn env_types_follow_defaults() {
-        let c = load(None, env(&[("SHIPPER_INPUT_MAX_RECORD_BYTES", "2048"), ("SHIPPER_KUBERNETES_DEDOT_LABELS", "false")]), vec![]).unwrap();
+        let c = load(
+            None,
+            env(&[
+                ("SHIPPER_INPUT_MAX_RECORD_BYTES", "2048"),
+                ("SHIPPER_KUBERNETES_DEDOT_LABELS", "false"),
+            ]),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(c.input.max_record_bytes, 2048);
         assert!(!c.kubernetes.dedot_labels);
-        let e = load(None, env(&[("SHIPPER_INPUT_MAX_RECORD_BYTES", "lots")]), vec![]).unwrap_err().to_string();
-        assert!(e.contains("SHIPPER_INPUT_MAX_RECORD_BYTES") && e.contains("not an integer"), "{e}");
-        let e = load(None, env(&[("SHIPPER_INPUT_NOPE", "1")]), vec![]).unwrap_err().to_string();
-        assert!(e.contains("SHIPPER_INPUT_NOPE") && e.contains("unknown setting") && e.contains("input.docker_root"), "{e}");
+        let e = load(
+            None,
+            env(&[("SHIPPER_INPUT_MAX_RECORD_BYTES", "lots")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SHIPPER_INPUT_MAX_RECORD_BYTES") && e.contains("not an integer"),
+            "{e}"
+        );
+        let e = load(None, env(&[("SHIPPER_INPUT_NOPE", "1")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SHIPPER_INPUT_NOPE")
+                && e.contains("unknown setting")
+                && e.contains("input.docker_root"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -312,15 +425,33 @@ mod tests {
         let e = load(Some(&f), env(&[]), vec![]).unwrap_err().to_string();
         assert!(e.contains("max_record_bytes"), "{e}");
         std::fs::write(&f, "not toml at all [").unwrap();
-        assert!(matches!(load(Some(&f), env(&[]), vec![]), Err(ConfigError::Toml { .. })));
-        assert!(matches!(load(Some(&dir.path().join("missing.toml")), env(&[]), vec![]), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            load(Some(&f), env(&[]), vec![]),
+            Err(ConfigError::Toml { .. })
+        ));
+        assert!(matches!(
+            load(Some(&dir.path().join("missing.toml")), env(&[]), vec![]),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
     fn validation() {
-        let e = load(None, env(&[("SHIPPER_ELASTICSEARCH_INDEX_PREFIX", "Logs")]), vec![]).unwrap_err().to_string();
+        let e = load(
+            None,
+            env(&[("SHIPPER_ELASTICSEARCH_INDEX_PREFIX", "Logs")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("elasticsearch.index_prefix"), "{e}");
-        let e = load(None, env(&[("SHIPPER_INPUT_MAX_RECORD_BYTES", "10")]), vec![]).unwrap_err().to_string();
+        let e = load(
+            None,
+            env(&[("SHIPPER_INPUT_MAX_RECORD_BYTES", "10")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("input.max_record_bytes"), "{e}");
     }
 }

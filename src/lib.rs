@@ -10,7 +10,7 @@
 //! - [`enrich`]: pod/namespace metadata from paths, Docker config and pod lists.
 //! - [`encode`]: one bulk `create` action + document per record, deterministic `_id`.
 //! - [`checkpoint`]: per-file positions on disk, written atomically.
-//! - [`metrics`]: counters.
+//! - [`metrics`]: the counters.
 //! - [`config`], [`cli`], [`app`]: settings and wiring.
 
 pub mod app;

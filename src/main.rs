@@ -26,7 +26,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
              run with --dry-run to print the bulk requests it would send"
         );
     }
-    let opts = app::DryRun { pods: args.pods.clone(), follow: args.follow };
+    let opts = app::DryRun {
+        pods: args.pods.clone(),
+        follow: args.follow,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let stop = AtomicBool::new(false);
@@ -42,14 +45,22 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_logging(args: &Args) {
     use tracing_subscriber::EnvFilter;
     // The dry-run's stdout is data: its own logs stay quiet unless asked.
-    let default = args.log_level.clone().unwrap_or_else(|| if args.dry_run { "warn".into() } else { "info".into() });
+    let default = args.log_level.clone().unwrap_or_else(|| {
+        if args.dry_run {
+            "warn".into()
+        } else {
+            "info".into()
+        }
+    });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

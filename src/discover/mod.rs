@@ -104,6 +104,9 @@ fn stat_file(path: &Path, report: &mut ScanReport) -> Option<fs::Metadata> {
 
 fn scan_docker(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanReport) {
     for (id, dir) in read_dir_sorted(root, report, true) {
+        if !dir.is_dir() {
+            continue;
+        }
         let path = dir.join(format!("{id}-json.log"));
         if let Some(m) = stat_file(&path, report) {
             add(Candidate {
@@ -133,8 +136,15 @@ fn scan_pods(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanRepo
                 if let Some(m) = stat_file(&path, report) {
                     let mut info = SourceInfo::from_cri_dirs(&pod_name, &container_name);
                     // A symlink into Docker's tree names the container too.
-                    let docker_dir = docker_target(&path).inspect(|(id, _)| info.container_id = Some(id.clone()));
-                    add(Candidate { path, dev: m.dev(), ino: m.ino(), info, docker_dir: docker_dir.map(|(_, d)| d) });
+                    let docker_dir = docker_target(&path)
+                        .inspect(|(id, _)| info.container_id = Some(id.clone()));
+                    add(Candidate {
+                        path,
+                        dev: m.dev(),
+                        ino: m.ino(),
+                        info,
+                        docker_dir: docker_dir.map(|(_, d)| d),
+                    });
                 }
             }
         }
@@ -143,7 +153,8 @@ fn scan_pods(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanRepo
 
 /// `<n>.log` with `n` a restart count.
 fn is_cri_log_name(name: &str) -> bool {
-    name.strip_suffix(".log").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    name.strip_suffix(".log")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// If `path` is a symlink to `<dir>/<id>/<id>-json.log`, that id and directory.
@@ -213,7 +224,11 @@ impl Waker {
                 None
             }
         };
-        Waker { _watcher: watcher, rx, errors }
+        Waker {
+            _watcher: watcher,
+            rx,
+            errors,
+        }
     }
 }
 
@@ -231,17 +246,38 @@ mod tests {
         fs::create_dir_all(docker.join(id)).unwrap();
         fs::write(docker.join(id).join(format!("{id}-json.log")), b"x\n").unwrap();
         fs::write(docker.join(id).join(format!("{id}-json.log.1")), b"x\n").unwrap();
+        fs::write(docker.join("manifest.json"), b"{}").unwrap();
         let c = pods.join("shop_web_uid1/nginx");
         fs::create_dir_all(&c).unwrap();
-        symlink(docker.join(id).join(format!("{id}-json.log")), c.join("0.log")).unwrap();
+        symlink(
+            docker.join(id).join(format!("{id}-json.log")),
+            c.join("0.log"),
+        )
+        .unwrap();
         let c2 = pods.join("pay_api_uid2/api");
         fs::create_dir_all(&c2).unwrap();
-        for name in ["0.log", "1.log", "0.log.20240708-034200", "0.log.20240708.gz", "2.log.tmp", "x.log"] {
+        for name in [
+            "0.log",
+            "1.log",
+            "0.log.20240708-034200",
+            "0.log.20240708.gz",
+            "2.log.tmp",
+            "x.log",
+        ] {
             fs::write(c2.join(name), b"2024-07-08T03:42:57Z stdout F x\n").unwrap();
         }
-        let (found, report) = scan(&Roots { docker: docker.clone(), pods: pods.clone() });
-        assert!(report.missing_roots.is_empty() && report.errors.is_empty(), "{report:?}");
-        let paths: Vec<_> = found.iter().map(|c| c.path.strip_prefix(t.path()).unwrap().to_owned()).collect();
+        let (found, report) = scan(&Roots {
+            docker: docker.clone(),
+            pods: pods.clone(),
+        });
+        assert!(
+            report.missing_roots.is_empty() && report.errors.is_empty(),
+            "{report:?}"
+        );
+        let paths: Vec<_> = found
+            .iter()
+            .map(|c| c.path.strip_prefix(t.path()).unwrap().to_owned())
+            .collect();
         assert_eq!(
             paths,
             vec![
@@ -263,7 +299,10 @@ mod tests {
     #[test]
     fn missing_roots_are_reported_not_fatal() {
         let t = tempfile::tempdir().unwrap();
-        let (found, report) = scan(&Roots { docker: t.path().join("nope"), pods: t.path().join("nada") });
+        let (found, report) = scan(&Roots {
+            docker: t.path().join("nope"),
+            pods: t.path().join("nada"),
+        });
         assert!(found.is_empty());
         assert_eq!(report.missing_roots.len(), 2);
     }
@@ -278,7 +317,10 @@ mod tests {
         let c = t.path().join("pods/ns_pod_uid/c");
         fs::create_dir_all(&c).unwrap();
         symlink(real.join(format!("{id}-json.log")), c.join("0.log")).unwrap();
-        let (found, _) = scan(&Roots { docker: t.path().join("none"), pods: t.path().join("pods") });
+        let (found, _) = scan(&Roots {
+            docker: t.path().join("none"),
+            pods: t.path().join("pods"),
+        });
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].info.container_id.as_deref(), Some(id));
         assert_eq!(found[0].info.source_key(), format!("docker:{id}"));

@@ -98,9 +98,20 @@ mod tests {
         }
     }
 
-    fn encode_one(text: Text<'_>, truncated: bool, parse_error: Option<&'static str>) -> (Value, Value) {
+    fn encode_one(
+        text: Text<'_>,
+        truncated: bool,
+        parse_error: Option<&'static str>,
+    ) -> (Value, Value) {
         let time = Timestamp::parse(b"2024-07-09T00:00:01.000000500Z").unwrap();
-        let doc = Doc { offset: 99, time, stream: Some(Stream::Stderr), text: &text, truncated, parse_error };
+        let doc = Doc {
+            offset: 99,
+            time,
+            stream: Some(Stream::Stderr),
+            text: &text,
+            truncated,
+            parse_error,
+        };
         let mut out = Vec::new();
         Encoder::new("logstash").encode(&mut out, &ctx(), &doc);
         let s = std::str::from_utf8(&out).unwrap();
@@ -114,9 +125,15 @@ mod tests {
 
     #[test]
     fn action_and_document() {
-        let (action, body) = encode_one(Text::Escaped(br#"a \"quoted\" \u003cb\u003e"#), false, None);
-        let id = std::str::from_utf8(&ctx().id.record_id(99)).unwrap().to_owned();
-        assert_eq!(action, json!({"create": {"_index": "logstash-2024.07.09", "_id": id}}));
+        let (action, body) =
+            encode_one(Text::Escaped(br#"a \"quoted\" \u003cb\u003e"#), false, None);
+        let id = std::str::from_utf8(&ctx().id.record_id(99))
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            action,
+            json!({"create": {"_index": "logstash-2024.07.09", "_id": id}})
+        );
         assert_eq!(
             body,
             json!({
@@ -131,8 +148,15 @@ mod tests {
 
     #[test]
     fn raw_text_is_escaped_and_flags_are_set() {
-        let (_, body) = encode_one(Text::Raw(b"tab\there \xff \"q\""), true, Some("invalid CRI line"));
+        let (_, body) = encode_one(
+            Text::Raw(b"tab\there \xff \"q\""),
+            true,
+            Some("invalid CRI line"),
+        );
         assert_eq!(body["log"], "tab\there \u{fffd} \"q\"");
-        assert_eq!(body["shipper"], json!({"metadata": "partial", "truncated": true, "parse_error": "invalid CRI line"}));
+        assert_eq!(
+            body["shipper"],
+            json!({"metadata": "partial", "truncated": true, "parse_error": "invalid CRI line"})
+        );
     }
 }

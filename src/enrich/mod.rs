@@ -109,10 +109,23 @@ impl Metadata {
             labels: self
                 .labels
                 .iter()
-                .map(|(k, v)| (if dedot { k.replace('.', "_") } else { k.clone() }, v.as_str()))
+                .map(|(k, v)| {
+                    (
+                        if dedot {
+                            k.replace('.', "_")
+                        } else {
+                            k.clone()
+                        },
+                        v.as_str(),
+                    )
+                })
                 .collect(),
         };
-        if k.container_name.is_some() || k.namespace_name.is_some() || k.pod_name.is_some() || k.pod_id.is_some() {
+        if k.container_name.is_some()
+            || k.namespace_name.is_some()
+            || k.pod_name.is_some()
+            || k.pod_id.is_some()
+        {
             out.extend_from_slice(br#","kubernetes":"#);
             let _ = serde_json::to_writer(&mut out, &k);
         }
@@ -131,7 +144,8 @@ mod tests {
         assert!(m.render(true).is_empty());
         m.container_id = Some("abc".into());
         m.namespace = Some("shop".into());
-        m.labels.insert("app.kubernetes.io/name".into(), "web".into());
+        m.labels
+            .insert("app.kubernetes.io/name".into(), "web".into());
         m.labels.insert("app".into(), "web".into());
         m.pod = Some("web-1".into());
         assert_eq!(m.level(), Level::Partial);

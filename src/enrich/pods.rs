@@ -10,9 +10,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum PodsError {
     #[error("reading pod list {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("pod list {path} is not `kubectl get pods -o json` output: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Pods by uid, and (pod index, container name) by container id.
@@ -25,8 +31,14 @@ pub struct PodIndex {
 
 impl PodIndex {
     pub fn load(path: &Path) -> Result<PodIndex, PodsError> {
-        let bytes = std::fs::read(path).map_err(|source| PodsError::Read { path: path.to_owned(), source })?;
-        PodIndex::from_json(&bytes).map_err(|source| PodsError::Json { path: path.to_owned(), source })
+        let bytes = std::fs::read(path).map_err(|source| PodsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        PodIndex::from_json(&bytes).map_err(|source| PodsError::Json {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Accepts a `List`/`PodList` (`{"items":[...]}`) or a single Pod (`"kind":"Pod"`).
@@ -41,7 +53,9 @@ impl PodIndex {
         } else if value.get("kind").and_then(|k| k.as_str()) == Some("Pod") {
             vec![Pod::deserialize(value)?]
         } else {
-            return Err(serde::de::Error::custom("expected a pod list ({\"items\":[...]}) or a Pod"));
+            return Err(serde::de::Error::custom(
+                "expected a pod list ({\"items\":[...]}) or a Pod",
+            ));
         };
         let mut index = PodIndex::default();
         for pod in pods {
@@ -57,7 +71,8 @@ impl PodIndex {
         }
         for status in all_statuses(&pod) {
             if let Some(id) = status.container_id.as_deref().and_then(strip_runtime) {
-                self.by_container_id.insert(id.to_owned(), (i, status.name.clone()));
+                self.by_container_id
+                    .insert(id.to_owned(), (i, status.name.clone()));
             }
         }
         self.pods.push(pod);
@@ -85,21 +100,30 @@ impl PodIndex {
         let spec_image = pod
             .spec
             .iter()
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
             .find(|c| c.name == container)
             .and_then(|c| c.image.clone());
         Some(Metadata {
-            container_id: src
-                .container_id
-                .clone()
-                .or_else(|| status.and_then(|s| s.container_id.as_deref()).and_then(strip_runtime).map(str::to_owned)),
+            container_id: src.container_id.clone().or_else(|| {
+                status
+                    .and_then(|s| s.container_id.as_deref())
+                    .and_then(strip_runtime)
+                    .map(str::to_owned)
+            }),
             namespace: pod.metadata.namespace.clone(),
             pod: pod.metadata.name.clone(),
             pod_id: pod.metadata.uid.clone(),
             container: Some(container),
             pod_ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
             host: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            image: status.map(|s| s.image.clone()).filter(|i| !i.is_empty()).or(spec_image),
+            image: status
+                .map(|s| s.image.clone())
+                .filter(|i| !i.is_empty())
+                .or(spec_image),
             image_id: status.map(|s| s.image_id.clone()).filter(|i| !i.is_empty()),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             from_api: true,
@@ -119,7 +143,9 @@ fn all_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
 
 /// `docker://abc` → `abc` (also `containerd://`, `cri-o://`).
 fn strip_runtime(id: &str) -> Option<&str> {
-    id.split_once("://").map(|(_, id)| id).filter(|id| !id.is_empty())
+    id.split_once("://")
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
 }
 
 #[cfg(test)]
@@ -145,7 +171,9 @@ mod tests {
         let m = idx.lookup(&cri).unwrap();
         assert_eq!(m.container_id.as_deref(), Some("abc"));
         assert!(idx.lookup(&SourceInfo::from_docker_id("nope")).is_none());
-        assert!(idx.lookup(&SourceInfo::from_cri_dirs("shop_web-1_u2", "nginx")).is_none());
+        assert!(idx
+            .lookup(&SourceInfo::from_cri_dirs("shop_web-1_u2", "nginx"))
+            .is_none());
     }
 
     #[test]

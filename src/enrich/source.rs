@@ -32,12 +32,18 @@ impl SourceInfo {
                 container: ok(Some(container_dir)),
                 container_id: None,
             },
-            _ => SourceInfo { container: ok(Some(container_dir)), ..SourceInfo::default() },
+            _ => SourceInfo {
+                container: ok(Some(container_dir)),
+                ..SourceInfo::default()
+            },
         }
     }
 
     pub fn from_docker_id(id: &str) -> SourceInfo {
-        SourceInfo { container_id: Some(id.to_owned()), ..SourceInfo::default() }
+        SourceInfo {
+            container_id: Some(id.to_owned()),
+            ..SourceInfo::default()
+        }
     }
 
     /// Fills what `self` lacks from `other`.
@@ -95,10 +101,14 @@ pub fn docker_config_labels(container_dir: &Path) -> Result<SourceInfo, String> 
     let path = container_dir.join("config.v2.json");
     let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
-        return Err(format!("{}: larger than {MAX_CONFIG_BYTES} bytes", path.display()));
+        return Err(format!(
+            "{}: larger than {MAX_CONFIG_BYTES} bytes",
+            path.display()
+        ));
     }
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: Config = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: Config =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut labels = config.config.and_then(|c| c.labels).unwrap_or_default();
     let mut take = |k: &str| labels.remove(k).filter(|v| !v.is_empty());
     Ok(SourceInfo {
@@ -139,8 +149,18 @@ mod tests {
         )
         .unwrap();
         let s = docker_config_labels(dir.path()).unwrap();
-        assert_eq!((s.namespace.as_deref(), s.pod.as_deref(), s.container.as_deref()), (Some("ns"), Some("p"), Some("c")));
+        assert_eq!(
+            (
+                s.namespace.as_deref(),
+                s.pod.as_deref(),
+                s.container.as_deref()
+            ),
+            (Some("ns"), Some("p"), Some("c"))
+        );
         std::fs::write(dir.path().join("config.v2.json"), br#"{"Config":{}}"#).unwrap();
-        assert_eq!(docker_config_labels(dir.path()).unwrap(), SourceInfo::default());
+        assert_eq!(
+            docker_config_labels(dir.path()).unwrap(),
+            SourceInfo::default()
+        );
     }
 }

@@ -24,7 +24,12 @@ pub fn parse(line: &[u8]) -> Result<Line<'_>, ParseError> {
         Some(b"F") => false,
         _ => return Err(ParseError::CriTag),
     };
-    Ok(Line { time, stream, partial, text: Text::Raw(msg) })
+    Ok(Line {
+        time,
+        stream,
+        partial,
+        text: Text::Raw(msg),
+    })
 }
 
 #[cfg(test)]
@@ -32,23 +37,87 @@ mod tests {
     use super::*;
 
     /// (line, message, stream, partial, utc time)
-    const VALID: &[(&[u8], &[u8], Stream, bool, &str)] = &[
-        (b"2024-07-08T03:42:57.123456789Z stdout F hello world", b"hello world", Stream::Stdout, false, "2024-07-08T03:42:57.123456789Z"),
-        (b"2024-07-08T03:42:57.123456789Z stderr P chunk", b"chunk", Stream::Stderr, true, "2024-07-08T03:42:57.123456789Z"),
-        (b"2024-07-08T03:42:57.123456789Z stdout F ", b"", Stream::Stdout, false, "2024-07-08T03:42:57.123456789Z"),
-        (b"2024-07-08T03:42:57.123456789Z stdout F", b"", Stream::Stdout, false, "2024-07-08T03:42:57.123456789Z"),
-        (b"2024-07-08T03:42:57.123456789Z stdout F  two  spaces ", b" two  spaces ", Stream::Stdout, false, "2024-07-08T03:42:57.123456789Z"),
-        (b"2024-07-08T11:42:57.123456789+08:00 stdout F cri-o", b"cri-o", Stream::Stdout, false, "2024-07-08T03:42:57.123456789Z"),
-        (b"2024-07-08T03:42:57.1-05:00 stdout F west", b"west", Stream::Stdout, false, "2024-07-08T08:42:57.1Z"),
-        (b"2024-07-08T03:42:57Z stdout F:x tagged", b"tagged", Stream::Stdout, false, "2024-07-08T03:42:57Z"),
-        (b"2024-07-08T03:42:57Z stdout F bad \xff utf8", b"bad \xff utf8", Stream::Stdout, false, "2024-07-08T03:42:57Z"),
-        (b"2024-07-08T03:42:57Z stdout F {\"json\":true}", b"{\"json\":true}", Stream::Stdout, false, "2024-07-08T03:42:57Z"),
+    /// (line, message, stream, partial, utc time)
+    type Case = (&'static [u8], &'static [u8], Stream, bool, &'static str);
+
+    const VALID: &[Case] = &[
+        (
+            b"2024-07-08T03:42:57.123456789Z stdout F hello world",
+            b"hello world",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57.123456789Z",
+        ),
+        (
+            b"2024-07-08T03:42:57.123456789Z stderr P chunk",
+            b"chunk",
+            Stream::Stderr,
+            true,
+            "2024-07-08T03:42:57.123456789Z",
+        ),
+        (
+            b"2024-07-08T03:42:57.123456789Z stdout F ",
+            b"",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57.123456789Z",
+        ),
+        (
+            b"2024-07-08T03:42:57.123456789Z stdout F",
+            b"",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57.123456789Z",
+        ),
+        (
+            b"2024-07-08T03:42:57.123456789Z stdout F  two  spaces ",
+            b" two  spaces ",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57.123456789Z",
+        ),
+        (
+            b"2024-07-08T11:42:57.123456789+08:00 stdout F cri-o",
+            b"cri-o",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57.123456789Z",
+        ),
+        (
+            b"2024-07-08T03:42:57.1-05:00 stdout F west",
+            b"west",
+            Stream::Stdout,
+            false,
+            "2024-07-08T08:42:57.1Z",
+        ),
+        (
+            b"2024-07-08T03:42:57Z stdout F:x tagged",
+            b"tagged",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57Z",
+        ),
+        (
+            b"2024-07-08T03:42:57Z stdout F bad \xff utf8",
+            b"bad \xff utf8",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57Z",
+        ),
+        (
+            b"2024-07-08T03:42:57Z stdout F {\"json\":true}",
+            b"{\"json\":true}",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57Z",
+        ),
     ];
 
     #[test]
     fn valid_lines() {
         for (line, msg, stream, partial, time) in VALID {
-            let parsed = parse(line).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(line)));
+            let parsed =
+                parse(line).unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(line)));
             assert_eq!(parsed.text, Text::Raw(msg));
             assert_eq!(parsed.stream, *stream);
             assert_eq!(parsed.partial, *partial);
@@ -66,7 +135,11 @@ mod tests {
             b"not-a-time stdout F x",
             b"2024-07-08T03:42:57Z  stdout F x",
         ] {
-            assert!(parse(line).is_err(), "accepted {:?}", String::from_utf8_lossy(line));
+            assert!(
+                parse(line).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 }

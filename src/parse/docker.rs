@@ -40,7 +40,12 @@ fn fast(line: &[u8]) -> Option<Line<'_>> {
     let time = Timestamp::parse(&rest[..end]).ok()?;
     let partial = !escaped::ends_with_newline(log);
     let text = if partial { log } else { &log[..log.len() - 2] };
-    Some(Line { time, stream, partial, text: Text::Escaped(text) })
+    Some(Line {
+        time,
+        stream,
+        partial,
+        text: Text::Escaped(text),
+    })
 }
 
 #[derive(Deserialize)]
@@ -71,7 +76,12 @@ fn slow(line: &[u8]) -> Result<Line<'_>, ParseError> {
     if !partial {
         log.pop();
     }
-    Ok(Line { time, stream, partial, text: Text::Owned(log) })
+    Ok(Line {
+        time,
+        stream,
+        partial,
+        text: Text::Owned(log),
+    })
 }
 
 #[cfg(test)]
@@ -95,7 +105,13 @@ mod tests {
             false,
             "2024-07-08T03:42:57.123456789Z",
         ),
-        (r#"{"log":"\n","stream":"stderr","time":"2024-07-08T03:42:57Z"}"#, "", Stream::Stderr, false, "2024-07-08T03:42:57Z"),
+        (
+            r#"{"log":"\n","stream":"stderr","time":"2024-07-08T03:42:57Z"}"#,
+            "",
+            Stream::Stderr,
+            false,
+            "2024-07-08T03:42:57Z",
+        ),
         (
             r#"{"log":"\u003cb\u003e \"q\" \\ \t\n","stream":"stdout","time":"2024-07-08T03:42:57.1Z"}"#,
             "<b> \"q\" \\ \t",
@@ -138,7 +154,13 @@ mod tests {
             false,
             "2024-07-08T03:42:57Z",
         ),
-        ("{\"log\":\"Zoë ✓ 😀\\n\",\"stream\":\"stdout\",\"time\":\"2024-07-08T03:42:57Z\"}", "Zoë ✓ 😀", Stream::Stdout, false, "2024-07-08T03:42:57Z"),
+        (
+            "{\"log\":\"Zoë ✓ 😀\\n\",\"stream\":\"stdout\",\"time\":\"2024-07-08T03:42:57Z\"}",
+            "Zoë ✓ 😀",
+            Stream::Stdout,
+            false,
+            "2024-07-08T03:42:57Z",
+        ),
         (
             r#"{"log":"\ud83d\ude00\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}"#,
             "😀",
@@ -182,7 +204,8 @@ mod tests {
 
     #[test]
     fn raw_control_bytes_fall_back_and_are_rejected() {
-        let line = b"{\"log\":\"tab\tinside\\n\",\"stream\":\"stdout\",\"time\":\"2024-07-08T03:42:57Z\"}";
+        let line =
+            b"{\"log\":\"tab\tinside\\n\",\"stream\":\"stdout\",\"time\":\"2024-07-08T03:42:57Z\"}";
         assert_eq!(parse(line), Err(ParseError::DockerJson));
     }
 }

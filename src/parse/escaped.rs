@@ -46,7 +46,11 @@ pub fn ends_with_newline(s: &[u8]) -> bool {
     if !s.ends_with(b"\\n") {
         return false;
     }
-    let backslashes = s[..s.len() - 1].iter().rev().take_while(|&&b| b == b'\\').count();
+    let backslashes = s[..s.len() - 1]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b'\\')
+        .count();
     backslashes % 2 == 1
 }
 
@@ -68,14 +72,21 @@ pub fn safe_prefix(s: &[u8], max: usize) -> usize {
         if i + len > max {
             break;
         }
-        last_high_surrogate_at = if len == 6 && is_high_surrogate(&s[i + 2..i + 6]) { Some(i) } else { None };
+        last_high_surrogate_at = if len == 6 && is_high_surrogate(&s[i + 2..i + 6]) {
+            Some(i)
+        } else {
+            None
+        };
         i += len;
     }
     last_high_surrogate_at.unwrap_or(i)
 }
 
 fn is_high_surrogate(hex: &[u8]) -> bool {
-    matches!(hex, [b'd' | b'D', b'8' | b'9' | b'a' | b'b' | b'A' | b'B', _, _])
+    matches!(
+        hex,
+        [b'd' | b'D', b'8' | b'9' | b'a' | b'b' | b'A' | b'B', _, _]
+    )
 }
 
 /// Length of the UTF-8 sequence that starts with `b` (1 for stray continuation bytes).
@@ -95,7 +106,7 @@ pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
     let start = out.len();
     let mut ser = serde_json::Serializer::new(&mut *out);
     // Serialising a str into a Vec cannot fail.
-    let _ = serde::Serializer::serialize_str(&mut ser, &*text);
+    let _ = serde::Serializer::serialize_str(&mut ser, &text);
     // serde_json wrote `"content"`: shift the content over the opening quote and drop
     // the closing one, so callers get bare content.
     let end = out.len();
@@ -145,7 +156,13 @@ mod tests {
 
     #[test]
     fn escape_round_trips() {
-        for s in ["plain", "quote \" back \\ tab \t nl \n", "\u{1}\u{1f}", "Zoë ✓ 😀", ""] {
+        for s in [
+            "plain",
+            "quote \" back \\ tab \t nl \n",
+            "\u{1}\u{1f}",
+            "Zoë ✓ 😀",
+            "",
+        ] {
             let mut out = b"prefix:".to_vec();
             escape_into(&mut out, s.as_bytes());
             let content = &out[7..];

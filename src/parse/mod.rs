@@ -154,7 +154,10 @@ mod tests {
     #[test]
     fn detects_format_from_content() {
         assert_eq!(Format::detect(b"{\"log\":\"x\"}"), Some(Format::Docker));
-        assert_eq!(Format::detect(b"2024-07-08T03:42:57Z stdout F x"), Some(Format::Cri));
+        assert_eq!(
+            Format::detect(b"2024-07-08T03:42:57Z stdout F x"),
+            Some(Format::Cri)
+        );
         assert_eq!(Format::detect(b"  {"), Some(Format::Docker));
         assert_eq!(Format::detect(b"hello"), None);
         assert_eq!(Format::detect(b""), None);
@@ -163,8 +166,16 @@ mod tests {
     #[test]
     fn garbage_is_an_error_for_both_parsers() {
         for line in cases::GARBAGE {
-            assert!(docker::parse(line).is_err(), "docker accepted {:?}", String::from_utf8_lossy(line));
-            assert!(cri::parse(line).is_err(), "cri accepted {:?}", String::from_utf8_lossy(line));
+            assert!(
+                docker::parse(line).is_err(),
+                "docker accepted {:?}",
+                String::from_utf8_lossy(line)
+            );
+            assert!(
+                cri::parse(line).is_err(),
+                "cri accepted {:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 }

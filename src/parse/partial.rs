@@ -50,18 +50,33 @@ pub struct Merger {
 
 impl Merger {
     pub fn new(cap: usize) -> Merger {
-        Merger { cap, pending: Default::default() }
+        Merger {
+            cap,
+            pending: Default::default(),
+        }
     }
 
     /// Feeds one parsed line found at `offset`. Returns the record it completes, if any.
     /// `time_before` is the file's last good timestamp before this line.
-    pub fn push<'a>(&'a mut self, offset: u64, line: Line<'a>, time_before: Option<Timestamp>) -> Option<Merged<'a>> {
+    pub fn push<'a>(
+        &'a mut self,
+        offset: u64,
+        line: Line<'a>,
+        time_before: Option<Timestamp>,
+    ) -> Option<Merged<'a>> {
         let cap = self.cap;
         let p = &mut self.pending[line.stream.index()];
         if !p.active && !line.partial {
             // The common case: a whole record on one line, borrowed as is.
             let (text, truncated) = cap_text(line.text, cap);
-            return Some(Merged { offset, time: line.time, stream: line.stream, text, truncated, chunks: 1 });
+            return Some(Merged {
+                offset,
+                time: line.time,
+                stream: line.stream,
+                text,
+                truncated,
+                chunks: 1,
+            });
         }
         if !p.active {
             p.active = true;
@@ -182,7 +197,11 @@ impl Pending {
     }
 
     fn take(&mut self, stream: Stream) -> Merged<'_> {
-        let text = if self.escaped { Text::Escaped(&self.buf) } else { Text::Raw(&self.buf) };
+        let text = if self.escaped {
+            Text::Escaped(&self.buf)
+        } else {
+            Text::Raw(&self.buf)
+        };
         Merged {
             offset: self.offset,
             time: self.time.unwrap_or(Timestamp::EPOCH),
@@ -197,7 +216,9 @@ impl Pending {
 /// Applies the cap to a single-line record.
 pub fn cap_text(text: Text<'_>, cap: usize) -> (Text<'_>, bool) {
     match text {
-        Text::Escaped(e) if e.len() > cap => (Text::Escaped(&e[..escaped::safe_prefix(e, cap)]), true),
+        Text::Escaped(e) if e.len() > cap => {
+            (Text::Escaped(&e[..escaped::safe_prefix(e, cap)]), true)
+        }
         Text::Raw(r) if r.len() > cap => (Text::Raw(&r[..utf8_floor(r, cap)]), true),
         Text::Owned(mut s) if s.len() > cap => {
             let mut end = cap;
@@ -238,13 +259,20 @@ mod tests {
     }
 
     fn line(stream: Stream, partial: bool, text: Text<'_>) -> Line<'_> {
-        Line { time: t("2024-07-08T03:42:57Z"), stream, partial, text }
+        Line {
+            time: t("2024-07-08T03:42:57Z"),
+            stream,
+            partial,
+            text,
+        }
     }
 
     #[test]
     fn whole_lines_pass_through_borrowed() {
         let mut m = Merger::new(100);
-        let out = m.push(7, line(Stream::Stdout, false, Text::Escaped(b"abc")), None).unwrap();
+        let out = m
+            .push(7, line(Stream::Stdout, false, Text::Escaped(b"abc")), None)
+            .unwrap();
         assert_eq!(out.text, Text::Escaped(b"abc"));
         assert_eq!((out.offset, out.chunks, out.truncated), (7, 1, false));
         assert_eq!(m.resume_point(), None);
@@ -254,11 +282,22 @@ mod tests {
     fn chunks_merge_across_any_number_of_lines() {
         let mut m = Merger::new(1 << 20);
         for i in 0..50u64 {
-            assert!(m.push(100 + i * 10, line(Stream::Stdout, true, Text::Raw(b"ab")), None).is_none());
+            assert!(m
+                .push(
+                    100 + i * 10,
+                    line(Stream::Stdout, true, Text::Raw(b"ab")),
+                    None
+                )
+                .is_none());
             assert_eq!(m.resume_point().map(|r| r.0), Some(100));
         }
-        let out = m.push(999, line(Stream::Stdout, false, Text::Raw(b"!")), None).unwrap();
-        assert_eq!(out.text, Text::Raw(&[b"ab".repeat(50), b"!".to_vec()].concat()));
+        let out = m
+            .push(999, line(Stream::Stdout, false, Text::Raw(b"!")), None)
+            .unwrap();
+        assert_eq!(
+            out.text,
+            Text::Raw(&[b"ab".repeat(50), b"!".to_vec()].concat())
+        );
         assert_eq!((out.offset, out.chunks), (100, 51));
         assert_eq!(m.resume_point(), None);
     }
@@ -267,49 +306,117 @@ mod tests {
     fn streams_interleave() {
         let mut m = Merger::new(100);
         let before = Some(t("2024-07-08T00:00:00Z"));
-        assert!(m.push(0, line(Stream::Stdout, true, Text::Escaped(b"out1 ")), before).is_none());
-        let err = m.push(10, line(Stream::Stderr, false, Text::Escaped(b"err")), None).unwrap();
+        assert!(m
+            .push(
+                0,
+                line(Stream::Stdout, true, Text::Escaped(b"out1 ")),
+                before
+            )
+            .is_none());
+        let err = m
+            .push(10, line(Stream::Stderr, false, Text::Escaped(b"err")), None)
+            .unwrap();
         assert_eq!((err.offset, err.text), (10, Text::Escaped(&b"err"[..])));
         assert_eq!(m.resume_point(), Some((0, before)));
-        let out = m.push(20, line(Stream::Stdout, false, Text::Escaped(b"out2")), None).unwrap();
-        assert_eq!((out.offset, out.text), (0, Text::Escaped(&b"out1 out2"[..])));
+        let out = m
+            .push(
+                20,
+                line(Stream::Stdout, false, Text::Escaped(b"out2")),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            (out.offset, out.text),
+            (0, Text::Escaped(&b"out1 out2"[..]))
+        );
     }
 
     #[test]
     fn cap_truncates_and_flags() {
         let mut m = Merger::new(5);
-        assert!(m.push(0, line(Stream::Stdout, true, Text::Raw(b"abcd")), None).is_none());
-        assert!(m.push(5, line(Stream::Stdout, true, Text::Raw(b"efgh")), None).is_none());
-        let out = m.push(9, line(Stream::Stdout, false, Text::Raw(b"ijkl")), None).unwrap();
+        assert!(m
+            .push(0, line(Stream::Stdout, true, Text::Raw(b"abcd")), None)
+            .is_none());
+        assert!(m
+            .push(5, line(Stream::Stdout, true, Text::Raw(b"efgh")), None)
+            .is_none());
+        let out = m
+            .push(9, line(Stream::Stdout, false, Text::Raw(b"ijkl")), None)
+            .unwrap();
         assert_eq!(out.text, Text::Raw(b"abcde"));
         assert!(out.truncated);
-        let out = m.push(20, line(Stream::Stdout, false, Text::Escaped(br"ab\ncd")), None).unwrap();
-        assert_eq!((out.text, out.truncated), (Text::Escaped(&br"ab\nc"[..]), true));
+        let out = m
+            .push(
+                20,
+                line(Stream::Stdout, false, Text::Escaped(br"ab\ncd")),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            (out.text, out.truncated),
+            (Text::Escaped(&br"ab\nc"[..]), true)
+        );
         let mut m3 = Merger::new(3);
-        let out = m3.push(25, line(Stream::Stdout, false, Text::Escaped(br"ab\ncd")), None).unwrap();
-        assert_eq!((out.text, out.truncated), (Text::Escaped(&b"ab"[..]), true), "never cut inside an escape");
-        let out = m.push(30, line(Stream::Stdout, false, Text::Raw("abcdé".as_bytes())), None).unwrap();
+        let out = m3
+            .push(
+                25,
+                line(Stream::Stdout, false, Text::Escaped(br"ab\ncd")),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            (out.text, out.truncated),
+            (Text::Escaped(&b"ab"[..]), true),
+            "never cut inside an escape"
+        );
+        let out = m
+            .push(
+                30,
+                line(Stream::Stdout, false, Text::Raw("abcdé".as_bytes())),
+                None,
+            )
+            .unwrap();
         assert_eq!((out.text, out.truncated), (Text::Raw(&b"abcd"[..]), true));
-        let out = m.push(40, line(Stream::Stdout, false, Text::Raw("abcé".as_bytes())), None).unwrap();
-        assert_eq!((out.text, out.truncated), (Text::Raw("abcé".as_bytes()), false));
+        let out = m
+            .push(
+                40,
+                line(Stream::Stdout, false, Text::Raw("abcé".as_bytes())),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            (out.text, out.truncated),
+            (Text::Raw("abcé".as_bytes()), false)
+        );
     }
 
     #[test]
     fn raw_chunks_split_inside_a_character_are_rejoined() {
         let mut m = Merger::new(100);
         let s = "é".as_bytes();
-        assert!(m.push(0, line(Stream::Stdout, true, Text::Raw(&s[..1])), None).is_none());
-        let out = m.push(5, line(Stream::Stdout, false, Text::Raw(&s[1..])), None).unwrap();
+        assert!(m
+            .push(0, line(Stream::Stdout, true, Text::Raw(&s[..1])), None)
+            .is_none());
+        let out = m
+            .push(5, line(Stream::Stdout, false, Text::Raw(&s[1..])), None)
+            .unwrap();
         assert_eq!(out.text, Text::Raw(s));
     }
 
     #[test]
     fn flush_returns_unterminated_records_in_file_order() {
         let mut m = Merger::new(100);
-        assert!(m.push(50, line(Stream::Stderr, true, Text::Raw(b"e")), None).is_none());
-        assert!(m.push(10, line(Stream::Stdout, true, Text::Raw(b"o")), None).is_none());
+        assert!(m
+            .push(50, line(Stream::Stderr, true, Text::Raw(b"e")), None)
+            .is_none());
+        assert!(m
+            .push(10, line(Stream::Stdout, true, Text::Raw(b"o")), None)
+            .is_none());
         let out = m.flush();
-        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![10, 50]);
+        assert_eq!(
+            out.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![10, 50]
+        );
         drop(out);
         assert_eq!(m.resume_point(), None);
         assert!(m.flush().is_empty());

@@ -43,7 +43,12 @@ impl Timestamp {
         let hour = digits(&s[11..13])?;
         let minute = digits(&s[14..16])?;
         let second = digits(&s[17..19])?;
-        if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't') || s[13] != b':' || s[16] != b':' {
+        if s[4] != b'-'
+            || s[7] != b'-'
+            || !matches!(s[10], b'T' | b't')
+            || s[13] != b':'
+            || s[16] != b':'
+        {
             return Err(TimestampError::Syntax);
         }
         if !(1..=12).contains(&month)
@@ -81,7 +86,10 @@ impl Timestamp {
             }
             _ => return Err(TimestampError::Syntax),
         };
-        let mut ts = Timestamp { buf: [0; MAX_LEN], len: 0 };
+        let mut ts = Timestamp {
+            buf: [0; MAX_LEN],
+            len: 0,
+        };
         if offset_minutes == 0 {
             ts.push(&s[..10]);
             ts.push(b"T");
@@ -144,7 +152,9 @@ impl Timestamp {
     /// The current time, for the rare record that has no timestamp of its own or of a
     /// neighbour (a file that holds nothing but garbage).
     pub fn now() -> Timestamp {
-        let text = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
+        let text = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+            .to_string();
         // chrono always prints a valid RFC 3339 UTC time here.
         Timestamp::parse(text.as_bytes()).unwrap_or(Timestamp::EPOCH)
     }
@@ -197,7 +207,10 @@ mod tests {
 
     #[test]
     fn utc_is_copied_with_its_precision() {
-        assert_eq!(ok("2024-07-08T03:42:57.123456789Z"), "2024-07-08T03:42:57.123456789Z");
+        assert_eq!(
+            ok("2024-07-08T03:42:57.123456789Z"),
+            "2024-07-08T03:42:57.123456789Z"
+        );
         assert_eq!(ok("2024-07-08T03:42:57.1Z"), "2024-07-08T03:42:57.1Z");
         assert_eq!(ok("2024-07-08T03:42:57Z"), "2024-07-08T03:42:57Z");
         assert_eq!(ok("2024-07-08t03:42:57.5z"), "2024-07-08T03:42:57.5Z");
@@ -205,10 +218,16 @@ mod tests {
 
     #[test]
     fn offsets_become_utc() {
-        assert_eq!(ok("2024-07-08T11:42:57.123456789+08:00"), "2024-07-08T03:42:57.123456789Z");
+        assert_eq!(
+            ok("2024-07-08T11:42:57.123456789+08:00"),
+            "2024-07-08T03:42:57.123456789Z"
+        );
         assert_eq!(ok("2024-07-08T01:00:00.5+08:00"), "2024-07-07T17:00:00.5Z");
         assert_eq!(ok("2024-12-31T22:30:00-05:00"), "2025-01-01T03:30:00Z");
-        assert_eq!(ok("2024-07-08T03:42:57.000000001+00:00"), "2024-07-08T03:42:57.000000001Z");
+        assert_eq!(
+            ok("2024-07-08T03:42:57.000000001+00:00"),
+            "2024-07-08T03:42:57.000000001Z"
+        );
     }
 
     #[test]
@@ -233,7 +252,10 @@ mod tests {
             "2024-07-08T03:42:57Zjunk",
             "２０２４-07-08T03:42:57Z",
         ] {
-            assert!(Timestamp::parse(bad.as_bytes()).is_err(), "{bad:?} accepted");
+            assert!(
+                Timestamp::parse(bad.as_bytes()).is_err(),
+                "{bad:?} accepted"
+            );
         }
         assert!(Timestamp::parse(b"2024-02-29T03:42:57Z").is_ok());
     }

@@ -75,7 +75,13 @@ pub struct FileTail {
 }
 
 impl FileTail {
-    pub fn open(path: PathBuf, source: String, meta: Vec<u8>, level: Level, limits: &ReadLimits) -> io::Result<FileTail> {
+    pub fn open(
+        path: PathBuf,
+        source: String,
+        meta: Vec<u8>,
+        level: Level,
+        limits: &ReadLimits,
+    ) -> io::Result<FileTail> {
         let file = File::open(&path)?;
         let m = file.metadata()?;
         Ok(FileTail {
@@ -99,7 +105,10 @@ impl FileTail {
 
     /// Another file of the same container (a rotated sibling), with the same metadata.
     pub fn sibling(&self, path: PathBuf, limits: &ReadLimits) -> io::Result<FileTail> {
-        let meta = self.ctx.as_ref().map_or_else(|| self.meta.clone(), |c| c.meta.clone());
+        let meta = self
+            .ctx
+            .as_ref()
+            .map_or_else(|| self.meta.clone(), |c| c.meta.clone());
         FileTail::open(path, self.source.clone(), meta, self.level, limits)
     }
 
@@ -112,7 +121,8 @@ impl FileTail {
         self.ctx.as_ref().map(|c| c.id)
     }
 
-    pub fn len(&self) -> io::Result<u64> {
+    /// The file's current size.
+    pub fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -128,7 +138,11 @@ impl FileTail {
 
     /// Fixes the identity and where to start reading (a checkpoint, or 0).
     pub fn start(&mut self, id: FileId, at: Option<&Position>) {
-        self.ctx = Some(FileContext { id, meta: std::mem::take(&mut self.meta), level: self.level });
+        self.ctx = Some(FileContext {
+            id,
+            meta: std::mem::take(&mut self.meta),
+            level: self.level,
+        });
         if let Some(p) = at {
             self.pos = p.offset;
             self.last_time = p.last_time;
@@ -158,7 +172,14 @@ impl FileTail {
             .chain(self.skip)
             .min_by_key(|(o, _)| *o)
             .unwrap_or((self.pos, self.last_time));
-        Some((id, Position { offset, last_time, path: self.path.clone() }))
+        Some((
+            id,
+            Position {
+                offset,
+                last_time,
+                path: self.path.clone(),
+            },
+        ))
     }
 
     /// The read offset (next unread byte).
@@ -223,7 +244,15 @@ impl FileTail {
             let mut start = 0;
             for nl in memchr_iter(b'\n', chunk) {
                 let line = &chunk[start..nl];
-                self.line(self.pos + start as u64, line, &chunk[nl + 1..], false, enc, out, stats);
+                self.line(
+                    self.pos + start as u64,
+                    line,
+                    &chunk[nl + 1..],
+                    false,
+                    enc,
+                    out,
+                    stats,
+                );
                 start = nl + 1;
             }
             Stats::add(&stats.lines, memchr_iter(b'\n', chunk).count() as u64);
@@ -245,8 +274,23 @@ impl FileTail {
     /// Handles one physical line found at `offset`. `after` is the rest of the buffer,
     /// searched for a timestamp when an unparseable line has no earlier one.
     #[allow(clippy::too_many_arguments)]
-    fn line(&mut self, offset: u64, line: &[u8], after: &[u8], cut: bool, enc: &Encoder, out: &mut Vec<u8>, stats: &Stats) {
-        let FileTail { ctx, format, merger, last_time, .. } = self;
+    fn line(
+        &mut self,
+        offset: u64,
+        line: &[u8],
+        after: &[u8],
+        cut: bool,
+        enc: &Encoder,
+        out: &mut Vec<u8>,
+        stats: &Stats,
+    ) {
+        let FileTail {
+            ctx,
+            format,
+            merger,
+            last_time,
+            ..
+        } = self;
         let Some(ctx) = ctx.as_ref() else { return };
         let detected = match format.or_else(|| Format::detect(line)) {
             Some(f) => {
@@ -279,14 +323,21 @@ impl FileTail {
                 // before it in this file, else the next one, so replays pick the same
                 // daily index.
                 let time = last_time
-                    .or_else(|| format.and_then(|f| next_good_time(f, after)))
+                    .or_else(|| next_good_time(*format, after))
                     .unwrap_or_else(Timestamp::now);
                 let (text, capped) = cap_text(Text::Raw(line), merger.cap());
                 let truncated = capped || cut;
                 Stats::add(&stats.records, 1);
                 Stats::add(&stats.parse_errors, 1);
                 Stats::add(&stats.truncated, u64::from(truncated));
-                let doc = Doc { offset, time, stream: None, text: &text, truncated, parse_error: Some(err.reason()) };
+                let doc = Doc {
+                    offset,
+                    time,
+                    stream: None,
+                    text: &text,
+                    truncated,
+                    parse_error: Some(err.reason()),
+                };
                 enc.encode(out, ctx, &doc);
             }
         }
@@ -313,9 +364,14 @@ impl FileTail {
     }
 }
 
-/// The time of the first line in `after` that parses.
-fn next_good_time(format: Format, after: &[u8]) -> Option<Timestamp> {
-    after.split(|&b| b == b'\n').find_map(|l| parse_line(format, l).ok().map(|p| p.time))
+/// The time of the first line in `after` that parses (detecting the format if the file's
+/// is not known yet).
+fn next_good_time(format: Option<Format>, after: &[u8]) -> Option<Timestamp> {
+    after.split(|&b| b == b'\n').find_map(|l| {
+        parse_line(format.or_else(|| Format::detect(l))?, l)
+            .ok()
+            .map(|p| p.time)
+    })
 }
 
 /// Reads at `offset` until `buf` is full or the file ends. Returns the bytes read.
@@ -337,7 +393,11 @@ const FIRST_LINE_PROBE: usize = 4096;
 
 /// The file's first complete line (without `\n`), or its first `max_line_bytes` bytes if
 /// that line is longer; `None` while the first line is still being written.
-pub fn first_line<'b>(file: &File, buf: &'b mut Vec<u8>, limits: &ReadLimits) -> io::Result<Option<&'b [u8]>> {
+pub fn first_line<'b>(
+    file: &File,
+    buf: &'b mut Vec<u8>,
+    limits: &ReadLimits,
+) -> io::Result<Option<&'b [u8]>> {
     let max = limits.max_line_bytes();
     let mut want = FIRST_LINE_PROBE.min(max);
     loop {

@@ -74,12 +74,20 @@ mod tests {
     #[test]
     fn stable_across_runs_and_machines() {
         let id = FileId::compute("docker:abc", b"{\"log\":\"x\\n\"}");
-        assert_eq!(id.to_hex(), FileId::from_hex(&id.to_hex()).unwrap().to_hex());
+        assert_eq!(
+            id.to_hex(),
+            FileId::from_hex(&id.to_hex()).unwrap().to_hex()
+        );
         let rid = id.record_id(0);
         assert_eq!(rid.len(), 22);
-        assert!(rid.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+        assert!(rid
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
         assert_ne!(id.record_id(0), id.record_id(1));
-        assert_ne!(FileId::compute("docker:abd", b"x"), FileId::compute("docker:abc", b"x"));
+        assert_ne!(
+            FileId::compute("docker:abd", b"x"),
+            FileId::compute("docker:abc", b"x")
+        );
         // The separator keeps (source, line) pairs apart.
         assert_ne!(FileId::compute("a", b"bc"), FileId::compute("ab", b"c"));
     }
@@ -88,9 +96,15 @@ mod tests {
     /// The values were checked against Python's `xxhash` package (xxh3_128_digest).
     #[test]
     fn pinned_values() {
-        let id = FileId::compute("cri:uid/c", b"2024-07-08T03:42:57.123456789Z stdout F hello");
+        let id = FileId::compute(
+            "cri:uid/c",
+            b"2024-07-08T03:42:57.123456789Z stdout F hello",
+        );
         assert_eq!(id.to_hex(), PINNED_HEX);
-        assert_eq!(std::str::from_utf8(&id.record_id(4096)).unwrap(), PINNED_RECORD_ID);
+        assert_eq!(
+            std::str::from_utf8(&id.record_id(4096)).unwrap(),
+            PINNED_RECORD_ID
+        );
     }
 
     const PINNED_HEX: &str = "0e56c73051afed7e6f3ef13498c2ffe6";

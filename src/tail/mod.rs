@@ -61,7 +61,15 @@ pub struct Tailer {
 impl Tailer {
     pub fn new(cfg: TailConfig, enc: Encoder, pods: Option<PodIndex>, stats: Arc<Stats>) -> Tailer {
         let buf = vec![0; cfg.limits.read_bytes];
-        Tailer { cfg, enc, pods, files: Vec::new(), closed: Vec::new(), buf, stats }
+        Tailer {
+            cfg,
+            enc,
+            pods,
+            files: Vec::new(),
+            closed: Vec::new(),
+            buf,
+            stats,
+        }
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -96,7 +104,9 @@ impl Tailer {
             }
         }
         for (c, path) in siblings {
-            let Some(tail) = self.open(&c, Some(path.clone())) else { continue };
+            let Some(tail) = self.open(&c, Some(path.clone())) else {
+                continue;
+            };
             if let Some(tail) = self.resume_sibling(tail, cps) {
                 tracing::info!(path = %path.display(), offset = tail.offset(), "draining file rotated while stopped");
                 self.files.push(tail);
@@ -108,7 +118,7 @@ impl Tailer {
     fn resume_sibling(&mut self, mut tail: FileTail, cps: &Checkpoints) -> Option<FileTail> {
         let id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
         let pos = cps.get(&id)?;
-        if pos.offset >= tail.len().ok()? {
+        if pos.offset >= tail.size().ok()? {
             return None;
         }
         tail.start(id, Some(pos));
@@ -141,7 +151,8 @@ impl Tailer {
                 Stats::add(&self.stats.files_rotated, 1);
                 tracing::debug!(path = %f.path.display(), "file rotated or deleted; draining");
             }
-            self.check_rewritten(i, cps);
+            self.identify(i, cps);
+            self.check_rewritten(i, cps, true);
         }
         self.add_new(candidates, cps);
     }
@@ -158,7 +169,9 @@ impl Tailer {
                 self.identify(self.files.len() - 1, cps);
             }
         }
-        self.stats.files_watched.store(self.files.len() as u64, Ordering::Relaxed);
+        self.stats
+            .files_watched
+            .store(self.files.len() as u64, Ordering::Relaxed);
     }
 
     fn open(&self, c: &Candidate, path: Option<PathBuf>) -> Option<FileTail> {
@@ -169,9 +182,19 @@ impl Tailer {
                 Err(e) => tracing::debug!(error = %e, "no kubernetes labels from docker config"),
             }
         }
-        let meta = self.pods.as_ref().and_then(|p| p.lookup(&info)).unwrap_or_else(|| info.to_metadata());
+        let meta = self
+            .pods
+            .as_ref()
+            .and_then(|p| p.lookup(&info))
+            .unwrap_or_else(|| info.to_metadata());
         let path = path.unwrap_or_else(|| c.path.clone());
-        match FileTail::open(path.clone(), info.source_key(), meta.render(self.cfg.dedot), meta.level(), &self.cfg.limits) {
+        match FileTail::open(
+            path.clone(),
+            info.source_key(),
+            meta.render(self.cfg.dedot),
+            meta.level(),
+            &self.cfg.limits,
+        ) {
             Ok(t) => Some(t),
             Err(e) => {
                 Stats::add(&self.stats.read_errors, 1);
@@ -190,11 +213,15 @@ impl Tailer {
         }
         match f.compute_id(&mut self.buf, &self.cfg.limits) {
             Ok(Some(id)) => {
-                let dup = self.files.iter().enumerate().any(|(j, g)| j != i && g.id() == Some(id));
+                let dup = self
+                    .files
+                    .iter()
+                    .enumerate()
+                    .any(|(j, g)| j != i && g.id() == Some(id));
                 if dup {
                     return;
                 }
-                let len = f.len().unwrap_or(0);
+                let len = f.size().unwrap_or(0);
                 let pos = cps.get(&id).filter(|p| p.offset <= len);
                 self.files[i].start(id, pos);
             }
@@ -207,17 +234,26 @@ impl Tailer {
     }
 
     /// Detects truncation (size below our offset) and in-place rewrites (the first line
-    /// changed: copytruncate followed by new writes, or the inode reused). Cheap when the
-    /// file's size has not changed since the last check: one fstat.
-    fn check_rewritten(&mut self, i: usize, cps: &Checkpoints) {
+    /// changed: copytruncate followed by new writes, or the inode reused). Before reading
+    /// (`force` false) the first line is checked only when there is something to read or
+    /// the size changed, so an idle file costs one fstat; rescans always check, which
+    /// catches a file rewritten to exactly its old size while we were caught up.
+    fn check_rewritten(&mut self, i: usize, cps: &Checkpoints, force: bool) {
         let f = &mut self.files[i];
         let Some(id) = f.id() else { return };
-        let Ok(len) = f.len() else { return };
-        if !f.size_changed(len) {
+        let Ok(len) = f.size() else { return };
+        let changed = f.size_changed(len);
+        if !force && !changed && len <= f.offset() {
             return;
         }
         let truncated = len < f.offset();
-        let rewritten = !truncated && matches!(f.compute_id(&mut self.buf, &self.cfg.limits), Ok(Some(now)) if now != id);
+        // A different first line, or none at all where there was one: rewritten in place.
+        let rewritten = !truncated
+            && match f.compute_id(&mut self.buf, &self.cfg.limits) {
+                Ok(Some(now)) => now != id,
+                Ok(None) => true,
+                Err(_) => false,
+            };
         if !(truncated || rewritten) {
             return;
         }
@@ -236,9 +272,13 @@ impl Tailer {
 
     fn drain_copy(&mut self, i: usize, old_id: FileId, pos: &Position) {
         for sibling in discover::rotated_siblings(&self.files[i].path) {
-            let Ok(mut copy) = self.files[i].sibling(sibling.clone(), &self.cfg.limits) else { continue };
-            let Ok(Some(id)) = copy.compute_id(&mut self.buf, &self.cfg.limits) else { continue };
-            if id != old_id || copy.len().map(|l| l <= pos.offset).unwrap_or(true) {
+            let Ok(mut copy) = self.files[i].sibling(sibling.clone(), &self.cfg.limits) else {
+                continue;
+            };
+            let Ok(Some(id)) = copy.compute_id(&mut self.buf, &self.cfg.limits) else {
+                continue;
+            };
+            if id != old_id || copy.size().map(|l| l <= pos.offset).unwrap_or(true) {
                 continue;
             }
             tracing::info!(path = %sibling.display(), offset = pos.offset, "reading the rest of a truncated file from its copy");
@@ -257,7 +297,7 @@ impl Tailer {
         let mut i = 0;
         while i < self.files.len() {
             self.identify(i, cps);
-            self.check_rewritten(i, cps);
+            self.check_rewritten(i, cps, false);
             let progress = self.poll_file(i, out, self.cfg.budget);
             total += progress.bytes;
             if !self.maybe_close(i, progress, out) {
@@ -268,14 +308,24 @@ impl Tailer {
     }
 
     fn poll_file(&mut self, i: usize, out: &mut Vec<u8>, budget: u64) -> Progress {
-        let Tailer { files, buf, cfg, enc, stats, .. } = self;
+        let Tailer {
+            files,
+            buf,
+            cfg,
+            enc,
+            stats,
+            ..
+        } = self;
         let f = &mut files[i];
         match f.poll(buf, &cfg.limits, enc, out, stats, budget) {
             Ok(p) => p,
             Err(e) => {
                 Stats::add(&stats.read_errors, 1);
                 tracing::warn!(path = %f.path.display(), error = %e, "error reading log file");
-                Progress { bytes: 0, eof: true }
+                Progress {
+                    bytes: 0,
+                    eof: true,
+                }
             }
         }
     }
@@ -284,7 +334,9 @@ impl Tailer {
     fn maybe_close(&mut self, i: usize, progress: Progress, out: &mut Vec<u8>) -> bool {
         let grace = self.cfg.drain_grace;
         let f = &mut self.files[i];
-        let Phase::Draining { since } = f.phase else { return false };
+        let Phase::Draining { since } = f.phase else {
+            return false;
+        };
         if !progress.eof || progress.bytes > 0 {
             f.phase = Phase::Draining { since: None };
             return false;
@@ -300,7 +352,9 @@ impl Tailer {
             self.closed.push(id);
         }
         Stats::add(&self.stats.files_closed, 1);
-        self.stats.files_watched.store(self.files.len() as u64, Ordering::Relaxed);
+        self.stats
+            .files_watched
+            .store(self.files.len() as u64, Ordering::Relaxed);
         tracing::debug!(path = %f.path.display(), "drained and closed");
         true
     }
@@ -337,7 +391,7 @@ impl Tailer {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         for f in &mut self.files {
             f.flush(&self.enc, out, &self.stats);
-            if let Ok(len) = f.len() {
+            if let Ok(len) = f.size() {
                 Stats::add(&self.stats.incomplete_bytes, len.saturating_sub(f.offset()));
             }
         }

@@ -1,0 +1,7 @@
+//! Integration tests, compiled as one binary.
+
+mod util;
+
+mod cli;
+mod dry_run;
+mod tail_model;
