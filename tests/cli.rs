@@ -73,3 +73,19 @@ fn agent_mode_without_output_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--dry-run"), "{}", stderr(&o));
 }
+
+/// `deploy/shipper.toml` documents every key with its default: keep it true.
+#[test]
+fn deploy_config_lists_every_key_with_its_default() {
+    let path = repo().join("deploy/shipper.toml");
+    let cfg = shipper::config::load(Some(&path), Vec::new(), Vec::new()).unwrap();
+    assert_eq!(cfg, shipper::config::Config::default());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    let defaults = toml::Value::try_from(shipper::config::Config::default()).unwrap();
+    for (section, keys) in defaults.as_table().unwrap() {
+        for key in keys.as_table().unwrap().keys() {
+            assert!(file.get(section).and_then(|s| s.get(key)).is_some(), "{section}.{key} missing from deploy/shipper.toml");
+        }
+    }
+}

@@ -4,4 +4,5 @@ mod util;
 
 mod cli;
 mod dry_run;
+mod roundtrip;
 mod tail_model;
