@@ -14,6 +14,7 @@
 //! - [`config`], [`cli`], [`app`]: settings and wiring.
 
 pub mod app;
+pub mod buffer;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

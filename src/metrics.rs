@@ -50,6 +50,14 @@ counters! {
     read_errors,
     /// Bytes of a final line still without `\n` when a dry-run ended.
     incomplete_bytes,
+    /// Bytes of buffer segments on disk (gauge).
+    buffer_bytes,
+    /// Records in the buffer not yet acknowledged (gauge).
+    buffer_records,
+    /// Damaged regions skipped in buffer segments.
+    buffer_damaged_regions,
+    /// Records lost to buffer damage (known from intact frame headers).
+    buffer_records_lost,
 }
 
 impl Stats {

@@ -1,0 +1,474 @@
+//! The disk buffer between reading and shipping.
+//!
+//! # Invariants
+//!
+//! 1. **Append-only segments.** `<data-dir>/buffer/<seq>.seg` files of [`frame`]s, each
+//!    frame one bulk batch (NDJSON, gzip-compressed when request compression is on, so a
+//!    batch is compressed once and sent as stored). Only the newest segment is written; a
+//!    restart always starts a new one, so recovery never writes into old data.
+//! 2. **Durable before checkpoint.** [`Writer::append`] returns only after the frame is
+//!    written and, with `fsync = "always"`, synced; the caller moves file checkpoints only
+//!    after that. With `fsync = "never"` a process crash loses nothing (the page cache
+//!    holds the data) but a power loss can lose the last batches.
+//! 3. **Deleted only when acknowledged.** A segment file is deleted when it is no longer
+//!    the one being written and every frame in it was acknowledged by Elasticsearch. After
+//!    a restart every frame still on disk is sent again; deterministic ids turn those
+//!    repeats into 409s, not duplicates.
+//! 4. **Bounded.** Segment bytes on disk never exceed `max_bytes` (plus one frame): the
+//!    writer waits for room, which pauses reading; the backlog then stays in the log files.
+//! 5. **Damage is skipped, counted, and never fatal.** At start every segment is scanned;
+//!    a torn tail or a corrupt frame is skipped (resuming at the next valid frame) and
+//!    counted, with the records known lost.
+
+pub mod frame;
+
+use crate::metrics::Stats;
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// When appended frames are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// After every batch, before its checkpoints move (safe against power loss).
+    Always,
+    /// Never explicitly (safe against process crashes, not power loss).
+    Never,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer directory {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("buffer segment {path}: {source}")]
+    Segment { path: PathBuf, source: io::Error },
+}
+
+/// Identifies one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FrameId {
+    pub segment: u64,
+    pub index: usize,
+}
+
+/// One frame read for shipping.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: FrameId,
+    pub records: u32,
+    pub gzip: bool,
+    pub payload: bytes::Bytes,
+}
+
+#[derive(Debug)]
+struct FrameMeta {
+    offset: u64,
+    len: u64,
+    records: u32,
+    acked: bool,
+}
+
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    file: Option<Arc<File>>,
+    frames: Vec<FrameMeta>,
+    /// Frames handed to the reader so far.
+    read: usize,
+    acked: usize,
+    bytes: u64,
+    writing: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    segments: VecDeque<Segment>,
+    bytes: u64,
+    records: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    max_bytes: u64,
+    state: Mutex<State>,
+    /// Signalled when room is made (a segment deleted) or the buffer closes.
+    room: Condvar,
+    /// Wakes the shipper when a frame is appended.
+    data: tokio::sync::Notify,
+    stats: Arc<Stats>,
+}
+
+/// Read side of the buffer (shared with acks); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Buffer {
+    shared: Arc<Shared>,
+}
+
+/// Write side of the buffer; one per buffer.
+#[derive(Debug)]
+pub struct Writer {
+    shared: Arc<Shared>,
+    fsync: Fsync,
+    segment_bytes: u64,
+    file: File,
+    seq: u64,
+    len: u64,
+    frame: Vec<u8>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock would be a bug; the state is still consistent
+    // enough to keep shipping, so do not cascade it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.seg"))
+}
+
+/// Opens (creating) the buffer in `dir`, recovering existing segments.
+pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64, fsync: Fsync, stats: Arc<Stats>) -> Result<(Buffer, Writer), BufferError> {
+    let dir_err = |source| BufferError::Dir { path: dir.to_owned(), source };
+    fs::create_dir_all(dir).map_err(dir_err)?;
+    let mut seqs: Vec<u64> = fs::read_dir(dir)
+        .map_err(dir_err)?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    let mut state = State::default();
+    for &seq in &seqs {
+        let path = segment_path(dir, seq);
+        let bytes = fs::read(&path).map_err(|source| BufferError::Segment { path: path.clone(), source })?;
+        let (found, damage) = frame::scan(&bytes);
+        if damage.bytes > 0 {
+            Stats::add(&stats.buffer_damaged_regions, damage.regions);
+            Stats::add(&stats.buffer_records_lost, damage.records);
+            tracing::error!(
+                segment = %path.display(),
+                regions = damage.regions,
+                bytes = damage.bytes,
+                torn_tail = damage.torn_tail,
+                records_lost = damage.records,
+                "buffer segment damaged; skipped the damaged parts"
+            );
+        }
+        if found.is_empty() {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let frames: Vec<FrameMeta> = found
+            .iter()
+            .map(|f| FrameMeta { offset: f.offset, len: f.header.frame_len(), records: f.header.records, acked: false })
+            .collect();
+        let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
+        state.bytes += bytes.len() as u64;
+        state.records += records;
+        state.segments.push_back(Segment {
+            seq,
+            path,
+            file: None,
+            frames,
+            read: 0,
+            acked: 0,
+            bytes: bytes.len() as u64,
+            writing: false,
+        });
+    }
+    let seq = seqs.last().map_or(1, |s| s + 1);
+    let (file, path) = create_segment(dir, seq)?;
+    state.segments.push_back(Segment { seq, path, file: None, frames: Vec::new(), read: 0, acked: 0, bytes: 0, writing: true });
+    let shared = Arc::new(Shared {
+        dir: dir.to_owned(),
+        max_bytes,
+        state: Mutex::new(state),
+        room: Condvar::new(),
+        data: tokio::sync::Notify::new(),
+        stats,
+    });
+    shared.publish_gauges(&lock(&shared.state));
+    let writer = Writer { shared: shared.clone(), fsync, segment_bytes, file, seq, len: 0, frame: Vec::new() };
+    Ok((Buffer { shared }, writer))
+}
+
+fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), BufferError> {
+    let path = segment_path(dir, seq);
+    let seg_err = |source| BufferError::Segment { path: path.clone(), source };
+    let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(seg_err)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| BufferError::Dir { path: dir.to_owned(), source })?;
+    Ok((file, path))
+}
+
+impl Shared {
+    fn publish_gauges(&self, s: &State) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.buffer_bytes.store(s.bytes, Relaxed);
+        self.stats.buffer_records.store(s.records, Relaxed);
+    }
+}
+
+impl Writer {
+    /// Waits until a frame of `len` payload bytes fits under the size cap, or `timeout`
+    /// passes. Returns whether it fits.
+    pub fn wait_for_room(&self, len: u64, timeout: Duration) -> bool {
+        let need = len + frame::HEADER_LEN as u64;
+        let s = lock(&self.shared.state);
+        // An empty buffer always takes one frame, however large, so progress is possible.
+        let fits = |s: &State| s.bytes == 0 || s.bytes + need <= self.shared.max_bytes || s.closed;
+        if fits(&s) {
+            return true;
+        }
+        let (s, _) = self.shared.room.wait_timeout_while(s, timeout, |s| !fits(s)).unwrap_or_else(|p| p.into_inner());
+        fits(&s)
+    }
+
+    /// Appends one batch. Returns once it is written (and synced, per the policy).
+    pub fn append(&mut self, payload: &[u8], records: u32, gzip: bool) -> Result<FrameId, BufferError> {
+        self.frame.clear();
+        frame::encode(&mut self.frame, if gzip { frame::FLAG_GZIP } else { 0 }, records, payload);
+        let len = self.frame.len() as u64;
+        if self.len > 0 && self.len + len > self.segment_bytes {
+            self.roll()?;
+        }
+        let seg_err = |source| BufferError::Segment { path: segment_path(&self.shared.dir, self.seq), source };
+        self.file.write_all(&self.frame).map_err(seg_err)?;
+        if self.fsync == Fsync::Always {
+            self.file.sync_data().map_err(seg_err)?;
+        }
+        let offset = self.len;
+        self.len += len;
+        let mut s = lock(&self.shared.state);
+        let seg = s.segments.back_mut().filter(|g| g.seq == self.seq);
+        let index = match seg {
+            Some(seg) => {
+                seg.frames.push(FrameMeta { offset, len, records, acked: false });
+                seg.bytes += len;
+                seg.frames.len() - 1
+            }
+            None => 0,
+        };
+        s.bytes += len;
+        s.records += u64::from(records);
+        self.shared.publish_gauges(&s);
+        drop(s);
+        self.shared.data.notify_one();
+        Ok(FrameId { segment: self.seq, index })
+    }
+
+    /// Starts a new segment; the old one is deleted at once if everything in it is acked.
+    fn roll(&mut self) -> Result<(), BufferError> {
+        let seq = self.seq + 1;
+        let (file, path) = create_segment(&self.shared.dir, seq)?;
+        let mut s = lock(&self.shared.state);
+        if let Some(old) = s.segments.iter_mut().find(|g| g.seq == self.seq) {
+            old.writing = false;
+        }
+        s.segments.push_back(Segment { seq, path, file: None, frames: Vec::new(), read: 0, acked: 0, bytes: 0, writing: true });
+        Buffer::collect(&self.shared, &mut s);
+        drop(s);
+        self.file = file;
+        self.seq = seq;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Marks the buffer closed: readers return `None` once everything is read, waiters
+    /// for room give up.
+    pub fn close(&self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.room.notify_all();
+        self.shared.data.notify_waiters();
+        self.shared.data.notify_one();
+    }
+}
+
+impl Buffer {
+    /// The next frame not yet handed out, oldest first; `None` when everything written so
+    /// far has been handed out. Damaged frames found here are skipped and counted.
+    pub fn next(&self) -> Result<Option<Frame>, BufferError> {
+        loop {
+            let (file, meta, id) = {
+                let mut s = lock(&self.shared.state);
+                let Some(seg) = s.segments.iter_mut().find(|g| g.read < g.frames.len()) else {
+                    return Ok(None);
+                };
+                if seg.file.is_none() {
+                    let f = File::open(&seg.path).map_err(|source| BufferError::Segment { path: seg.path.clone(), source })?;
+                    seg.file = Some(Arc::new(f));
+                }
+                let index = seg.read;
+                seg.read += 1;
+                let m = &seg.frames[index];
+                (seg.file.clone(), (m.offset, m.len, m.records), FrameId { segment: seg.seq, index })
+            };
+            let Some(file) = file else { continue };
+            let (offset, len, records) = meta;
+            let mut buf = vec![0u8; len as usize];
+            let path = segment_path(&self.shared.dir, id.segment);
+            file.read_exact_at(&mut buf, offset).map_err(|source| BufferError::Segment { path, source })?;
+            let checked = frame::decode_header(&buf)
+                .ok()
+                .flatten()
+                .and_then(|h| frame::check_payload(&h, &buf).ok().map(|p| (h, p.len())));
+            match checked {
+                Some((h, plen)) => {
+                    let payload = bytes::Bytes::from(buf).slice(frame::HEADER_LEN..frame::HEADER_LEN + plen);
+                    return Ok(Some(Frame { id, records, gzip: h.gzip(), payload }));
+                }
+                None => {
+                    Stats::add(&self.shared.stats.buffer_damaged_regions, 1);
+                    Stats::add(&self.shared.stats.buffer_records_lost, u64::from(records));
+                    tracing::error!(segment = id.segment, frame = id.index, records, "buffer frame damaged on disk; skipped");
+                    self.ack(id);
+                }
+            }
+        }
+    }
+
+    /// Waits until a frame may be available (or the buffer closes).
+    pub async fn wait_for_data(&self) {
+        self.shared.data.notified().await;
+    }
+
+    /// Whether the writer closed the buffer and every frame has been handed out.
+    pub fn is_drained(&self) -> bool {
+        let s = lock(&self.shared.state);
+        s.closed && s.segments.iter().all(|g| g.read >= g.frames.len())
+    }
+
+    /// Whether nothing is left unacknowledged.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.shared.state).records == 0
+    }
+
+    /// Records in frames not yet acknowledged.
+    pub fn records(&self) -> u64 {
+        lock(&self.shared.state).records
+    }
+
+    /// Bytes of segments on disk.
+    pub fn bytes(&self) -> u64 {
+        lock(&self.shared.state).bytes
+    }
+
+    /// Elasticsearch acknowledged every document of this frame.
+    pub fn ack(&self, id: FrameId) {
+        let mut s = lock(&self.shared.state);
+        let Some(seg) = s.segments.iter_mut().find(|g| g.seq == id.segment) else { return };
+        let Some(m) = seg.frames.get_mut(id.index) else { return };
+        if m.acked {
+            return;
+        }
+        m.acked = true;
+        let records = u64::from(m.records);
+        seg.acked += 1;
+        s.records -= records;
+        Buffer::collect(&self.shared, &mut s);
+    }
+
+    /// Deletes segments that are done (not being written, every frame acked).
+    fn collect(shared: &Shared, s: &mut State) {
+        let mut freed = false;
+        while let Some(pos) = s.segments.iter().position(|g| !g.writing && g.acked == g.frames.len()) {
+            if let Some(seg) = s.segments.remove(pos) {
+                if let Err(e) = fs::remove_file(&seg.path) {
+                    tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged buffer segment");
+                }
+                s.bytes -= seg.bytes;
+                freed = true;
+            }
+        }
+        shared.publish_gauges(s);
+        if freed {
+            shared.room.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_in(dir: &Path, max: u64, seg: u64) -> (Buffer, Writer) {
+        open(dir, max, seg, Fsync::Always, Arc::new(Stats::default())).unwrap()
+    }
+
+    #[test]
+    fn append_read_ack_delete() {
+        let d = tempfile::tempdir().unwrap();
+        let (buf, mut w) = open_in(d.path(), 1 << 20, 100);
+        let a = w.append(b"first batch of sixty bytes.................................", 3, false).unwrap();
+        let b = w.append(b"second", 2, true).unwrap();
+        assert_ne!(a.segment, b.segment, "the second frame rolled to a new segment");
+        assert_eq!(buf.records(), 5);
+        let f1 = buf.next().unwrap().unwrap();
+        let f2 = buf.next().unwrap().unwrap();
+        assert!(buf.next().unwrap().is_none());
+        assert_eq!((f1.id, f1.records, f1.gzip), (a, 3, false));
+        assert_eq!((&f2.payload[..], f2.gzip), (&b"second"[..], true));
+        let segs = || fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(segs(), 2);
+        buf.ack(f1.id);
+        assert_eq!(segs(), 1, "the first segment is done and deleted");
+        buf.ack(f2.id);
+        assert_eq!(segs(), 1, "the segment being written stays");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn restart_resends_unacked_and_skips_damage() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (buf, mut w) = open_in(d.path(), 1 << 20, 1 << 20);
+            for i in 0..4u32 {
+                w.append(format!("batch {i}").as_bytes(), i + 1, false).unwrap();
+            }
+            let f = buf.next().unwrap().unwrap();
+            buf.ack(f.id);
+        }
+        // Damage the third frame's payload and tear the tail.
+        let seg = fs::read_dir(d.path()).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = fs::read(&seg).unwrap();
+        let frame_len = frame::HEADER_LEN + 7;
+        bytes[2 * frame_len + frame::HEADER_LEN] ^= 0xff;
+        bytes.extend_from_slice(b"SHB1\x00");
+        fs::write(&seg, &bytes).unwrap();
+        let stats = Arc::new(Stats::default());
+        let (buf, _w) = open(d.path(), 1 << 20, 1 << 20, Fsync::Never, stats.clone()).unwrap();
+        let mut got = Vec::new();
+        while let Some(f) = buf.next().unwrap() {
+            got.push(String::from_utf8(f.payload.to_vec()).unwrap());
+        }
+        assert_eq!(got, ["batch 0", "batch 1", "batch 3"], "unacked frames come back; the damaged one is skipped");
+        assert_eq!(Stats::get(&stats.buffer_records_lost), 3);
+        assert_eq!(Stats::get(&stats.buffer_damaged_regions), 2);
+    }
+
+    #[test]
+    fn full_buffer_waits_for_room() {
+        let d = tempfile::tempdir().unwrap();
+        let (buf, mut w) = open_in(d.path(), 200, 60);
+        let payload = [b'x'; 30];
+        w.append(&payload, 1, false).unwrap();
+        w.append(&payload, 1, false).unwrap();
+        w.append(&payload, 1, false).unwrap();
+        assert!(!w.wait_for_room(30, Duration::from_millis(10)), "200 bytes hold three 51-byte frames, not four");
+        let first = buf.next().unwrap().unwrap();
+        let waiter = std::thread::spawn(move || {
+            let ok = w.wait_for_room(30, Duration::from_secs(10));
+            (ok, w)
+        });
+        buf.ack(first.id);
+        let (ok, _w) = waiter.join().unwrap();
+        assert!(ok, "acking a sealed segment makes room");
+        assert!(buf.bytes() <= 200);
+    }
+}
