@@ -122,3 +122,307 @@ fn follow(
     }
     Ok(())
 }
+
+/// A batch cut by the reader, on its way into the buffer.
+struct Batch {
+    ndjson: Vec<u8>,
+    records: u32,
+    /// Resume points as of the end of this batch: safe once the batch is durable.
+    positions: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
+    closed: Vec<crate::tail::FileId>,
+    /// Files just identified, at their start positions: saved at once (see
+    /// [`Tailer::take_new`]).
+    discovered: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
+}
+
+/// Checkpoints are written at most this often (and at shutdown); in between they are
+/// only in memory, which costs a few extra 409s after a crash, never data.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the agent until `shutdown` resolves, then stops in order: stop reading, flush the
+/// last batch into the buffer, write checkpoints, keep shipping until the buffer is empty
+/// or the deadline passes.
+pub fn agent(
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Arc<Stats>> {
+    use crate::buffer;
+    use crate::ship::{client::Client, dead_letter::DeadLetter, ShipConfig, Shipper};
+    use std::sync::{mpsc, Mutex};
+
+    let stats = Arc::new(Stats::default());
+    let data_dir = &cfg.agent.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let cps = match Checkpoints::load(data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "checkpoints unreadable; reading every file from the start (ids make the repeats harmless)");
+            Checkpoints::empty_at(data_dir)
+        }
+    };
+    let cps = Arc::new(Mutex::new(cps));
+    let b = &cfg.buffer;
+    let (buf, mut writer) = buffer::open(
+        &data_dir.join("buffer"),
+        b.max_bytes,
+        b.segment_bytes,
+        b.fsync,
+        stats.clone(),
+    )?;
+    let client = Client::new(&cfg.elasticsearch)?;
+    let es = &cfg.elasticsearch;
+    let ship_cfg = ShipConfig {
+        max_concurrency: usize::try_from(es.max_concurrency).unwrap_or(1),
+        max_backoff: Duration::from_millis(es.max_backoff_ms),
+        index_prefix: es.index_prefix.clone(),
+        template: es.template,
+        timestamp_nanos: es.timestamp_nanos,
+        compression: es.compression,
+    };
+    let dead = DeadLetter::new(
+        data_dir.clone(),
+        cfg.agent.dead_letter_max_bytes,
+        stats.clone(),
+    );
+    let shipper = Shipper::new(client, buf.clone(), ship_cfg, stats.clone(), dead);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("shipper-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let ship_task = runtime.spawn(shipper.clone().run());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+
+    // Appender: compress once, append, then (and only then) move checkpoints.
+    let appender = {
+        let cps = cps.clone();
+        let stats = stats.clone();
+        let gzip = es.compression;
+        std::thread::Builder::new()
+            .name("shipper-buffer".into())
+            .spawn(move || -> anyhow::Result<buffer::Writer> {
+                let mut last_save = Instant::now();
+                loop {
+                    let batch = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                        Ok(b) => b,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // Quiet files still get their checkpoints written promptly.
+                            save_checkpoints(
+                                &mut cps.lock().unwrap_or_else(|p| p.into_inner()),
+                                &stats,
+                            );
+                            last_save = Instant::now();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    if batch.records > 0 {
+                        let payload = if gzip {
+                            compress(&batch.ndjson)?
+                        } else {
+                            batch.ndjson
+                        };
+                        while !writer
+                            .wait_for_room(payload.len() as u64, Duration::from_millis(500))?
+                        {
+                            tracing::debug!("buffer full; reading paused");
+                        }
+                        writer.append(&payload, batch.records, gzip)?;
+                        Stats::add(&stats.batches, 1);
+                    }
+                    let mut c = cps.lock().unwrap_or_else(|p| p.into_inner());
+                    for (id, pos) in batch.discovered.iter().cloned() {
+                        // Only adds files not known yet; never moves an offset.
+                        if c.get(&id).is_none() {
+                            c.update(id, pos);
+                        }
+                    }
+                    for id in &batch.closed {
+                        c.remove(id);
+                    }
+                    for (id, pos) in batch.positions {
+                        c.update(id, pos);
+                    }
+                    if !batch.discovered.is_empty() || last_save.elapsed() >= CHECKPOINT_EVERY {
+                        save_checkpoints(&mut c, &stats);
+                        last_save = Instant::now();
+                    }
+                }
+                save_checkpoints(&mut cps.lock().unwrap_or_else(|p| p.into_inner()), &stats);
+                Ok(writer)
+            })?
+    };
+
+    // Reader: tail files, cut batches by bytes, documents or age.
+    let reader = {
+        let tail_cfg = tail_config(cfg);
+        let enc = Encoder::new(&es.index_prefix);
+        let stats = stats.clone();
+        let stop = stop.clone();
+        let cps = cps.clone();
+        let limits = (
+            usize::try_from(es.batch_bytes).unwrap_or(usize::MAX),
+            es.batch_docs,
+            Duration::from_millis(es.linger_ms),
+        );
+        let rescan_every = Duration::from_millis(cfg.input.rescan_interval_ms);
+        std::thread::Builder::new()
+            .name("shipper-read".into())
+            .spawn(move || read_loop(tail_cfg, enc, stats, cps, tx, &stop, limits, rescan_every))?
+    };
+
+    runtime.block_on(shutdown);
+    tracing::info!("stopping: no more reading; flushing the buffer");
+    stop.store(true, Ordering::Relaxed);
+    let read_result = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+    let writer = appender
+        .join()
+        .map_err(|_| anyhow::anyhow!("buffer thread panicked"))??;
+    read_result?;
+    writer.close();
+    let deadline = Duration::from_millis(cfg.agent.shutdown_deadline_ms);
+    match runtime.block_on(async { tokio::time::timeout(deadline, ship_task).await }) {
+        Ok(_) => tracing::info!("buffer delivered; exiting"),
+        Err(_) => tracing::warn!(
+            records = buf.records(),
+            "shutdown deadline reached; the buffer keeps the rest for the next start"
+        ),
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(stats)
+}
+
+fn save_checkpoints(c: &mut Checkpoints, stats: &Stats) {
+    match c.save() {
+        Ok(true) => Stats::add(&stats.checkpoint_writes, 1),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot write checkpoints; will retry"),
+    }
+}
+
+fn compress(ndjson: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(ndjson.len() / 5),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(ndjson)?;
+    Ok(enc.finish()?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_loop(
+    tail_cfg: TailConfig,
+    enc: Encoder,
+    stats: Arc<Stats>,
+    cps: Arc<std::sync::Mutex<Checkpoints>>,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    stop: &AtomicBool,
+    (batch_bytes, batch_docs, linger): (usize, u64, Duration),
+    rescan_every: Duration,
+) -> anyhow::Result<()> {
+    use std::sync::mpsc::TrySendError;
+    let waker = Waker::new(&tail_cfg.roots);
+    for e in &waker.errors {
+        tracing::warn!("{e}; relying on rescans");
+    }
+    let mut tailer = Tailer::new(tail_cfg, enc, None, stats.clone());
+    let lock = |c: &Arc<std::sync::Mutex<Checkpoints>>| -> Checkpoints {
+        // The tailer only reads checkpoints (to resume files); a snapshot is enough.
+        let g = c.lock().unwrap_or_else(|p| p.into_inner());
+        g.snapshot()
+    };
+    tailer.start(&lock(&cps));
+    let announce = |tailer: &mut Tailer| -> anyhow::Result<()> {
+        let discovered = tailer.take_new();
+        if discovered.is_empty() {
+            return Ok(());
+        }
+        let b = Batch {
+            ndjson: Vec::new(),
+            records: 0,
+            positions: Vec::new(),
+            closed: Vec::new(),
+            discovered,
+        };
+        tx.send(b)
+            .map_err(|_| anyhow::anyhow!("the buffer writer stopped"))
+    };
+    announce(&mut tailer)?;
+    let mut out: Vec<u8> = Vec::with_capacity(batch_bytes + (1 << 20));
+    let mut started: Option<Instant> = None;
+    let mut records_at_start = Stats::get(&stats.records);
+    let mut last_scan = Instant::now();
+    let idle_wait = Duration::from_millis(100).min(linger.max(Duration::from_millis(10)));
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let snapshot = lock(&cps);
+        if last_scan.elapsed() >= rescan_every {
+            tailer.rescan(&snapshot);
+            last_scan = Instant::now();
+        }
+        let n = if stopping {
+            0
+        } else {
+            tailer.poll_until(&snapshot, &mut out, batch_bytes)
+        };
+        announce(&mut tailer)?;
+        let records = Stats::get(&stats.records) - records_at_start;
+        if !out.is_empty() && started.is_none() {
+            started = Some(Instant::now());
+        }
+        let due = out.len() >= batch_bytes
+            || records >= batch_docs
+            || started.is_some_and(|t| t.elapsed() >= linger)
+            || stopping;
+        if due && (!out.is_empty() || stopping) {
+            let mut batch = Batch {
+                ndjson: std::mem::replace(&mut out, Vec::with_capacity(batch_bytes + (1 << 20))),
+                records: u32::try_from(records).unwrap_or(u32::MAX),
+                positions: tailer.positions(),
+                closed: tailer.take_closed(),
+                discovered: tailer.take_new(),
+            };
+            // While the buffer is full, keep scanning (so every file is open and nothing
+            // rotates away unseen) but read nothing more.
+            loop {
+                match tx.try_send(batch) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(b)) => {
+                        batch = b;
+                        std::thread::sleep(Duration::from_millis(20));
+                        if last_scan.elapsed() >= rescan_every {
+                            tailer.rescan(&lock(&cps));
+                            last_scan = Instant::now();
+                        }
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        anyhow::bail!("the buffer writer stopped")
+                    }
+                }
+            }
+            started = None;
+            records_at_start = Stats::get(&stats.records);
+        }
+        if stopping {
+            return Ok(());
+        }
+        if n == 0 {
+            let wait = match started {
+                Some(t) => linger.saturating_sub(t.elapsed()).min(idle_wait),
+                None => idle_wait,
+            };
+            if waker.rx.recv_timeout(wait).is_ok() {
+                while waker.rx.try_recv().is_ok() {}
+                tailer.rescan(&lock(&cps));
+                last_scan = Instant::now();
+            }
+        }
+    }
+}

@@ -107,6 +107,15 @@ impl Checkpoints {
         }
     }
 
+    /// An in-memory copy (never written) for readers.
+    pub fn snapshot(&self) -> Checkpoints {
+        Checkpoints {
+            path: None,
+            map: self.map.clone(),
+            dirty: false,
+        }
+    }
+
     pub fn get(&self, id: &FileId) -> Option<&Position> {
         self.map.get(id)
     }

@@ -37,6 +37,21 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     pub max_record_bytes: Option<u64>,
 
+    /// Elasticsearch URL; repeat for several endpoints [elasticsearch.urls; default
+    /// http://elasticsearch:9200]. Credentials belong in SHIPPER_ELASTICSEARCH_PASSWORD
+    /// or a password file, not here.
+    #[arg(long = "es-url", value_name = "URL")]
+    pub es_urls: Vec<String>,
+
+    /// PEM file of CA certificates to trust for Elasticsearch [elasticsearch.ca_file].
+    #[arg(long, value_name = "FILE")]
+    pub es_ca_file: Option<PathBuf>,
+
+    /// Do not verify Elasticsearch's TLS certificate (dangerous)
+    /// [elasticsearch.tls_skip_verify].
+    #[arg(long)]
+    pub es_tls_skip_verify: bool,
+
     /// Print the Elasticsearch bulk body (NDJSON) for every log file to stdout instead of
     /// sending it, then a one-line summary on stderr. Reads from the beginning of every
     /// file, writes no checkpoint, opens no listener.
@@ -74,6 +89,20 @@ impl Args {
         }
         if let Some(p) = &self.index_prefix {
             out.push(("elasticsearch.index_prefix", toml::Value::String(p.clone())));
+        }
+        if !self.es_urls.is_empty() {
+            let urls = self
+                .es_urls
+                .iter()
+                .map(|u| toml::Value::String(u.clone()))
+                .collect();
+            out.push(("elasticsearch.urls", toml::Value::Array(urls)));
+        }
+        if let Some(p) = &self.es_ca_file {
+            out.push(("elasticsearch.ca_file", path(p)));
+        }
+        if self.es_tls_skip_verify {
+            out.push(("elasticsearch.tls_skip_verify", toml::Value::Boolean(true)));
         }
         if let Some(n) = self.max_record_bytes {
             out.push((

@@ -29,6 +29,31 @@ pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_DRAIN_GRACE_MS: u64 = 5_000;
 /// Fluentd's default index prefix, so existing Kibana index patterns keep working.
 pub const DEFAULT_INDEX_PREFIX: &str = "logstash";
+/// The headless Service of the Elasticsearch StatefulSet in the agent's namespace.
+pub const DEFAULT_ES_URL: &str = "http://elasticsearch:9200";
+/// Elasticsearch's own guidance: bulk requests of a few MiB; larger ones only add
+/// latency and heap pressure on the data nodes.
+pub const DEFAULT_BATCH_BYTES: u64 = 5 << 20;
+/// Upper bound on documents per bulk request (many tiny lines).
+pub const DEFAULT_BATCH_DOCS: u64 = 5_000;
+/// A quiet node still ships within a second.
+pub const DEFAULT_LINGER_MS: u64 = 1_000;
+/// Requests in flight at most; adaptive concurrency moves below it. Four per node keeps
+/// a thousand-node cluster's bulk queues sane.
+pub const DEFAULT_MAX_CONCURRENCY: u64 = 4;
+/// A bulk request that takes longer than this is abandoned and retried.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
+/// Retries back off exponentially up to this, with jitter.
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 30_000;
+/// Room for hours of an Elasticsearch outage on a busy node, small next to a node disk.
+pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 2 << 30;
+/// Segment size: a fully acknowledged segment is deleted whole, and a restart re-sends at
+/// most the unacknowledged part of a few segments.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// Under the DaemonSet's terminationGracePeriodSeconds (30 s by default).
+pub const DEFAULT_SHUTDOWN_DEADLINE_MS: u64 = 20_000;
+/// Rejected documents kept for inspection; the oldest are dropped (and counted) beyond.
+pub const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 256 << 20;
 
 /// Environment variables with this prefix are configuration.
 pub const ENV_PREFIX: &str = "SHIPPER_";
@@ -60,6 +85,7 @@ pub struct Config {
     pub input: Input,
     pub agent: Agent,
     pub elasticsearch: Elasticsearch,
+    pub buffer: Buffer,
     pub kubernetes: Kubernetes,
 }
 
@@ -101,34 +127,130 @@ impl Default for Input {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
-    /// Directory for checkpoints (and the buffer).
+    /// Directory for checkpoints, the buffer and the dead-letter file.
     pub data_dir: PathBuf,
+    /// On SIGTERM: stop reading, flush, then keep shipping for at most this long.
+    pub shutdown_deadline_ms: u64,
+    /// Size cap of the dead-letter file (documents Elasticsearch rejected).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl Default for Agent {
     fn default() -> Agent {
         Agent {
             data_dir: DEFAULT_DATA_DIR.into(),
+            shutdown_deadline_ms: DEFAULT_SHUTDOWN_DEADLINE_MS,
+            dead_letter_max_bytes: DEFAULT_DEAD_LETTER_MAX_BYTES,
         }
     }
 }
 
-/// `[elasticsearch]`: where documents go.
+/// A credential: never printed by `Debug`, never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `[elasticsearch]`: where documents go and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Elasticsearch {
+    /// Endpoints, used round-robin with health tracking.
+    pub urls: Vec<String>,
     /// Daily indices are `<index_prefix>-YYYY.MM.DD`.
     pub index_prefix: String,
+    /// Install an index template for `<index_prefix>-*` at start.
+    pub template: bool,
+    /// Map `@timestamp` as `date_nanos` (keeps nanosecond order); `false` maps `date`.
+    pub timestamp_nanos: bool,
+    /// gzip request bodies (compressed once, in the buffer).
+    pub compression: bool,
+    /// A batch is sent when it reaches this many bytes of NDJSON...
+    pub batch_bytes: u64,
+    /// ...or this many documents...
+    pub batch_docs: u64,
+    /// ...or its first record is this old (milliseconds).
+    pub linger_ms: u64,
+    /// Bulk requests in flight at most.
+    pub max_concurrency: u64,
+    /// Per-request timeout (milliseconds).
+    pub request_timeout_ms: u64,
+    /// Cap of the retry backoff (milliseconds).
+    pub max_backoff_ms: u64,
+    /// Basic auth user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Basic auth password (prefer `password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// File holding the password (a mounted Secret); read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// API key (the base64 `id:key` form; prefer `api_key_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// File holding the API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust (in addition to the system's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify TLS certificates. Dangerous; logged loudly.
+    pub tls_skip_verify: bool,
 }
 
 impl Default for Elasticsearch {
     fn default() -> Elasticsearch {
         Elasticsearch {
+            urls: vec![DEFAULT_ES_URL.into()],
             index_prefix: DEFAULT_INDEX_PREFIX.into(),
+            template: true,
+            timestamp_nanos: true,
+            compression: true,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            batch_docs: DEFAULT_BATCH_DOCS,
+            linger_ms: DEFAULT_LINGER_MS,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
+            username: None,
+            password: None,
+            password_file: None,
+            api_key: None,
+            api_key_file: None,
+            ca_file: None,
+            tls_skip_verify: false,
         }
     }
 }
 
+/// `[buffer]`: the disk buffer between reading and shipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Buffer {
+    /// Size cap; reading pauses while the buffer is full.
+    pub max_bytes: u64,
+    /// Size of one segment file.
+    pub segment_bytes: u64,
+    /// `always`: sync every batch before checkpoints move (survives power loss);
+    /// `never`: leave it to the OS (survives process crashes only).
+    pub fsync: crate::buffer::Fsync,
+}
+
+impl Default for Buffer {
+    fn default() -> Buffer {
+        Buffer {
+            max_bytes: DEFAULT_BUFFER_MAX_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            fsync: crate::buffer::Fsync::Always,
+        }
+    }
+}
 /// `[kubernetes]`: metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,10 +273,11 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     flags: Vec<(&'static str, toml::Value)>,
 ) -> Result<Config, ConfigError> {
-    let defaults = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-        key: String::from("(defaults)"),
-        reason: e.to_string(),
-    })?;
+    let defaults =
+        toml::Value::try_from(Config::with_every_key()).map_err(|e| ConfigError::Invalid {
+            key: String::from("(defaults)"),
+            reason: e.to_string(),
+        })?;
     let mut merged = toml::Table::new();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -260,6 +383,14 @@ fn parse_like(default: &toml::Value, s: &str) -> Result<toml::Value, String> {
             "false" | "0" | "no" | "off" => false,
             _ => return Err(format!("`{s}` is not a boolean (true/false)")),
         }),
+        // `SHIPPER_ELASTICSEARCH_URLS=http://a:9200,http://b:9200`
+        toml::Value::Array(_) => toml::Value::Array(
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| toml::Value::String(p.to_owned()))
+                .collect(),
+        ),
         toml::Value::Float(_) => toml::Value::Float(
             s.trim()
                 .parse()
@@ -276,6 +407,20 @@ fn parse_like(default: &toml::Value, s: &str) -> Result<toml::Value, String> {
 }
 
 impl Config {
+    /// The defaults with every optional key set too: the list of keys (and their types)
+    /// that environment variables may set.
+    pub fn with_every_key() -> Config {
+        let mut c = Config::default();
+        let e = &mut c.elasticsearch;
+        e.username = Some(String::new());
+        e.password = Some(Secret(String::new()));
+        e.password_file = Some(PathBuf::new());
+        e.api_key = Some(Secret(String::new()));
+        e.api_key_file = Some(PathBuf::new());
+        e.ca_file = Some(PathBuf::new());
+        c
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: String| {
@@ -315,6 +460,76 @@ impl Config {
                 format!("{} is above 3600000", i.drain_grace_ms),
             );
         }
+        let e = &self.elasticsearch;
+        if e.urls.is_empty() {
+            return bad(
+                "elasticsearch.urls",
+                String::from("at least one URL is needed"),
+            );
+        }
+        for u in &e.urls {
+            match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return bad(
+                        "elasticsearch.urls",
+                        format!("`{}` is not an http(s) URL", redact_url(u)),
+                    )
+                }
+            }
+        }
+        if e.batch_bytes < 1024 || e.batch_bytes > (100 << 20) {
+            return bad(
+                "elasticsearch.batch_bytes",
+                format!("{} is outside 1024..=104857600", e.batch_bytes),
+            );
+        }
+        if e.batch_docs == 0 {
+            return bad(
+                "elasticsearch.batch_docs",
+                String::from("must be at least 1"),
+            );
+        }
+        if !(1..=256).contains(&e.max_concurrency) {
+            return bad(
+                "elasticsearch.max_concurrency",
+                format!("{} is outside 1..=256", e.max_concurrency),
+            );
+        }
+        if e.request_timeout_ms < 100 {
+            return bad(
+                "elasticsearch.request_timeout_ms",
+                format!("{} is below 100", e.request_timeout_ms),
+            );
+        }
+        if e.password.is_some() && e.password_file.is_some() {
+            return bad(
+                "elasticsearch.password",
+                String::from("set password or password_file, not both"),
+            );
+        }
+        if e.api_key.is_some() && e.api_key_file.is_some() {
+            return bad(
+                "elasticsearch.api_key",
+                String::from("set api_key or api_key_file, not both"),
+            );
+        }
+        let b = &self.buffer;
+        if b.segment_bytes < 4096 || b.segment_bytes > (1 << 30) {
+            return bad(
+                "buffer.segment_bytes",
+                format!("{} is outside 4096..=1073741824", b.segment_bytes),
+            );
+        }
+        if b.max_bytes < b.segment_bytes {
+            return bad(
+                "buffer.max_bytes",
+                format!(
+                    "{} is below buffer.segment_bytes ({})",
+                    b.max_bytes, b.segment_bytes
+                ),
+            );
+        }
         let p = &self.elasticsearch.index_prefix;
         let forbidden = |c: char| c.is_ascii_uppercase() || " \\/*?\"<>|,#:".contains(c);
         if p.is_empty()
@@ -328,6 +543,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+/// A URL as it may be printed: any `user:password@` removed.
+pub fn redact_url(u: &str) -> String {
+    match reqwest::Url::parse(u) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => String::from("(unparseable URL)"),
     }
 }
 
@@ -433,6 +660,41 @@ mod tests {
             load(Some(&dir.path().join("missing.toml")), env(&[]), vec![]),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn optional_keys_arrays_and_secrets() {
+        let c = load(
+            None,
+            env(&[
+                (
+                    "SHIPPER_ELASTICSEARCH_URLS",
+                    "http://a:9200, https://b:9200",
+                ),
+                ("SHIPPER_ELASTICSEARCH_USERNAME", "elastic"),
+                ("SHIPPER_ELASTICSEARCH_PASSWORD", "hunter2"),
+                ("SHIPPER_BUFFER_FSYNC", "never"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.elasticsearch.urls, ["http://a:9200", "https://b:9200"]);
+        assert_eq!(c.elasticsearch.username.as_deref(), Some("elastic"));
+        assert_eq!(c.buffer.fsync, crate::buffer::Fsync::Never);
+        assert!(!format!("{c:?}").contains("hunter2"), "secrets never print");
+        let e = load(None, env(&[("SHIPPER_BUFFER_FSYNC", "sometimes")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("buffer.fsync"), "{e}");
+        let e = load(
+            None,
+            env(&[("SHIPPER_ELASTICSEARCH_URLS", "ftp://x")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("elasticsearch.urls"), "{e}");
+        assert_eq!(redact_url("https://u:p@es:9200/"), "https://es:9200/");
     }
 
     #[test]

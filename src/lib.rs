@@ -23,4 +23,5 @@ pub mod encode;
 pub mod enrich;
 pub mod metrics;
 pub mod parse;
+pub mod ship;
 pub mod tail;

@@ -21,10 +21,9 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     if !args.dry_run {
-        anyhow::bail!(
-            "this build has no Elasticsearch output yet, so the agent cannot ship; \
-             run with --dry-run to print the bulk requests it would send"
-        );
+        let stats = app::agent(&cfg, shutdown_signal())?;
+        tracing::info!(%stats, "stopped");
+        return Ok(ExitCode::SUCCESS);
     }
     let opts = app::DryRun {
         pods: args.pods.clone(),
@@ -41,6 +40,23 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         // `shipper --dry-run | head` closing the pipe is not an error.
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e),
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the Pod) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the agent cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

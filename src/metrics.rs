@@ -58,6 +58,28 @@ counters! {
     buffer_damaged_regions,
     /// Records lost to buffer damage (known from intact frame headers).
     buffer_records_lost,
+    /// Batches appended to the buffer.
+    batches,
+    /// Checkpoint files written.
+    checkpoint_writes,
+    /// Documents Elasticsearch created.
+    records_indexed,
+    /// Documents already there (409 on create: a replay).
+    records_duplicate,
+    /// Documents rejected and written to the dead-letter file.
+    records_dead_letter,
+    /// Dead-letter entries dropped because the file was full.
+    dead_letter_dropped,
+    /// Bulk requests that got a per-item answer.
+    bulk_requests,
+    /// Bulk requests that failed whole (connection, timeout, 429, 5xx, 4xx) and were retried.
+    bulk_failures,
+    /// Bulk requests split because Elasticsearch answered 413.
+    bulk_split,
+    /// Documents sent again (per item or in a retried request).
+    docs_retried,
+    /// Failed requests other than bulk (version detection).
+    es_request_failures,
 }
 
 impl Stats {

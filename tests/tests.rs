@@ -2,7 +2,9 @@
 
 mod util;
 
+mod agent;
 mod cli;
 mod dry_run;
+mod proxy;
 mod roundtrip;
 mod tail_model;

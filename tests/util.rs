@@ -77,3 +77,114 @@ pub fn docker_line(msg: &str, stream: &str, time: &str) -> String {
     let log = serde_json::to_string(msg).unwrap();
     format!("{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{time}\"}}\n")
 }
+
+/// A running osmem-server (in-memory OpenSearch-compatible), killed on drop.
+pub struct Es {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Es {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where osmem-server is installed (by `.ci/setup-deps`), if it is.
+fn osmem_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("OSMEM_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import osmem_server, os; print(os.path.dirname(osmem_server.__file__))",
+        ])
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let bin = PathBuf::from(dir.trim()).join("bin/osmem-server");
+    bin.exists().then_some(bin)
+}
+
+/// Starts osmem-server on a free loopback port, or returns `None` (with a message) when it
+/// is not installed and this is not CI; in CI a missing server fails the test.
+pub fn es() -> Option<Es> {
+    use std::io::BufRead;
+    let Some(bin) = osmem_binary() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("osmem-server is not installed: run .ci/setup-deps");
+        }
+        eprintln!("skipping: osmem-server is not installed (run .ci/setup-deps)");
+        return None;
+    };
+    let mut child = Command::new(bin)
+        .args(["--addr", "127.0.0.1:0", "--no-stdin-watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting osmem-server");
+    // It prints one JSON line with its URL once it listens.
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("osmem-server announces its URL");
+    let url = v["url"].as_str().unwrap().to_owned();
+    Some(Es { child, url })
+}
+
+/// reqwest is built without a bundled TLS provider; like the agent, use ring.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Blocking HTTP for test assertions.
+pub fn http() -> reqwest::blocking::Client {
+    install_tls_provider();
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Documents in indices matching `pattern`.
+pub fn es_count(url: &str, pattern: &str) -> u64 {
+    match http().get(format!("{url}/{pattern}/_count")).send() {
+        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().unwrap()["count"]
+            .as_u64()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Every document's `log` in indices matching `pattern` (at most 10 000).
+pub fn es_logs(url: &str, pattern: &str) -> Vec<String> {
+    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}, "_source": ["log"]});
+    let r: serde_json::Value = http()
+        .post(format!("{url}/{pattern}/_search"))
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    r["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_source"]["log"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Waits until `cond` holds, polling; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}

@@ -66,7 +66,11 @@ pub fn encode(out: &mut Vec<u8>, flags: u8, records: u32, payload: &[u8]) {
 /// tail).
 pub fn decode_header(bytes: &[u8]) -> Result<Option<Header>, FrameError> {
     if bytes.len() < 4 {
-        return if MAGIC.starts_with(bytes) { Ok(None) } else { Err(FrameError::Magic) };
+        return if MAGIC.starts_with(bytes) {
+            Ok(None)
+        } else {
+            Err(FrameError::Magic)
+        };
     }
     if &bytes[..4] != MAGIC {
         return Err(FrameError::Magic);
@@ -74,11 +78,16 @@ pub fn decode_header(bytes: &[u8]) -> Result<Option<Header>, FrameError> {
     if bytes.len() < HEADER_LEN {
         return Ok(None);
     }
-    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     if crc32fast::hash(&bytes[..13]) != u32_at(13) {
         return Err(FrameError::HeaderCrc);
     }
-    let h = Header { flags: bytes[4], records: u32_at(5), len: u32_at(9) };
+    let h = Header {
+        flags: bytes[4],
+        records: u32_at(5),
+        len: u32_at(9),
+    };
     if h.len > MAX_PAYLOAD {
         return Err(FrameError::TooLong(h.len));
     }
@@ -138,7 +147,10 @@ pub fn scan(bytes: &[u8]) -> (Vec<Found>, Damage) {
         };
         match result {
             Ok(h) => {
-                found.push(Found { offset: at as u64, header: h });
+                found.push(Found {
+                    offset: at as u64,
+                    header: h,
+                });
                 at += h.frame_len() as usize;
                 in_damage = false;
             }
@@ -148,7 +160,9 @@ pub fn scan(bytes: &[u8]) -> (Vec<Found>, Damage) {
                     in_damage = true;
                 }
                 damage.records += u64::from(lost);
-                let next = skip.unwrap_or_else(|| memchr::memmem::find(&rest[1..], MAGIC).map_or(rest.len(), |i| i + 1));
+                let next = skip.unwrap_or_else(|| {
+                    memchr::memmem::find(&rest[1..], MAGIC).map_or(rest.len(), |i| i + 1)
+                });
                 damage.bytes += next as u64;
                 at += next;
             }
@@ -191,7 +205,10 @@ mod tests {
         let (found, damage) = scan(&bytes);
         assert_eq!(found.len(), 1);
         assert!(damage.torn_tail > 0);
-        assert_eq!(damage.records, 2, "the torn frame's header was intact: its 2 records are lost");
+        assert_eq!(
+            damage.records, 2,
+            "the torn frame's header was intact: its 2 records are lost"
+        );
     }
 
     #[test]
@@ -200,7 +217,10 @@ mod tests {
         let second = HEADER_LEN + 5;
         bytes[second + HEADER_LEN + 1] ^= 0xff;
         let (found, damage) = scan(&bytes);
-        assert_eq!(found.iter().map(|f| f.header.records).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            found.iter().map(|f| f.header.records).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!((damage.regions, damage.records), (1, 2));
     }
 
@@ -209,7 +229,10 @@ mod tests {
         let mut bytes = frames(&[b"alpha", b"beta", b"gamma"]);
         bytes[HEADER_LEN + 5 + 6] ^= 0xff; // second frame's length
         let (found, damage) = scan(&bytes);
-        assert_eq!(found.iter().map(|f| f.header.records).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            found.iter().map(|f| f.header.records).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(damage.regions, 1);
         let (found, _) = scan(&[b"garbage".as_slice(), &frames(&[b"x"])].concat());
         assert_eq!(found.len(), 1);
@@ -217,7 +240,13 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for bytes in [&b""[..], b"S", b"SHB1", b"SHB1\x00\x00\x00\x00", &[0xffu8; 64][..]] {
+        for bytes in [
+            &b""[..],
+            b"S",
+            b"SHB1",
+            b"SHB1\x00\x00\x00\x00",
+            &[0xffu8; 64][..],
+        ] {
             let _ = scan(bytes);
             let _ = decode_header(bytes);
         }

@@ -135,8 +135,17 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 /// Opens (creating) the buffer in `dir`, recovering existing segments.
-pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64, fsync: Fsync, stats: Arc<Stats>) -> Result<(Buffer, Writer), BufferError> {
-    let dir_err = |source| BufferError::Dir { path: dir.to_owned(), source };
+pub fn open(
+    dir: &Path,
+    max_bytes: u64,
+    segment_bytes: u64,
+    fsync: Fsync,
+    stats: Arc<Stats>,
+) -> Result<(Buffer, Writer), BufferError> {
+    let dir_err = |source| BufferError::Dir {
+        path: dir.to_owned(),
+        source,
+    };
     fs::create_dir_all(dir).map_err(dir_err)?;
     let mut seqs: Vec<u64> = fs::read_dir(dir)
         .map_err(dir_err)?
@@ -147,7 +156,10 @@ pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64, fsync: Fsync, stats:
     let mut state = State::default();
     for &seq in &seqs {
         let path = segment_path(dir, seq);
-        let bytes = fs::read(&path).map_err(|source| BufferError::Segment { path: path.clone(), source })?;
+        let bytes = fs::read(&path).map_err(|source| BufferError::Segment {
+            path: path.clone(),
+            source,
+        })?;
         let (found, damage) = frame::scan(&bytes);
         if damage.bytes > 0 {
             Stats::add(&stats.buffer_damaged_regions, damage.regions);
@@ -167,7 +179,12 @@ pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64, fsync: Fsync, stats:
         }
         let frames: Vec<FrameMeta> = found
             .iter()
-            .map(|f| FrameMeta { offset: f.offset, len: f.header.frame_len(), records: f.header.records, acked: false })
+            .map(|f| FrameMeta {
+                offset: f.offset,
+                len: f.header.frame_len(),
+                records: f.header.records,
+                acked: false,
+            })
             .collect();
         let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
         state.bytes += bytes.len() as u64;
@@ -185,7 +202,16 @@ pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64, fsync: Fsync, stats:
     }
     let seq = seqs.last().map_or(1, |s| s + 1);
     let (file, path) = create_segment(dir, seq)?;
-    state.segments.push_back(Segment { seq, path, file: None, frames: Vec::new(), read: 0, acked: 0, bytes: 0, writing: true });
+    state.segments.push_back(Segment {
+        seq,
+        path,
+        file: None,
+        frames: Vec::new(),
+        read: 0,
+        acked: 0,
+        bytes: 0,
+        writing: true,
+    });
     let shared = Arc::new(Shared {
         dir: dir.to_owned(),
         max_bytes,
@@ -195,15 +221,35 @@ pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64, fsync: Fsync, stats:
         stats,
     });
     shared.publish_gauges(&lock(&shared.state));
-    let writer = Writer { shared: shared.clone(), fsync, segment_bytes, file, seq, len: 0, frame: Vec::new() };
+    let writer = Writer {
+        shared: shared.clone(),
+        fsync,
+        segment_bytes,
+        file,
+        seq,
+        len: 0,
+        frame: Vec::new(),
+    };
     Ok((Buffer { shared }, writer))
 }
 
 fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), BufferError> {
     let path = segment_path(dir, seq);
-    let seg_err = |source| BufferError::Segment { path: path.clone(), source };
-    let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(seg_err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| BufferError::Dir { path: dir.to_owned(), source })?;
+    let seg_err = |source| BufferError::Segment {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(seg_err)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| BufferError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
     Ok((file, path))
 }
 
@@ -218,27 +264,64 @@ impl Shared {
 impl Writer {
     /// Waits until a frame of `len` payload bytes fits under the size cap, or `timeout`
     /// passes. Returns whether it fits.
-    pub fn wait_for_room(&self, len: u64, timeout: Duration) -> bool {
+    pub fn wait_for_room(&mut self, len: u64, timeout: Duration) -> Result<bool, BufferError> {
         let need = len + frame::HEADER_LEN as u64;
-        let s = lock(&self.shared.state);
+        let max = self.shared.max_bytes;
         // An empty buffer always takes one frame, however large, so progress is possible.
-        let fits = |s: &State| s.bytes == 0 || s.bytes + need <= self.shared.max_bytes || s.closed;
-        if fits(&s) {
-            return true;
+        let fits = |s: &State| s.bytes == 0 || s.bytes + need <= max || s.closed;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let s = lock(&self.shared.state);
+            if fits(&s) {
+                return Ok(true);
+            }
+            // The segment being written is only deleted once it is no longer written: if
+            // everything in it is acknowledged, move on so it can go.
+            let active_done = s.segments.iter().any(|g| {
+                g.seq == self.seq && g.writing && !g.frames.is_empty() && g.acked == g.frames.len()
+            });
+            if active_done {
+                drop(s);
+                self.roll()?;
+                continue;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let (s, _) = self
+                .shared
+                .room
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner());
+            if fits(&s) {
+                return Ok(true);
+            }
         }
-        let (s, _) = self.shared.room.wait_timeout_while(s, timeout, |s| !fits(s)).unwrap_or_else(|p| p.into_inner());
-        fits(&s)
     }
 
     /// Appends one batch. Returns once it is written (and synced, per the policy).
-    pub fn append(&mut self, payload: &[u8], records: u32, gzip: bool) -> Result<FrameId, BufferError> {
+    pub fn append(
+        &mut self,
+        payload: &[u8],
+        records: u32,
+        gzip: bool,
+    ) -> Result<FrameId, BufferError> {
         self.frame.clear();
-        frame::encode(&mut self.frame, if gzip { frame::FLAG_GZIP } else { 0 }, records, payload);
+        frame::encode(
+            &mut self.frame,
+            if gzip { frame::FLAG_GZIP } else { 0 },
+            records,
+            payload,
+        );
         let len = self.frame.len() as u64;
         if self.len > 0 && self.len + len > self.segment_bytes {
             self.roll()?;
         }
-        let seg_err = |source| BufferError::Segment { path: segment_path(&self.shared.dir, self.seq), source };
+        let seg_err = |source| BufferError::Segment {
+            path: segment_path(&self.shared.dir, self.seq),
+            source,
+        };
         self.file.write_all(&self.frame).map_err(seg_err)?;
         if self.fsync == Fsync::Always {
             self.file.sync_data().map_err(seg_err)?;
@@ -249,7 +332,12 @@ impl Writer {
         let seg = s.segments.back_mut().filter(|g| g.seq == self.seq);
         let index = match seg {
             Some(seg) => {
-                seg.frames.push(FrameMeta { offset, len, records, acked: false });
+                seg.frames.push(FrameMeta {
+                    offset,
+                    len,
+                    records,
+                    acked: false,
+                });
                 seg.bytes += len;
                 seg.frames.len() - 1
             }
@@ -260,7 +348,10 @@ impl Writer {
         self.shared.publish_gauges(&s);
         drop(s);
         self.shared.data.notify_one();
-        Ok(FrameId { segment: self.seq, index })
+        Ok(FrameId {
+            segment: self.seq,
+            index,
+        })
     }
 
     /// Starts a new segment; the old one is deleted at once if everything in it is acked.
@@ -271,7 +362,16 @@ impl Writer {
         if let Some(old) = s.segments.iter_mut().find(|g| g.seq == self.seq) {
             old.writing = false;
         }
-        s.segments.push_back(Segment { seq, path, file: None, frames: Vec::new(), read: 0, acked: 0, bytes: 0, writing: true });
+        s.segments.push_back(Segment {
+            seq,
+            path,
+            file: None,
+            frames: Vec::new(),
+            read: 0,
+            acked: 0,
+            bytes: 0,
+            writing: true,
+        });
         Buffer::collect(&self.shared, &mut s);
         drop(s);
         self.file = file;
@@ -301,32 +401,54 @@ impl Buffer {
                     return Ok(None);
                 };
                 if seg.file.is_none() {
-                    let f = File::open(&seg.path).map_err(|source| BufferError::Segment { path: seg.path.clone(), source })?;
+                    let f = File::open(&seg.path).map_err(|source| BufferError::Segment {
+                        path: seg.path.clone(),
+                        source,
+                    })?;
                     seg.file = Some(Arc::new(f));
                 }
                 let index = seg.read;
                 seg.read += 1;
                 let m = &seg.frames[index];
-                (seg.file.clone(), (m.offset, m.len, m.records), FrameId { segment: seg.seq, index })
+                (
+                    seg.file.clone(),
+                    (m.offset, m.len, m.records),
+                    FrameId {
+                        segment: seg.seq,
+                        index,
+                    },
+                )
             };
             let Some(file) = file else { continue };
             let (offset, len, records) = meta;
             let mut buf = vec![0u8; len as usize];
             let path = segment_path(&self.shared.dir, id.segment);
-            file.read_exact_at(&mut buf, offset).map_err(|source| BufferError::Segment { path, source })?;
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|source| BufferError::Segment { path, source })?;
             let checked = frame::decode_header(&buf)
                 .ok()
                 .flatten()
                 .and_then(|h| frame::check_payload(&h, &buf).ok().map(|p| (h, p.len())));
             match checked {
                 Some((h, plen)) => {
-                    let payload = bytes::Bytes::from(buf).slice(frame::HEADER_LEN..frame::HEADER_LEN + plen);
-                    return Ok(Some(Frame { id, records, gzip: h.gzip(), payload }));
+                    let payload =
+                        bytes::Bytes::from(buf).slice(frame::HEADER_LEN..frame::HEADER_LEN + plen);
+                    return Ok(Some(Frame {
+                        id,
+                        records,
+                        gzip: h.gzip(),
+                        payload,
+                    }));
                 }
                 None => {
                     Stats::add(&self.shared.stats.buffer_damaged_regions, 1);
                     Stats::add(&self.shared.stats.buffer_records_lost, u64::from(records));
-                    tracing::error!(segment = id.segment, frame = id.index, records, "buffer frame damaged on disk; skipped");
+                    tracing::error!(
+                        segment = id.segment,
+                        frame = id.index,
+                        records,
+                        "buffer frame damaged on disk; skipped"
+                    );
                     self.ack(id);
                 }
             }
@@ -362,8 +484,12 @@ impl Buffer {
     /// Elasticsearch acknowledged every document of this frame.
     pub fn ack(&self, id: FrameId) {
         let mut s = lock(&self.shared.state);
-        let Some(seg) = s.segments.iter_mut().find(|g| g.seq == id.segment) else { return };
-        let Some(m) = seg.frames.get_mut(id.index) else { return };
+        let Some(seg) = s.segments.iter_mut().find(|g| g.seq == id.segment) else {
+            return;
+        };
+        let Some(m) = seg.frames.get_mut(id.index) else {
+            return;
+        };
         if m.acked {
             return;
         }
@@ -372,12 +498,18 @@ impl Buffer {
         seg.acked += 1;
         s.records -= records;
         Buffer::collect(&self.shared, &mut s);
+        // The writer may be waiting for its own segment to be done (see wait_for_room).
+        self.shared.room.notify_all();
     }
 
     /// Deletes segments that are done (not being written, every frame acked).
     fn collect(shared: &Shared, s: &mut State) {
         let mut freed = false;
-        while let Some(pos) = s.segments.iter().position(|g| !g.writing && g.acked == g.frames.len()) {
+        while let Some(pos) = s
+            .segments
+            .iter()
+            .position(|g| !g.writing && g.acked == g.frames.len())
+        {
             if let Some(seg) = s.segments.remove(pos) {
                 if let Err(e) = fs::remove_file(&seg.path) {
                     tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged buffer segment");
@@ -405,9 +537,18 @@ mod tests {
     fn append_read_ack_delete() {
         let d = tempfile::tempdir().unwrap();
         let (buf, mut w) = open_in(d.path(), 1 << 20, 100);
-        let a = w.append(b"first batch of sixty bytes.................................", 3, false).unwrap();
+        let a = w
+            .append(
+                b"first batch of sixty bytes.................................",
+                3,
+                false,
+            )
+            .unwrap();
         let b = w.append(b"second", 2, true).unwrap();
-        assert_ne!(a.segment, b.segment, "the second frame rolled to a new segment");
+        assert_ne!(
+            a.segment, b.segment,
+            "the second frame rolled to a new segment"
+        );
         assert_eq!(buf.records(), 5);
         let f1 = buf.next().unwrap().unwrap();
         let f2 = buf.next().unwrap().unwrap();
@@ -424,18 +565,39 @@ mod tests {
     }
 
     #[test]
+    fn a_full_buffer_of_one_acknowledged_segment_rolls_and_frees_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (buf, mut w) = open_in(d.path(), 1000, 1 << 20);
+        w.append(&[b'x'; 900], 1, false).unwrap();
+        assert!(!w.wait_for_room(500, Duration::from_millis(10)).unwrap());
+        let f = buf.next().unwrap().unwrap();
+        buf.ack(f.id);
+        assert!(
+            w.wait_for_room(500, Duration::from_secs(5)).unwrap(),
+            "the acknowledged active segment rolled and was deleted"
+        );
+        assert_eq!(buf.bytes(), 0);
+    }
+
+    #[test]
     fn restart_resends_unacked_and_skips_damage() {
         let d = tempfile::tempdir().unwrap();
         {
             let (buf, mut w) = open_in(d.path(), 1 << 20, 1 << 20);
             for i in 0..4u32 {
-                w.append(format!("batch {i}").as_bytes(), i + 1, false).unwrap();
+                w.append(format!("batch {i}").as_bytes(), i + 1, false)
+                    .unwrap();
             }
             let f = buf.next().unwrap().unwrap();
             buf.ack(f.id);
         }
         // Damage the third frame's payload and tear the tail.
-        let seg = fs::read_dir(d.path()).unwrap().next().unwrap().unwrap().path();
+        let seg = fs::read_dir(d.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut bytes = fs::read(&seg).unwrap();
         let frame_len = frame::HEADER_LEN + 7;
         bytes[2 * frame_len + frame::HEADER_LEN] ^= 0xff;
@@ -447,7 +609,11 @@ mod tests {
         while let Some(f) = buf.next().unwrap() {
             got.push(String::from_utf8(f.payload.to_vec()).unwrap());
         }
-        assert_eq!(got, ["batch 0", "batch 1", "batch 3"], "unacked frames come back; the damaged one is skipped");
+        assert_eq!(
+            got,
+            ["batch 0", "batch 1", "batch 3"],
+            "unacked frames come back; the damaged one is skipped"
+        );
         assert_eq!(Stats::get(&stats.buffer_records_lost), 3);
         assert_eq!(Stats::get(&stats.buffer_damaged_regions), 2);
     }
@@ -460,10 +626,13 @@ mod tests {
         w.append(&payload, 1, false).unwrap();
         w.append(&payload, 1, false).unwrap();
         w.append(&payload, 1, false).unwrap();
-        assert!(!w.wait_for_room(30, Duration::from_millis(10)), "200 bytes hold three 51-byte frames, not four");
+        assert!(
+            !w.wait_for_room(30, Duration::from_millis(10)).unwrap(),
+            "200 bytes hold three 51-byte frames, not four"
+        );
         let first = buf.next().unwrap().unwrap();
         let waiter = std::thread::spawn(move || {
-            let ok = w.wait_for_room(30, Duration::from_secs(10));
+            let ok = w.wait_for_room(30, Duration::from_secs(10)).unwrap();
             (ok, w)
         });
         buf.ack(first.id);

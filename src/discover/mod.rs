@@ -205,7 +205,13 @@ impl Waker {
         use notify::Watcher;
         let (tx, rx) = mpsc::channel();
         let mut errors = Vec::new();
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Our own reads raise access events: waking on them would spin the loop.
+            if let Ok(ev) = &res {
+                if matches!(ev.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+            }
             let _ = tx.send(());
         });
         let watcher = match watcher {

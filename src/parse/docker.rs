@@ -38,8 +38,9 @@ fn fast(line: &[u8]) -> Option<Line<'_>> {
         return None;
     }
     let time = Timestamp::parse(&rest[..end]).ok()?;
-    let partial = !escaped::ends_with_newline(log);
-    let text = if partial { log } else { &log[..log.len() - 2] };
+    let newline = escaped::newline_suffix(log);
+    let partial = newline.is_none();
+    let text = &log[..log.len() - newline.unwrap_or(0)];
     Some(Line {
         time,
         stream,
@@ -185,6 +186,30 @@ mod tests {
     fn dockerd_layout_takes_the_zero_copy_path() {
         let line = br#"{"log":"a \"b\"\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}"#;
         assert_eq!(parse(line).unwrap().text, Text::Escaped(br#"a \"b\""#));
+    }
+
+    #[test]
+    fn fast_and_slow_paths_agree_on_a_u000a_newline() {
+        let fast = parse(br#"{"log":"abc\u000a","stream":"stdout","time":"2024-07-08T03:42:57Z"}"#)
+            .unwrap();
+        assert_eq!(
+            (fast.partial, fast.text),
+            (false, Text::Escaped(&b"abc"[..]))
+        );
+        let slow = parse(br#"{"stream":"stdout","log":"abc\u000a","time":"2024-07-08T03:42:57Z"}"#)
+            .unwrap();
+        assert_eq!(
+            (slow.partial, slow.text),
+            (false, Text::Owned("abc".into()))
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_not_copied() {
+        assert!(
+            parse(br#"{"log":"\ud800\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}"#)
+                .is_err()
+        );
     }
 
     #[test]

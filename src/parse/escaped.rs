@@ -24,13 +24,30 @@ pub fn scan(s: &[u8]) -> Option<usize> {
     }
 }
 
-/// Length of the escape sequence at the start of `s` (which starts with `\`).
+/// Length of the escape sequence at the start of `s` (which starts with `\`). A UTF-16
+/// surrogate must come as a high-low pair (12 bytes); a lone one is not valid text, and
+/// Elasticsearch rejects it.
 fn escape_len(s: &[u8]) -> Option<usize> {
     match s.get(1)? {
         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
-        b'u' if s.len() >= 6 && s[2..6].iter().all(u8::is_ascii_hexdigit) => Some(6),
+        b'u' => match hex4(s.get(2..6)?)? {
+            0xD800..=0xDBFF => {
+                let low = s.get(6..12)?;
+                (low.starts_with(b"\\u") && (0xDC00..=0xDFFF).contains(&hex4(&low[2..])?))
+                    .then_some(12)
+            }
+            0xDC00..=0xDFFF => None,
+            _ => Some(6),
+        },
         _ => None,
     }
+}
+
+fn hex4(h: &[u8]) -> Option<u16> {
+    if h.len() != 4 || !h.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
 }
 
 /// No raw control characters and valid UTF-8 (escapes are checked by the caller).
@@ -40,18 +57,28 @@ fn is_clean(s: &[u8]) -> bool {
     !controls && std::str::from_utf8(s).is_ok()
 }
 
-/// Whether valid escaped content ends with an escaped newline (`\n` not preceded by an
-/// escaping backslash), which is how Docker marks the end of a record.
-pub fn ends_with_newline(s: &[u8]) -> bool {
-    if !s.ends_with(b"\\n") {
-        return false;
-    }
-    let backslashes = s[..s.len() - 1]
+/// If valid escaped content ends with an escaped newline (`\n`, or `\u000a` from other
+/// JSON writers), the length of that escape: how Docker marks the end of a record.
+pub fn newline_suffix(s: &[u8]) -> Option<usize> {
+    let len = if s.ends_with(br"\n") {
+        2
+    } else if s.len() >= 6 && s[s.len() - 6..].eq_ignore_ascii_case(br"\u000a") {
+        6
+    } else {
+        return None;
+    };
+    // The escape's backslash must not itself be escaped.
+    let backslashes = s[..s.len() - len + 1]
         .iter()
         .rev()
         .take_while(|&&b| b == b'\\')
         .count();
-    backslashes % 2 == 1
+    (backslashes % 2 == 1).then_some(len)
+}
+
+/// Whether valid escaped content ends with an escaped newline.
+pub fn ends_with_newline(s: &[u8]) -> bool {
+    newline_suffix(s).is_some()
 }
 
 /// The longest prefix of valid escaped content no longer than `max` bytes that ends on a
@@ -140,6 +167,23 @@ mod tests {
         assert!(ends_with_newline(br"abc\\\n"));
         assert!(!ends_with_newline(br"abc"));
         assert!(ends_with_newline(br"\n"));
+        assert_eq!(newline_suffix(br"abc\u000a"), Some(6));
+        assert_eq!(newline_suffix(br"abc\u000A"), Some(6));
+        assert_eq!(newline_suffix(br"abc\\u000a"), None);
+    }
+
+    #[test]
+    fn surrogates_must_pair() {
+        assert_eq!(scan(br#"\ud83d\ude00""#), Some(12));
+        for lone in [
+            &br#"\ud800""#[..],
+            br#"\ude00""#,
+            br#"\ude00\ud83d""#,
+            br#"\ud800\u0041""#,
+            br#"\ud800x""#,
+        ] {
+            assert_eq!(scan(lone), None, "{:?}", String::from_utf8_lossy(lone));
+        }
     }
 
     #[test]

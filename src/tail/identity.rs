@@ -38,7 +38,7 @@ impl FileId {
     }
 
     pub fn from_hex(s: &str) -> Option<FileId> {
-        if s.len() != 32 || !s.is_ascii() {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut b = [0u8; 16];
@@ -115,5 +115,6 @@ mod tests {
         assert!(FileId::from_hex("").is_none());
         assert!(FileId::from_hex(&"g".repeat(32)).is_none());
         assert!(FileId::from_hex(&"é".repeat(16)).is_none());
+        assert!(FileId::from_hex(&format!("+{}", "0".repeat(31))).is_none());
     }
 }

@@ -56,6 +56,12 @@ pub struct Tailer {
     closed: Vec<FileId>,
     buf: Vec<u8>,
     stats: Arc<Stats>,
+    /// Where the next round starts (round-robin across calls).
+    cursor: usize,
+    /// Missing roots already reported.
+    warned_roots: HashSet<PathBuf>,
+    /// Files identified since the last [`Tailer::take_new`], with where they start.
+    new: Vec<(FileId, Position)>,
 }
 
 impl Tailer {
@@ -69,6 +75,9 @@ impl Tailer {
             closed: Vec::new(),
             buf,
             stats,
+            cursor: 0,
+            warned_roots: HashSet::new(),
+            new: Vec::new(),
         }
     }
 
@@ -124,13 +133,17 @@ impl Tailer {
         tail.start(id, Some(pos));
         tail.phase = Phase::Draining { since: None };
         Stats::add(&self.stats.files_opened, 1);
+        self.new.extend(tail.position());
         Some(tail)
     }
 
     fn scan(&mut self) -> Vec<Candidate> {
         let (candidates, report) = discover::scan(&self.cfg.roots);
         for root in &report.missing_roots {
-            tracing::warn!(root = %root.display(), "log root does not exist or cannot be read; will look again");
+            // Once per root: a node without Docker has no Docker root, every rescan.
+            if self.warned_roots.insert(root.clone()) {
+                tracing::warn!(root = %root.display(), "log root does not exist or cannot be read; will look again");
+            }
         }
         for (path, err) in &report.errors {
             Stats::add(&self.stats.read_errors, 1);
@@ -224,6 +237,7 @@ impl Tailer {
                 let len = f.size().unwrap_or(0);
                 let pos = cps.get(&id).filter(|p| p.offset <= len);
                 self.files[i].start(id, pos);
+                self.new.extend(self.files[i].position());
             }
             Ok(None) => {}
             Err(e) => {
@@ -284,6 +298,7 @@ impl Tailer {
             tracing::info!(path = %sibling.display(), offset = pos.offset, "reading the rest of a truncated file from its copy");
             copy.start(id, Some(pos));
             copy.phase = Phase::Draining { since: None };
+            self.new.extend(copy.position());
             Stats::add(&self.stats.files_opened, 1);
             self.files.push(copy);
             return;
@@ -293,15 +308,26 @@ impl Tailer {
     /// One round: every file gets a turn of at most `budget` bytes. Returns the bytes
     /// consumed; 0 means every file is at its end.
     pub fn poll_round(&mut self, cps: &Checkpoints, out: &mut Vec<u8>) -> u64 {
+        self.poll_until(cps, out, usize::MAX)
+    }
+
+    /// Like [`Tailer::poll_round`], but stops early once `out` holds `limit` bytes (a full
+    /// batch); the next call starts with the next file, so every file keeps its turn.
+    pub fn poll_until(&mut self, cps: &Checkpoints, out: &mut Vec<u8>, limit: usize) -> u64 {
         let mut total = 0;
-        let mut i = 0;
-        while i < self.files.len() {
+        let mut turns = self.files.len();
+        while turns > 0 && !self.files.is_empty() && out.len() < limit {
+            turns -= 1;
+            let i = self.cursor % self.files.len();
             self.identify(i, cps);
             self.check_rewritten(i, cps, false);
-            let progress = self.poll_file(i, out, self.cfg.budget);
+            // A turn reads at most what still fits in the batch (input bytes; the output
+            // is somewhat larger), so batches stay near their configured size.
+            let room = limit.saturating_sub(out.len()) as u64;
+            let progress = self.poll_file(i, out, self.cfg.budget.min(room.max(4096)));
             total += progress.bytes;
             if !self.maybe_close(i, progress, out) {
-                i += 1;
+                self.cursor = i + 1;
             }
         }
         total
@@ -401,6 +427,13 @@ impl Tailer {
     /// records emitted so far are safe.
     pub fn positions(&self) -> Vec<(FileId, Position)> {
         self.files.iter().filter_map(FileTail::position).collect()
+    }
+
+    /// Files identified since the last call, at the position they start from. Persist
+    /// these at once: a checkpoint that knows a file exists lets a restart find it among
+    /// rotated siblings even if the agent died before reading any of it.
+    pub fn take_new(&mut self) -> Vec<(FileId, Position)> {
+        std::mem::take(&mut self.new)
     }
 
     /// Identities of files closed (or restarted) since the last call: their checkpoints

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/seeds/<target>/ (committed; fuzz/corpus is not).
+
+Lines come from the parser tests in src/parse/docker.rs and src/parse/cri.rs and from the
+log files under examples/node. The checkpoint seed `real-checkpoint` was written by
+`Checkpoints::save` (see README.md) and is kept as is; this script only adds variants.
+Run from anywhere: python3 fuzz/make_seeds.py
+"""
+import glob
+import hashlib
+import os
+import struct
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SEEDS = os.path.join(HERE, "seeds")
+
+
+def write(target, data):
+    d = os.path.join(SEEDS, target)
+    os.makedirs(d, exist_ok=True)
+    name = hashlib.sha1(data).hexdigest()[:16]
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def example_lines(pattern, limit=6):
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "examples", "node", pattern), recursive=True)):
+        if path.endswith(".gz"):
+            continue
+        with open(path, "rb") as f:
+            out += [l for l in f.read().split(b"\n") if l][:limit]
+    return out
+
+
+GARBAGE = [
+    b"", b" ", b"garbage line without timestamp", b"{", b'{"log":"half a line wri',
+    b"\xff\xfe\x00", b"2024-07-08T03:42:57Z", b"2024-07-08T03:42:57Z stdout",
+    b'{"log":"x\\n","stream":"stdout","time":"yesterday"}', b'"just a string"', b"[1,2,3]",
+]
+
+DOCKER = [
+    rb'{"log":"hello\n","stream":"stdout","time":"2024-07-08T03:42:57.123456789Z"}',
+    rb'{"log":"\n","stream":"stderr","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":"\u003cb\u003e \"q\" \\ \t\n","stream":"stdout","time":"2024-07-08T03:42:57.1Z"}',
+    rb'{"log":"partial chunk","stream":"stdout","time":"2024-07-08T03:42:57.5Z"}',
+    rb'{"log":"ends in backslash-n \\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":"with attrs\n","stream":"stdout","attrs":{"tag":"x"},"time":"2024-07-08T03:42:57Z"}',
+    rb'{"stream":"stderr","time":"2024-07-08T11:42:57+08:00","log":"reordered\n"}',
+    rb'{ "log" : "spaces\n" , "stream" : "stdout" , "time" : "2024-07-08T03:42:57Z" }',
+    '{"log":"Zoë ✓ 😀\\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}'.encode(),
+    rb'{"log":"\ud83d\ude00\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":"a \"b\"\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    # rejected by the tests
+    rb'{"log":"x\n","stream":"stdin","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":"x\n","stream":"stdout"}',
+    rb'{"stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":"x\n","stream":"stdout","time":"2024-07-08T03:42:57Z"} trailing',
+    rb'{"log":"half a line wri{"log":"next\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":"bad \q\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    rb'{"log":12,"stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+    b'{"log":"tab\tinside\\n","stream":"stdout","time":"2024-07-08T03:42:57Z"}',
+]
+
+CRI = [
+    b"2024-07-08T03:42:57.123456789Z stdout F hello world",
+    b"2024-07-08T03:42:57.123456789Z stderr P chunk",
+    b"2024-07-08T03:42:57.123456789Z stdout F ",
+    b"2024-07-08T03:42:57.123456789Z stdout F",
+    b"2024-07-08T03:42:57.123456789Z stdout F  two  spaces ",
+    b"2024-07-08T11:42:57.123456789+08:00 stdout F cri-o",
+    b"2024-07-08T03:42:57.1-05:00 stdout F west",
+    b"2024-07-08T03:42:57Z stdout F:x tagged",
+    b"2024-07-08T03:42:57Z stdout F bad \xff utf8",
+    b'2024-07-08T03:42:57Z stdout F {"json":true}',
+    # rejected by the tests
+    b"2024-07-08T03:42:57Z stdin F x",
+    b"2024-07-08T03:42:57Z stdout X x",
+    b"2024-07-08 03:42:57Z stdout F x",
+    b"not-a-time stdout F x",
+    b"2024-07-08T03:42:57Z  stdout F x",
+]
+
+TIMESTAMPS = [
+    b"2024-07-08T03:42:57.123456789Z", b"2024-07-08T03:42:57.1Z", b"2024-07-08T03:42:57Z",
+    b"2024-07-08t03:42:57.5z", b"2024-07-08T11:42:57.123456789+08:00", b"2024-07-08T01:00:00.5+08:00",
+    b"2024-12-31T22:30:00-05:00", b"2024-07-08T03:42:57.000000001+00:00", b"2024-07-09T00:00:01Z",
+    b"1970-01-01T00:00:01.5Z", b"2024-02-29T03:42:57Z", b"0000-01-01T00:00:00+01:00",
+    b"9999-12-31T23:59:59.999999999-01:00",
+    # rejected by the tests
+    b"2024-07-08", b"2024-07-08T03:42:57", b"2024-07-08T03:42:57.Z", b"2024-07-08T03:42:57.1234567890Z",
+    b"2024-13-08T03:42:57Z", b"2023-02-29T03:42:57Z", b"2024-07-08T24:00:00Z", b"2024-07-08T03:42:57+0800",
+    b"2024-07-08 03:42:57Z", b"2024-07-08T03:42:57Zjunk", "２０２４-07-08T03:42:57Z".encode(),
+]
+
+
+def merge_ops(cap, ops):
+    """ops: (stream 0/1, partial bool, chunk bytes) or 'reset' / 'flush'."""
+    out = bytearray([cap])
+    for op in ops:
+        if op == "reset":
+            out.append(62 << 2)
+        elif op == "flush":
+            out.append(63 << 2)
+        else:
+            s, p, chunk = op
+            assert len(chunk) <= 61
+            out.append(len(chunk) << 2 | (2 if p else 0) | s)
+            out += chunk
+    return bytes(out)
+
+
+MERGE = [
+    merge_ops(64, [(0, False, b"hello")]),
+    merge_ops(64, [(0, True, b"ab")] * 20 + [(0, False, b"!")]),
+    merge_ops(64, [(0, True, b"out1 "), (1, False, b"err"), (0, False, b"out2")]),
+    merge_ops(5, [(0, True, b"abcd"), (0, True, b"efgh"), (0, False, b"ijkl"), (0, False, "abcdé".encode())]),
+    merge_ops(64, [(0, True, "é".encode()[:1]), (0, False, "é".encode()[1:])]),
+    merge_ops(64, [(1, True, b"e"), (0, True, b"o"), "flush", (0, False, b"after")]),
+    merge_ops(7, [(0, True, "aé€😀".encode()), (1, True, "😀😀".encode()), (0, False, b"x"), "reset", (1, False, b"y")]),
+    merge_ops(64, [(0, True, b"x" * 61), (0, True, b"y" * 10), (0, False, b"z")]),
+]
+
+CHECKPOINT_BODIES = [
+    b'{"files":[]}',
+    b'{"files":[{"id":"0e56c73051afed7e6f3ef13498c2ffe6","offset":4096,"last_time":"2024-07-08T03:42:57.5Z","path":"/var/log/pods/a/0.log"}]}',
+    b'{"files":[{"id":"zz","offset":1,"path":"/x"}]}',
+]
+
+
+def main():
+    for line in GARBAGE + DOCKER + example_lines("**/*-json.log*") + example_lines("pods/shop_*/nginx/0.log"):
+        write("docker_parse", line)
+    for line in GARBAGE + CRI + example_lines("pods/*_*-*/*/0.log*"):
+        write("cri_parse", line)
+    for ts in TIMESTAMPS:
+        write("timestamp_parse", ts)
+    for ops in MERGE:
+        write("partial_merge", ops)
+    for body in CHECKPOINT_BODIES:
+        write("checkpoint_decode", b"shipper-checkpoints 1 %08x\n" % zlib.crc32(body) + body)
+    write("checkpoint_decode", b"shipper-checkpoints 9 0\n{}")
+    write("checkpoint_decode", b"")
+
+
+if __name__ == "__main__":
+    main()

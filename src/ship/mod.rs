@@ -1,0 +1,545 @@
+//! Shipping: frames from the buffer to Elasticsearch, acknowledged only when every
+//! document in them is accounted for.
+//!
+//! A frame is acked once each of its documents was indexed, found already there (409 on
+//! `create`: a replay), or rejected for itself and written to the dead-letter file.
+//! Everything else is retried forever with capped exponential backoff and jitter: per
+//! item (429/5xx items are re-sent alone), per request (connection errors, timeouts,
+//! 429, 5xx, 401/403/404 from the cluster), and by halves on 413. The buffer holds the
+//! data meanwhile; nothing is dropped because Elasticsearch is down or slow.
+//!
+//! Concurrency adapts (AIMD): it halves on 429 or slow responses and grows by one after a
+//! run of fast, clean ones, between 1 and `max_concurrency`.
+
+pub mod bulk;
+pub mod client;
+pub mod dead_letter;
+pub mod template;
+
+use crate::buffer::{Buffer, Frame};
+use crate::metrics::Stats;
+use bytes::Bytes;
+use client::Client;
+use dead_letter::DeadLetter;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A response slower than this counts as back-pressure for adaptive concurrency.
+const SLOW_RESPONSE: Duration = Duration::from_secs(10);
+/// Clean responses in a row before concurrency grows by one.
+const GROW_AFTER: usize = 8;
+/// First retry delay; doubles per attempt up to the configured cap.
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Settings of the shipper.
+#[derive(Debug, Clone)]
+pub struct ShipConfig {
+    pub max_concurrency: usize,
+    pub max_backoff: Duration,
+    pub index_prefix: String,
+    pub template: bool,
+    pub timestamp_nanos: bool,
+    /// gzip bodies that are rebuilt for retries.
+    pub compression: bool,
+}
+
+/// Adaptive limit on requests in flight.
+#[derive(Debug)]
+pub struct Limiter {
+    limit: AtomicUsize,
+    max: usize,
+    in_flight: AtomicUsize,
+    clean: AtomicUsize,
+    changed: Notify,
+}
+
+/// A slot in the limiter, released on drop.
+pub struct Permit(Arc<Limiter>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl Limiter {
+    pub fn new(max: usize) -> Arc<Limiter> {
+        let max = max.max(1);
+        Arc::new(Limiter {
+            limit: AtomicUsize::new(max.div_ceil(2)),
+            max,
+            in_flight: AtomicUsize::new(0),
+            clean: AtomicUsize::new(0),
+            changed: Notify::new(),
+        })
+    }
+
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
+        loop {
+            let notified = self.changed.notified();
+            let cur = self.in_flight.load(Ordering::Acquire);
+            if cur < self.limit.load(Ordering::Acquire)
+                && self
+                    .in_flight
+                    .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return Permit(self.clone());
+            }
+            notified.await;
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn throttled(&self) {
+        self.clean.store(0, Ordering::Relaxed);
+        let _ = self
+            .limit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                Some((l / 2).max(1))
+            });
+    }
+
+    fn success(&self, latency: Duration) {
+        if latency > SLOW_RESPONSE {
+            return self.throttled();
+        }
+        if self.clean.fetch_add(1, Ordering::AcqRel) + 1 >= GROW_AFTER {
+            self.clean.store(0, Ordering::Relaxed);
+            let _ = self
+                .limit
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                    Some((l + 1).min(self.max))
+                });
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+/// Delay before retry number `attempt` (0-based): exponential, capped, with jitter in
+/// [50 %, 100 %] so a fleet of agents does not retry in lockstep.
+pub fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let exp = BASE_BACKOFF
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(cap);
+    exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Part of a frame being delivered: the stored body, or selected NDJSON lines.
+struct Part {
+    stored: Option<(Bytes, bool)>,
+    /// Action + document lines (each with its `\n`), two per document.
+    lines: Vec<Bytes>,
+    docs: usize,
+}
+
+impl Part {
+    fn from_frame(f: &Frame) -> Part {
+        Part {
+            stored: Some((f.payload.clone(), f.gzip)),
+            lines: Vec::new(),
+            docs: f.records as usize,
+        }
+    }
+
+    /// The NDJSON lines, decompressing the stored body if needed.
+    fn lines(&mut self) -> std::io::Result<&[Bytes]> {
+        if let Some((payload, gzip)) = self.stored.take() {
+            let ndjson = if gzip {
+                let mut out = Vec::with_capacity(payload.len() * 4);
+                flate2::read::MultiGzDecoder::new(&payload[..]).read_to_end(&mut out)?;
+                Bytes::from(out)
+            } else {
+                payload
+            };
+            let mut start = 0;
+            self.lines.clear();
+            for nl in memchr::memchr_iter(b'\n', &ndjson) {
+                self.lines.push(ndjson.slice(start..nl + 1));
+                start = nl + 1;
+            }
+            if self.lines.len() != self.docs * 2 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "frame has the wrong number of lines",
+                ));
+            }
+        }
+        Ok(&self.lines)
+    }
+
+    fn body(&self, compress: bool) -> (Bytes, bool) {
+        if let Some((payload, gzip)) = &self.stored {
+            return (payload.clone(), *gzip);
+        }
+        let mut raw = Vec::with_capacity(self.lines.iter().map(Bytes::len).sum());
+        for l in &self.lines {
+            raw.extend_from_slice(l);
+        }
+        if compress {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(raw.len() / 4),
+                flate2::Compression::fast(),
+            );
+            if enc.write_all(&raw).is_ok() {
+                if let Ok(z) = enc.finish() {
+                    return (Bytes::from(z), true);
+                }
+            }
+        }
+        (Bytes::from(raw), false)
+    }
+
+    fn select(&mut self, items: &[usize]) -> std::io::Result<Part> {
+        let lines = self.lines()?;
+        let picked = items
+            .iter()
+            .flat_map(|&i| [lines[2 * i].clone(), lines[2 * i + 1].clone()])
+            .collect();
+        Ok(Part {
+            stored: None,
+            lines: picked,
+            docs: items.len(),
+        })
+    }
+}
+
+/// Ships frames from the buffer until it is closed and drained.
+pub struct Shipper {
+    client: Arc<Client>,
+    buffer: Buffer,
+    cfg: ShipConfig,
+    stats: Arc<Stats>,
+    dead: Arc<Mutex<DeadLetter>>,
+    pub limiter: Arc<Limiter>,
+}
+
+impl Shipper {
+    pub fn new(
+        client: Client,
+        buffer: Buffer,
+        cfg: ShipConfig,
+        stats: Arc<Stats>,
+        dead: DeadLetter,
+    ) -> Arc<Shipper> {
+        let limiter = Limiter::new(cfg.max_concurrency);
+        Arc::new(Shipper {
+            client: Arc::new(client),
+            buffer,
+            cfg,
+            stats,
+            dead: Arc::new(Mutex::new(dead)),
+            limiter,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Finds the server (retrying until it answers) and installs the template.
+    async fn connect(&self) {
+        let mut attempt = 0;
+        let version = loop {
+            match self.client.info().await {
+                Ok(v) => break v,
+                Err(e) => {
+                    Stats::add(&self.stats.es_request_failures, 1);
+                    tracing::warn!(error = %e, "Elasticsearch not reachable yet; reading continues into the buffer");
+                    tokio::time::sleep(backoff(attempt, self.cfg.max_backoff)).await;
+                    attempt += 1;
+                }
+            }
+        };
+        tracing::info!(server = %version, "connected to Elasticsearch");
+        if version.major < 7 && !version.opensearch {
+            tracing::error!(server = %version, "Elasticsearch before 7.0 needs mapping types, which this agent never sends; bulk requests will likely fail");
+        }
+        if self.cfg.template {
+            if let Err(e) = self
+                .client
+                .put_template(&version, &self.cfg.index_prefix, self.cfg.timestamp_nanos)
+                .await
+            {
+                tracing::error!(error = %e, "could not install the index template; shipping anyway with dynamic mappings");
+            }
+        }
+    }
+
+    /// Runs until the buffer is closed and everything in it was delivered.
+    pub async fn run(self: Arc<Self>) {
+        self.connect().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let permit = self.limiter.acquire().await;
+            let buffer = self.buffer.clone();
+            let next = tokio::task::spawn_blocking(move || buffer.next()).await;
+            match next {
+                Ok(Ok(Some(frame))) => {
+                    let me = self.clone();
+                    tasks.spawn(async move {
+                        me.deliver(frame).await;
+                        drop(permit);
+                    });
+                }
+                Ok(Ok(None)) => {
+                    drop(permit);
+                    if self.buffer.is_drained() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = self.buffer.wait_for_data() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+                Ok(Err(e)) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "cannot read the buffer");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "buffer reader task failed");
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Delivers one frame, then acks it.
+    async fn deliver(&self, frame: Frame) {
+        let mut queue = vec![Part::from_frame(&frame)];
+        while let Some(mut part) = queue.pop() {
+            let mut attempt = 0u32;
+            loop {
+                let (body, gzip) = part.body(self.cfg.compression);
+                let started = Instant::now();
+                let result = self.client.bulk(body, gzip).await;
+                let latency = started.elapsed();
+                let retry_reason = match result {
+                    Ok(a) if a.status == 200 => match bulk::parse(&a.body, part.docs) {
+                        Ok(report) => match self.settle(&mut part, report, latency).await {
+                            Settled::Done => break,
+                            Settled::Retry(next) => {
+                                part = next;
+                                attempt = attempt.saturating_add(1);
+                                tokio::time::sleep(backoff(attempt - 1, self.cfg.max_backoff))
+                                    .await;
+                                continue;
+                            }
+                        },
+                        Err(e) => format!("{}: {e}", self.client.endpoint_url(a.endpoint)),
+                    },
+                    Ok(a) if a.status == 413 && part.docs > 1 => {
+                        Stats::add(&self.stats.bulk_split, 1);
+                        let half = part.docs / 2;
+                        let first: Vec<usize> = (0..half).collect();
+                        let second: Vec<usize> = (half..part.docs).collect();
+                        match (part.select(&first), part.select(&second)) {
+                            (Ok(a), Ok(b)) => {
+                                queue.push(b);
+                                part = a;
+                                continue;
+                            }
+                            _ => String::from("cannot split the batch"),
+                        }
+                    }
+                    Ok(a) if a.status == 413 => {
+                        self.reject_all(&mut part, 413, r#"{"type":"request_too_large","reason":"a single document is larger than the cluster accepts (http.max_content_length)"}"#).await;
+                        break;
+                    }
+                    Ok(a) => {
+                        if a.status == 429 {
+                            self.limiter.throttled();
+                        }
+                        format!(
+                            "{} answered {}: {}",
+                            self.client.endpoint_url(a.endpoint),
+                            a.status,
+                            client::snippet(&a.body)
+                        )
+                    }
+                    Err(e) => e.to_string(),
+                };
+                Stats::add(&self.stats.bulk_failures, 1);
+                Stats::add(&self.stats.docs_retried, part.docs as u64);
+                let delay = backoff(attempt, self.cfg.max_backoff);
+                // Loud, but not once per second per frame: every attempt early on, then
+                // every 10th.
+                if attempt < 3 || attempt.is_multiple_of(10) {
+                    tracing::warn!(attempt, docs = part.docs, retry_in_ms = delay.as_millis() as u64, error = %retry_reason, "bulk request failed; retrying");
+                }
+                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        self.buffer.ack(frame.id);
+    }
+
+    /// Accounts for a parsed response. Returns the part to retry, if any.
+    async fn settle(&self, part: &mut Part, report: bulk::Report, latency: Duration) -> Settled {
+        Stats::add(&self.stats.bulk_requests, 1);
+        Stats::add(&self.stats.records_indexed, report.indexed as u64);
+        Stats::add(&self.stats.records_duplicate, report.duplicate as u64);
+        if !report.reject.is_empty() {
+            self.dead_letter(part, &report.reject).await;
+        }
+        if report.retry.is_empty() {
+            self.limiter.success(latency);
+            return Settled::Done;
+        }
+        if report.throttled > 0 {
+            self.limiter.throttled();
+        }
+        Stats::add(&self.stats.docs_retried, report.retry.len() as u64);
+        match part.select(&report.retry) {
+            Ok(next) => Settled::Retry(next),
+            Err(e) => {
+                // The stored batch cannot be split (damaged on disk): send it whole again;
+                // 409s make the repeat harmless.
+                tracing::error!(error = %e, "cannot rebuild the failed part of a batch; re-sending it whole");
+                Settled::Retry(Part {
+                    stored: part.stored.clone(),
+                    lines: part.lines.clone(),
+                    docs: part.docs,
+                })
+            }
+        }
+    }
+
+    async fn dead_letter(&self, part: &mut Part, rejects: &[(usize, u16, String)]) {
+        Stats::add(&self.stats.records_dead_letter, rejects.len() as u64);
+        let lines = match part.lines() {
+            Ok(l) => l.to_vec(),
+            Err(e) => {
+                tracing::error!(error = %e, docs = rejects.len(), "rejected documents could not be read back for the dead-letter file");
+                return;
+            }
+        };
+        let owned: Vec<(u16, String, Bytes, Bytes)> = rejects
+            .iter()
+            .map(|(i, status, err)| {
+                (
+                    *status,
+                    err.clone(),
+                    lines[2 * i].clone(),
+                    lines[2 * i + 1].clone(),
+                )
+            })
+            .collect();
+        for (status, err, _, _) in owned.iter().take(3) {
+            tracing::warn!(status, error = %err, "Elasticsearch rejected a document; written to the dead-letter file");
+        }
+        let dead = self.dead.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let entries: Vec<dead_letter::Entry<'_>> = owned
+                .iter()
+                .map(|(status, err, action, doc)| dead_letter::Entry {
+                    status: *status,
+                    error: err,
+                    action: action.strip_suffix(b"\n").unwrap_or(action),
+                    document: doc.strip_suffix(b"\n").unwrap_or(doc),
+                })
+                .collect();
+            dead.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(&entries)
+        })
+        .await;
+        if !matches!(res, Ok(Ok(()))) {
+            tracing::error!(
+                "cannot write the dead-letter file; rejected documents are only counted"
+            );
+        }
+    }
+
+    async fn reject_all(&self, part: &mut Part, status: u16, error: &str) {
+        let all: Vec<(usize, u16, String)> = (0..part.docs)
+            .map(|i| (i, status, error.to_owned()))
+            .collect();
+        self.dead_letter(part, &all).await;
+    }
+}
+
+enum Settled {
+    Done,
+    Retry(Part),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let cap = Duration::from_secs(30);
+        for attempt in 0..40 {
+            let d = backoff(attempt, cap);
+            let exp = BASE_BACKOFF.saturating_mul(1 << attempt.min(16)).min(cap);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(30, cap) <= cap);
+    }
+
+    #[tokio::test]
+    async fn limiter_halves_and_grows() {
+        let l = Limiter::new(8);
+        assert_eq!(l.limit(), 4);
+        l.throttled();
+        l.throttled();
+        l.throttled();
+        assert_eq!(l.limit(), 1);
+        let p = l.acquire().await;
+        assert_eq!(l.in_flight(), 1);
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "limit 1 holds the second request");
+        drop(p);
+        let _p2 = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..GROW_AFTER * 20 {
+            l.success(Duration::from_millis(5));
+        }
+        assert_eq!(l.limit(), 8, "grows back to the cap");
+        l.success(SLOW_RESPONSE * 2);
+        assert_eq!(l.limit(), 4, "a slow response counts as back-pressure");
+    }
+
+    #[test]
+    fn parts_select_lines() {
+        let ndjson = b"{\"create\":{}}\n{\"log\":\"a\"}\n{\"create\":{}}\n{\"log\":\"b\"}\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(ndjson).unwrap();
+        let frame = Frame {
+            id: crate::buffer::FrameId {
+                segment: 1,
+                index: 0,
+            },
+            records: 2,
+            gzip: true,
+            payload: Bytes::from(gz.finish().unwrap()),
+        };
+        let mut p = Part::from_frame(&frame);
+        let mut second = p.select(&[1]).unwrap();
+        assert_eq!(second.docs, 1);
+        let (body, gz) = second.body(false);
+        assert!(!gz);
+        assert_eq!(&body[..], b"{\"create\":{}}\n{\"log\":\"b\"}\n");
+        assert_eq!(second.lines().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,86 @@
+//! The index template: mappings that keep the documents' fields queryable and free of
+//! mapping conflicts, in the form the server supports.
+//!
+//! `@timestamp` is `date_nanos` (or `date`), `log` is text, `stream`, `docker.*` and every
+//! `kubernetes.*` string is a keyword, and label/annotation values are keywords whatever
+//! their key (keys are de-dotted by default, so `app` and `app.kubernetes.io/name` do not
+//! collide as keyword and object).
+
+use super::client::Version;
+use serde_json::json;
+
+/// `(path, body)` of the request that installs the template for `<prefix>-*`.
+pub fn request(v: &Version, prefix: &str, nanos: bool) -> (String, Vec<u8>) {
+    let mappings = json!({
+        "dynamic_templates": [
+            {"kubernetes_labels": {"path_match": "kubernetes.labels.*", "mapping": {"type": "keyword"}}},
+            {"kubernetes_namespace_labels": {"path_match": "kubernetes.namespace_labels.*", "mapping": {"type": "keyword"}}},
+            {"kubernetes_annotations": {"path_match": "kubernetes.annotations.*", "mapping": {"type": "keyword"}}},
+            {"kubernetes_strings": {"path_match": "kubernetes.*", "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}
+        ],
+        "properties": {
+            "@timestamp": {"type": if nanos { "date_nanos" } else { "date" }},
+            "log": {"type": "text"},
+            "stream": {"type": "keyword"},
+            "docker": {"properties": {"container_id": {"type": "keyword"}}},
+            "shipper": {"properties": {
+                "metadata": {"type": "keyword"},
+                "truncated": {"type": "boolean"},
+                "parse_error": {"type": "keyword"}
+            }}
+        }
+    });
+    let pattern = format!("{prefix}-*");
+    let name = format!("shipper-{prefix}");
+    let (path, body) = if v.composable_templates() {
+        (
+            format!("/_index_template/{name}"),
+            json!({"index_patterns": [pattern], "priority": 200, "template": {"mappings": mappings}}),
+        )
+    } else {
+        // Elasticsearch 7.0-7.7: the legacy API, typeless mappings (no `_type`, ever).
+        (
+            format!("/_template/{name}"),
+            json!({"index_patterns": [pattern], "order": 100, "mappings": mappings}),
+        )
+    };
+    (path, body.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_and_composable() {
+        let v7 = Version {
+            opensearch: false,
+            major: 7,
+            minor: 2,
+        };
+        let (path, body) = request(&v7, "logstash", true);
+        assert_eq!(path, "/_template/shipper-logstash");
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(b["index_patterns"][0], "logstash-*");
+        assert_eq!(
+            b["mappings"]["properties"]["@timestamp"]["type"],
+            "date_nanos"
+        );
+        let v8 = Version {
+            opensearch: false,
+            major: 8,
+            minor: 15,
+        };
+        let (path, body) = request(&v8, "k8s", false);
+        assert_eq!(path, "/_index_template/shipper-k8s");
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            b["template"]["mappings"]["properties"]["@timestamp"]["type"],
+            "date"
+        );
+        assert!(
+            !String::from_utf8(body).unwrap().contains("\"_type\""),
+            "never a mapping type"
+        );
+    }
+}

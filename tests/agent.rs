@@ -1,0 +1,605 @@
+//! The agent end to end: real log files, the real binary, a real in-memory Elasticsearch
+//! (osmem-server), and a fault-injecting proxy between them. Every test asserts the exact
+//! set of documents in Elasticsearch afterwards: nothing lost, nothing duplicated.
+
+use crate::proxy;
+use crate::util::*;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// A node's log tree and the agent's data directory, with the lines written so far.
+struct Node {
+    dir: tempfile::TempDir,
+    written: BTreeSet<String>,
+    seq: u64,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node {
+            dir: tempfile::tempdir().unwrap(),
+            written: BTreeSet::new(),
+            seq: 0,
+        }
+    }
+
+    fn docker(&self) -> PathBuf {
+        self.dir.path().join("docker")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self, c: usize) -> PathBuf {
+        let id = format!("{c:0>4}feed");
+        self.docker().join(&id).join(format!("{id}-json.log"))
+    }
+
+    /// Appends `n` unique lines to container `c`, dated `day` (2024-07-DD).
+    fn write(&mut self, c: usize, n: usize, day: u32) {
+        let path = self.log(c);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut s = String::new();
+        for _ in 0..n {
+            self.seq += 1;
+            let msg = format!(
+                "line c{c} n{} {}",
+                self.seq,
+                "x".repeat((self.seq % 97) as usize)
+            );
+            let time = format!("2024-07-{day:02}T03:42:57.{:09}Z", self.seq);
+            s += &docker_line(
+                &format!("{msg}\n"),
+                if self.seq.is_multiple_of(5) {
+                    "stderr"
+                } else {
+                    "stdout"
+                },
+                &time,
+            );
+            self.written.insert(msg);
+        }
+        f.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Whether the agent has persisted the identity of container `c`'s live file: files
+    /// rotate at megabytes, long after the agent has seen them, and a file rotated away
+    /// before any agent saw it is outside what a tailer can promise.
+    fn seen(&self, c: usize) -> bool {
+        let Ok(bytes) = std::fs::read(self.log(c)) else {
+            return false;
+        };
+        let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+            return false;
+        };
+        let id = format!("{c:0>4}feed");
+        let fid = shipper::tail::FileId::compute(&format!("docker:{id}"), &bytes[..nl]).to_hex();
+        std::fs::read_to_string(self.data().join("checkpoints")).is_ok_and(|t| t.contains(&fid))
+    }
+
+    /// Rotates container `c` like dockerd: shift `.N` to `.N+1`, live file to `.1`.
+    fn rotate(&mut self, c: usize) {
+        let live = self.log(c);
+        let name = live.file_name().unwrap().to_str().unwrap().to_owned();
+        let dir = live.parent().unwrap();
+        let mut k = 1;
+        while dir.join(format!("{name}.{k}")).exists() {
+            k += 1;
+        }
+        while k > 1 {
+            std::fs::rename(
+                dir.join(format!("{name}.{}", k - 1)),
+                dir.join(format!("{name}.{k}")),
+            )
+            .unwrap();
+            k -= 1;
+        }
+        if live.exists() {
+            std::fs::rename(&live, dir.join(format!("{name}.1"))).unwrap();
+        }
+        std::fs::File::create(&live).unwrap();
+    }
+
+    fn agent(&self, es_url: &str, prefix: &str, env: &[(&str, &str)]) -> Child {
+        let mut cmd = shipper();
+        cmd.args([
+            "--pods-root",
+            "/nonexistent",
+            "--log-level",
+            "debug",
+            "--docker-root",
+        ])
+        .arg(self.docker())
+        .arg("--data-dir")
+        .arg(self.data())
+        .args(["--es-url", es_url, "--index-prefix", prefix])
+        .env("SHIPPER_ELASTICSEARCH_LINGER_MS", "50")
+        .env("SHIPPER_INPUT_RESCAN_INTERVAL_MS", "100")
+        .env("SHIPPER_INPUT_DRAIN_GRACE_MS", "100")
+        .env("SHIPPER_ELASTICSEARCH_MAX_BACKOFF_MS", "300")
+        .env("SHIPPER_AGENT_SHUTDOWN_DEADLINE_MS", "5000")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(self.dir.path().join("agent.log")).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        std::fs::create_dir_all(self.docker()).unwrap();
+        cmd.spawn().expect("starting the agent")
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits until Elasticsearch holds exactly the lines written, and checks them.
+    fn assert_all_indexed(&self, es: &str, prefix: &str) {
+        let want = self.written.len() as u64;
+        let deadline = std::time::Instant::now() + LONG;
+        while es_count(es, &format!("{prefix}-*")) < want {
+            if std::time::Instant::now() > deadline {
+                let got: BTreeSet<String> =
+                    es_logs(es, &format!("{prefix}-*")).into_iter().collect();
+                let missing: Vec<&String> = self.written.difference(&got).take(5).collect();
+                let log = self.agent_log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "timed out: {} of {want} documents in {prefix}-*; missing e.g. {missing:?}; extra {}\nagent log tail:\n{}",
+                    got.len(),
+                    got.difference(&self.written).count(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            self.written.len() <= 10_000,
+            "es_logs reads at most 10 000 documents"
+        );
+        let logs = es_logs(es, &format!("{prefix}-*"));
+        let got: BTreeSet<String> = logs.iter().cloned().collect();
+        assert_eq!(logs.len(), got.len(), "duplicates in Elasticsearch");
+        let missing: Vec<&String> = self.written.difference(&got).take(3).collect();
+        let extra: Vec<&String> = got.difference(&self.written).take(3).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "documents differ: missing {missing:?}, extra {extra:?}"
+        );
+    }
+
+    fn buffer_bytes(&self) -> u64 {
+        std::fs::read_dir(self.data().join("buffer"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn clean_run_indexes_every_line_once_and_stops_on_sigterm() {
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    for c in 0..3 {
+        node.write(c, 700, 8);
+    }
+    let mut agent = node.agent(&es.url, "clean", &[]);
+    node.assert_all_indexed(&es.url, "clean");
+    node.write(1, 50, 9);
+    node.assert_all_indexed(&es.url, "clean");
+    assert!(sigterm(&mut agent).success(), "{}", node.agent_log());
+    assert!(node.data().join("checkpoints").exists());
+    // A restart re-reads nothing: checkpoints followed the acknowledged data.
+    let mut again = node.agent(&es.url, "clean", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sigterm(&mut again).success());
+    node.assert_all_indexed(&es.url, "clean");
+    let template: serde_json::Value = http()
+        .get(format!("{}/_index_template/shipper-clean", es.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        template["index_templates"][0]["index_template"]["index_patterns"][0],
+        "clean-*"
+    );
+}
+
+#[test]
+fn elasticsearch_down_at_start_and_mid_run() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.down = true);
+    let mut node = Node::new();
+    node.write(0, 300, 8);
+    let mut agent = node.agent(&p.url, "down", &[]);
+    wait_until(
+        "the buffer to hold data while Elasticsearch is down",
+        LONG,
+        || node.buffer_bytes() > 0,
+    );
+    assert_eq!(es_count(&es.url, "down-*"), 0);
+    p.set(|f| f.down = false);
+    node.assert_all_indexed(&es.url, "down");
+    p.set(|f| f.drop_connections = true);
+    node.write(1, 300, 8);
+    node.rotate(1);
+    node.write(1, 100, 8);
+    wait_until("failed requests while connections drop", LONG, || {
+        node.agent_log().contains("retrying")
+    });
+    p.set(|f| f.drop_connections = false);
+    node.assert_all_indexed(&es.url, "down");
+    assert!(sigterm(&mut agent).success());
+}
+
+#[test]
+fn storm_of_429_and_mixed_item_results() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| {
+        f.bulk_status_every = Some((2, 429));
+        f.item_status_every = Some((3, 429));
+    });
+    let mut node = Node::new();
+    for c in 0..2 {
+        node.write(c, 1500, 8);
+    }
+    let mut agent = node.agent(
+        &p.url,
+        "storm",
+        &[("SHIPPER_ELASTICSEARCH_BATCH_DOCS", "200")],
+    );
+    node.assert_all_indexed(&es.url, "storm");
+    assert!(p.injected() > 10, "the storm happened");
+    p.set(|f| {
+        f.bulk_status_every = Some((3, 503));
+        f.item_status_every = Some((4, 500));
+    });
+    node.write(0, 500, 8);
+    node.assert_all_indexed(&es.url, "storm");
+    assert!(sigterm(&mut agent).success());
+}
+
+#[test]
+fn split_on_413_garbage_bodies_and_slow_answers() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| {
+        f.max_docs = Some(30);
+        f.garbage_every = Some(5);
+        f.delay = Duration::from_millis(30);
+    });
+    let mut node = Node::new();
+    node.write(0, 400, 8);
+    let mut agent = node.agent(&p.url, "split", &[]);
+    node.assert_all_indexed(&es.url, "split");
+    assert!(p.seen.status_413.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(sigterm(&mut agent).success());
+}
+
+#[test]
+fn mapping_conflict_goes_to_the_dead_letter_file() {
+    let Some(es) = es() else { return };
+    // The 2024.07.09 index maps `log` as a number: a text line cannot go there.
+    let r = http()
+        .put(format!("{}/conflict-2024.07.09", es.url))
+        .json(&serde_json::json!({"mappings": {"properties": {"log": {"type": "long"}}}}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut node = Node::new();
+    node.write(0, 200, 8);
+    node.write(0, 1, 9);
+    node.write(0, 200, 8);
+    let rejected: String = node
+        .written
+        .iter()
+        .find(|l| l.contains(" n201 "))
+        .unwrap()
+        .clone();
+    let mut agent = node.agent(&es.url, "conflict", &[]);
+    wait_until("400 documents indexed", LONG, || {
+        es_count(&es.url, "conflict-2024.07.08") >= 400
+    });
+    let dl = node.data().join("dead-letter.ndjson");
+    wait_until("the dead-letter file", LONG, || dl.exists());
+    assert!(sigterm(&mut agent).success());
+    let text = std::fs::read_to_string(&dl).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["status"], 400);
+    assert_eq!(lines[0]["document"]["log"], rejected.as_str());
+    assert!(
+        lines[0]["error"]["type"]
+            .as_str()
+            .unwrap()
+            .contains("exception"),
+        "{text}"
+    );
+    assert_eq!(es_count(&es.url, "conflict-2024.07.08"), 400);
+    let logs: BTreeSet<String> = es_logs(&es.url, "conflict-*").into_iter().collect();
+    let mut want = node.written.clone();
+    want.remove(&rejected);
+    assert_eq!(logs, want);
+}
+
+#[test]
+fn kill_9_twenty_times_while_writing_and_rotating() {
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut agent = node.agent(&es.url, "kill", &[]);
+    for round in 0..20 {
+        for _ in 0..rng.usize(1..4) {
+            let c = rng.usize(0..3);
+            node.write(c, rng.usize(20..200), 8);
+            if rng.u8(0..4) == 0 && node.seen(c) {
+                node.rotate(c);
+                node.write(c, rng.usize(1..50), 8);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(20..400)));
+        kill9(&mut agent);
+        if round % 5 == 4 {
+            // Also while it is down.
+            let c = rng.usize(0..3);
+            node.write(c, 100, 8);
+            if node.seen(c) {
+                node.rotate(c);
+                node.write(c, 10, 8);
+            }
+        }
+        agent = node.agent(&es.url, "kill", &[]);
+    }
+    node.write(0, 10, 8);
+    node.assert_all_indexed(&es.url, "kill");
+    assert!(sigterm(&mut agent).success());
+}
+
+#[test]
+fn full_buffer_pauses_reading_with_flat_memory() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.down = true);
+    let mut node = Node::new();
+    for round in 0..6 {
+        node.write(round % 2, 1000, 8);
+    }
+    let max = 256 * 1024;
+    let env = [
+        ("SHIPPER_BUFFER_MAX_BYTES", "262144"),
+        ("SHIPPER_BUFFER_SEGMENT_BYTES", "65536"),
+        ("SHIPPER_ELASTICSEARCH_BATCH_BYTES", "32768"),
+    ];
+    let mut agent = node.agent(&p.url, "full", &env);
+    wait_until("the buffer to fill", LONG, || node.buffer_bytes() > max / 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss1 = rss_kib(agent.id());
+    for round in 0..3 {
+        node.write(round % 2, 1000, 8);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let rss2 = rss_kib(agent.id());
+    assert!(
+        node.buffer_bytes() <= max + 65536,
+        "buffer over its cap: {}",
+        node.buffer_bytes()
+    );
+    assert!(rss2 < 64 * 1024, "RSS {rss2} KiB");
+    assert!(
+        rss2 <= rss1 + 4 * 1024,
+        "memory grew while paused: {rss1} -> {rss2} KiB"
+    );
+    p.set(|f| f.down = false);
+    node.assert_all_indexed(&es.url, "full");
+    assert!(sigterm(&mut agent).success());
+}
+
+#[test]
+fn corrupted_buffer_segment_is_skipped_and_counted() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.down = true);
+    let mut node = Node::new();
+    node.write(0, 50, 8);
+    let env = [("SHIPPER_AGENT_SHUTDOWN_DEADLINE_MS", "200")];
+    let mut agent = node.agent(&p.url, "corrupt", &env);
+    wait_until("the batch in the buffer", LONG, || {
+        node.buffer_bytes() > 0 && node.data().join("checkpoints").exists()
+    });
+    node.write(0, 50, 8);
+    wait_until("a second batch", LONG, || {
+        let segs = segments(&node.data());
+        segs.iter().map(|s| frame_count(s)).sum::<usize>() >= 2
+    });
+    assert!(sigterm(&mut agent).success());
+    // Flip one payload byte of the first frame.
+    let seg = segments(&node.data()).into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let lost = u32::from_le_bytes(bytes[5..9].try_into().unwrap()) as usize;
+    bytes[21 + 3] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    p.set(|f| f.down = false);
+    let mut agent = node.agent(&p.url, "corrupt", &[]);
+    let want = node.written.len() - lost;
+    wait_until("the undamaged documents", LONG, || {
+        es_count(&es.url, "corrupt-*") >= want as u64
+    });
+    assert!(sigterm(&mut agent).success());
+    assert_eq!(es_count(&es.url, "corrupt-*"), want as u64);
+    let log = node.agent_log();
+    assert!(
+        log.contains("buffer segment damaged") && log.contains(&format!("records_lost={lost}")),
+        "{log}"
+    );
+}
+
+fn segments(data: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("buffer"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn frame_count(seg: &Path) -> usize {
+    let b = std::fs::read(seg).unwrap_or_default();
+    let mut at = 0;
+    let mut n = 0;
+    while at + 21 <= b.len() {
+        let len = u32::from_le_bytes(b[at + 9..at + 13].try_into().unwrap()) as usize;
+        at += 21 + len;
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn legacy_template_for_elasticsearch_7() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.version = Some("7.2.0".into()));
+    let mut node = Node::new();
+    node.write(0, 20, 8);
+    let mut agent = node.agent(&p.url, "seven", &[]);
+    node.assert_all_indexed(&es.url, "seven");
+    assert!(sigterm(&mut agent).success());
+    let t: serde_json::Value = http()
+        .get(format!("{}/_template/shipper-seven", es.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(t["shipper-seven"]["index_patterns"][0], "seven-*", "{t}");
+    let r = http()
+        .get(format!("{}/_index_template/shipper-seven", es.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "no composable template on 7.2");
+}
+
+#[test]
+fn tls_with_a_private_ca_and_basic_auth_never_leaks_the_password() {
+    let Some(es) = es() else { return };
+    let ca =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_der = ca.cert.der().clone();
+    let key = rustls_pki_key(ca.signing_key.serialize_der());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert_der], key)
+    .unwrap();
+    let p = proxy::start_with(
+        &es.url,
+        Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))),
+    );
+    use base64::Engine;
+    let password = "correct-horse-battery-staple";
+    p.set(|f| {
+        f.require_auth = Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("elastic:{password}"))
+        ))
+    });
+    let mut node = Node::new();
+    std::fs::create_dir_all(node.dir.path()).unwrap();
+    let ca_file = node.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let pw_file = node.dir.path().join("password");
+    std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+    node.write(0, 100, 8);
+    let env = [
+        ("SHIPPER_ELASTICSEARCH_USERNAME", "elastic"),
+        (
+            "SHIPPER_ELASTICSEARCH_PASSWORD_FILE",
+            pw_file.to_str().unwrap(),
+        ),
+        ("SHIPPER_ELASTICSEARCH_CA_FILE", ca_file.to_str().unwrap()),
+    ];
+    let mut agent = node.agent(&p.url, "tls", &env);
+    node.assert_all_indexed(&es.url, "tls");
+    // Wrong password: retried (never dead-lettered), and never printed.
+    assert!(sigterm(&mut agent).success());
+    std::fs::write(&pw_file, "wrong-password-123").unwrap();
+    node.write(0, 10, 8);
+    let mut agent = node.agent(&p.url, "tls", &env);
+    wait_until("401s", LONG, || {
+        p.seen
+            .unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 2
+    });
+    kill9(&mut agent);
+    let log = node.agent_log();
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        !log.contains(password) && !log.contains("wrong-password-123"),
+        "a password reached the log"
+    );
+    assert!(!node.data().join("dead-letter.ndjson").exists());
+    std::fs::write(&pw_file, password).unwrap();
+    let mut agent = node.agent(&p.url, "tls", &env);
+    node.assert_all_indexed(&es.url, "tls");
+    assert!(sigterm(&mut agent).success());
+}
+
+fn rustls_pki_key(der: Vec<u8>) -> tokio_rustls::rustls::pki_types::PrivateKeyDer<'static> {
+    tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(der.into())
+}
