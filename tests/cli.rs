@@ -63,15 +63,21 @@ fn env_overrides_apply() {
 }
 
 #[test]
-fn agent_mode_without_output_is_a_clear_error() {
-    let o = run(shipper().args([
-        "--docker-root",
-        "/nonexistent",
-        "--pods-root",
-        "/nonexistent",
-    ]));
+fn agent_with_an_unreadable_ca_file_fails_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let o = run(shipper()
+        .args([
+            "--docker-root",
+            "/nonexistent",
+            "--pods-root",
+            "/nonexistent",
+            "--es-ca-file",
+            "/nonexistent/ca.pem",
+            "--data-dir",
+        ])
+        .arg(data.path()));
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--dry-run"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/ca.pem"), "{}", stderr(&o));
 }
 
 /// `deploy/shipper.toml` documents every key with its default: keep it true.
