@@ -29,6 +29,12 @@ pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_DRAIN_GRACE_MS: u64 = 5_000;
 /// Fluentd's default index prefix, so existing Kibana index patterns keep working.
 pub const DEFAULT_INDEX_PREFIX: &str = "logstash";
+/// Elasticsearch's own default address, as in every official client.
+pub const DEFAULT_ES_URL: &str = "http://localhost:9200";
+/// After SIGTERM the agent keeps flushing and shipping this long before it exits. The
+/// generated DaemonSet's `terminationGracePeriodSeconds` is derived from it with a margin,
+/// so the kubelet never SIGKILLs an agent that is still within its own deadline.
+pub const DEFAULT_SHUTDOWN_DEADLINE_MS: u64 = 20_000;
 
 /// Environment variables with this prefix are configuration.
 pub const ENV_PREFIX: &str = "SHIPPER_";
@@ -119,12 +125,29 @@ impl Default for Agent {
 pub struct Elasticsearch {
     /// Daily indices are `<index_prefix>-YYYY.MM.DD`.
     pub index_prefix: String,
+    /// Endpoints (`http://` or `https://`); a headless Service name resolves to every node.
+    pub urls: Vec<String>,
+    /// PEM file of the CA that signed Elasticsearch's certificate (a Secret volume in
+    /// Kubernetes); the system roots are trusted too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Basic-auth user; its password is read from `password_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the password (a Secret volume), so it is never in the config or the
+    /// environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for Elasticsearch {
     fn default() -> Elasticsearch {
         Elasticsearch {
             index_prefix: DEFAULT_INDEX_PREFIX.into(),
+            urls: vec![DEFAULT_ES_URL.into()],
+            ca_file: None,
+            username: None,
+            password_file: None,
         }
     }
 }
@@ -325,6 +348,26 @@ impl Config {
             return bad(
                 "elasticsearch.index_prefix",
                 format!("`{p}` is not a valid index name prefix (lowercase, no spaces or \\/*?\"<>|,#:, not starting with -_+)"),
+            );
+        }
+        let es = &self.elasticsearch;
+        if es.urls.is_empty() {
+            return bad("elasticsearch.urls", "needs at least one URL".into());
+        }
+        if let Some(u) = es
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return bad(
+                "elasticsearch.urls",
+                format!("`{u}` does not start with http:// or https://"),
+            );
+        }
+        if es.username.is_some() != es.password_file.is_some() {
+            return bad(
+                "elasticsearch.username",
+                "username and password_file go together".into(),
             );
         }
         Ok(())
