@@ -195,7 +195,7 @@ impl Client {
         let http_err = |e: reqwest::Error| RetentionError::Http {
             method,
             url: url.clone(),
-            reason: error_chain(&e),
+            reason: error_chain(&e.without_url()),
         };
         let resp = req.send().map_err(http_err)?;
         let status = resp.status();

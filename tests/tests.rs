@@ -4,5 +4,7 @@ mod util;
 
 mod cli;
 mod dry_run;
+mod manifests;
+mod retention;
 mod roundtrip;
 mod tail_model;
