@@ -29,8 +29,8 @@ pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_DRAIN_GRACE_MS: u64 = 5_000;
 /// Fluentd's default index prefix, so existing Kibana index patterns keep working.
 pub const DEFAULT_INDEX_PREFIX: &str = "logstash";
-/// Elasticsearch's own default address, as in every official client.
-pub const DEFAULT_ES_URL: &str = "http://localhost:9200";
+/// The headless Service of the Elasticsearch StatefulSet in the agent's namespace.
+pub const DEFAULT_ES_URL: &str = "http://elasticsearch:9200";
 /// After SIGTERM the agent keeps flushing and shipping this long before it exits. The
 /// generated DaemonSet's `terminationGracePeriodSeconds` is derived from it with a margin,
 /// so the kubelet never SIGKILLs an agent that is still within its own deadline.
@@ -123,10 +123,10 @@ impl Default for Agent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Elasticsearch {
-    /// Daily indices are `<index_prefix>-YYYY.MM.DD`.
-    pub index_prefix: String,
     /// Endpoints (`http://` or `https://`); a headless Service name resolves to every node.
     pub urls: Vec<String>,
+    /// Daily indices are `<index_prefix>-YYYY.MM.DD`.
+    pub index_prefix: String,
     /// PEM file of the CA that signed Elasticsearch's certificate (a Secret volume in
     /// Kubernetes); the system roots are trusted too.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,8 +143,8 @@ pub struct Elasticsearch {
 impl Default for Elasticsearch {
     fn default() -> Elasticsearch {
         Elasticsearch {
-            index_prefix: DEFAULT_INDEX_PREFIX.into(),
             urls: vec![DEFAULT_ES_URL.into()],
+            index_prefix: DEFAULT_INDEX_PREFIX.into(),
             ca_file: None,
             username: None,
             password_file: None,

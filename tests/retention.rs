@@ -1,7 +1,7 @@
 //! `shipper retention` against a real server: osmem-server, an in-memory
 //! OpenSearch-compatible server from PyPI (`.ci/setup-deps` installs it), started on a
-//! free loopback port. Basic auth is checked against a tiny loopback HTTP server of our
-//! own, because osmem has no security layer.
+//! free loopback port. Basic auth and TLS are checked against tiny loopback servers of
+//! our own, because osmem has no security layer.
 
 use crate::util::*;
 use chrono::{Days, NaiveDate, Utc};
@@ -313,4 +313,88 @@ fn basic_auth_from_a_password_file_and_errors_name_the_status() {
         !e.contains("s3cret"),
         "the password leaked into an error: {e}"
     );
+}
+
+/// `--es-ca-file` against a TLS server whose certificate is the one `shipper manifests
+/// --es-security` generates for Elasticsearch (which names 127.0.0.1): the CA makes the
+/// connection succeed, and without it the certificate is refused.
+#[test]
+fn tls_with_the_generated_ca() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+
+    let opts = shipper::manifests::Options::parse_from(["manifests", "--es-security"]).unwrap();
+    let stack = shipper::manifests::generate(&opts).unwrap();
+    let doc = stack
+        .documents()
+        .find(|d| d.kind == "Secret" && d.name == "elasticsearch-certs")
+        .unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = serde_yaml_ng::from_str(&doc.yaml).unwrap();
+    let data = secret.string_data.unwrap();
+
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(data["tls.crt"].as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(data["tls.key"].as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut answered = 0;
+        // Two connections: one with the CA (answered), one without (handshake refused).
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                let _ = write!(tls, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]");
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                answered += 1;
+            }
+        }
+        answered
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &data["ca.crt"]).unwrap();
+    let o = run(shipper()
+        .args([
+            "retention",
+            "--keep-days",
+            "7",
+            "--es-url",
+            &url,
+            "--es-ca-file",
+        ])
+        .arg(&ca));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("deleted 0 of 0"));
+    let o = run(shipper().args(["retention", "--keep-days", "7", "--es-url", &url]));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a certificate from an unknown CA must be refused"
+    );
+    assert_eq!(server.join().unwrap(), 1);
 }
