@@ -1,7 +1,7 @@
 //! Command-line flags. Parsing here does no I/O: flags become `(section.key, value)`
 //! overrides for [`crate::config::load`] plus the run mode.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Ships Kubernetes container logs to Elasticsearch with nothing lost.
@@ -10,7 +10,12 @@ use std::path::PathBuf;
 /// variables (e.g. SHIPPER_INPUT_DOCKER_ROOT), then these flags.
 #[derive(Debug, Parser)]
 #[command(name = "shipper", version, about, long_about)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// Without a subcommand, `shipper` runs the agent (or --dry-run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file (also SHIPPER_CONFIG).
     #[arg(long, value_name = "FILE", env = "SHIPPER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -71,6 +76,13 @@ pub struct Args {
     /// filters override it.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+}
+
+/// Tools beside the agent.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Manifests(crate::manifests::Options),
+    Retention(crate::retention::Options),
 }
 
 impl Args {

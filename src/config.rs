@@ -50,7 +50,9 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 2 << 30;
 /// Segment size: a fully acknowledged segment is deleted whole, and a restart re-sends at
 /// most the unacknowledged part of a few segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
-/// Under the DaemonSet's terminationGracePeriodSeconds (30 s by default).
+/// After SIGTERM the agent keeps flushing and shipping this long before it exits. The
+/// generated DaemonSet's `terminationGracePeriodSeconds` is derived from it with a margin,
+/// so the kubelet never SIGKILLs an agent that is still within its own deadline.
 pub const DEFAULT_SHUTDOWN_DEADLINE_MS: u64 = 20_000;
 /// Rejected documents kept for inspection; the oldest are dropped (and counted) beyond.
 pub const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 256 << 20;
@@ -540,6 +542,20 @@ impl Config {
             return bad(
                 "elasticsearch.index_prefix",
                 format!("`{p}` is not a valid index name prefix (lowercase, no spaces or \\/*?\"<>|,#:, not starting with -_+)"),
+            );
+        }
+        let es = &self.elasticsearch;
+        if es.urls.is_empty() {
+            return bad("elasticsearch.urls", "needs at least one URL".into());
+        }
+        if let Some(u) = es
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return bad(
+                "elasticsearch.urls",
+                format!("`{u}` does not start with http:// or https://"),
             );
         }
         Ok(())

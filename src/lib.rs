@@ -12,6 +12,9 @@
 //! - [`checkpoint`]: per-file positions on disk, written atomically.
 //! - [`metrics`]: the counters.
 //! - [`config`], [`cli`], [`app`]: settings and wiring.
+//!
+//! Beside the agent: [`manifests`] (`shipper manifests`, the Kubernetes objects of the
+//! whole EFK stack) and [`retention`] (`shipper retention`, deletes old daily indices).
 
 pub mod app;
 pub mod buffer;
@@ -21,7 +24,9 @@ pub mod config;
 pub mod discover;
 pub mod encode;
 pub mod enrich;
+pub mod manifests;
 pub mod metrics;
 pub mod parse;
+pub mod retention;
 pub mod ship;
 pub mod tail;

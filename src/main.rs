@@ -1,7 +1,8 @@
 //! The `shipper` binary: flags → config → run. Errors are printed with their causes.
 
 use clap::Parser;
-use shipper::{app, cli::Args, config};
+use shipper::cli::{Args, Command};
+use shipper::{app, config};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -19,6 +20,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        Some(Command::Manifests(opts)) => {
+            return match shipper::manifests::run(opts, &mut std::io::stdout().lock()) {
+                Err(e) if !is_broken_pipe(&e) => Err(e),
+                _ => Ok(ExitCode::SUCCESS),
+            };
+        }
+        Some(Command::Retention(opts)) => {
+            let today = chrono::Utc::now().date_naive();
+            shipper::retention::run(opts, today, &mut std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
+    }
     let cfg = config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     if !args.dry_run {
         let stats = app::agent(&cfg, shutdown_signal())?;

@@ -5,6 +5,8 @@ mod util;
 mod agent;
 mod cli;
 mod dry_run;
+mod manifests;
 mod proxy;
+mod retention;
 mod roundtrip;
 mod tail_model;

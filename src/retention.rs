@@ -1,0 +1,371 @@
+//! `shipper retention`: deletes the daily indices `<prefix>-YYYY.MM.DD` whose date is more
+//! than N days before today (UTC).
+//!
+//! Uses only APIs every Elasticsearch since 5.x and every OpenSearch has: list with
+//! `GET /_cat/indices/<prefix>-*?format=json&h=index`, then `DELETE /<index>` one index at
+//! a time (by exact name: 8.x refuses wildcard deletes by default, and one failure must
+//! not stop the others). The date comes from the index name, not from creation time, so
+//! an index re-created by a late record is still deleted on schedule. Names that do not
+//! match the pattern exactly (`logstash-foo`, rollover or data-stream backing indices)
+//! are never touched.
+
+use crate::config::DEFAULT_INDEX_PREFIX;
+use chrono::NaiveDate;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One request may take this long (a delete of a large index on a busy cluster).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Delete daily indices older than N days (run nightly by the generated CronJob).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Keep the indices of today and of the last DAYS days; delete older ones.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_days: u32,
+
+    /// Elasticsearch or OpenSearch base URL.
+    #[arg(long, value_name = "URL")]
+    pub es_url: String,
+
+    /// Indices are <PREFIX>-YYYY.MM.DD.
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_INDEX_PREFIX)]
+    pub index_prefix: String,
+
+    /// PEM file of the CA that signed the server's certificate (the system roots are
+    /// trusted too).
+    #[arg(long, value_name = "FILE")]
+    pub es_ca_file: Option<PathBuf>,
+
+    /// Basic-auth user.
+    #[arg(long, value_name = "USER", requires = "es_password_file")]
+    pub es_username: Option<String>,
+
+    /// File holding the basic-auth password (a Secret volume); one trailing newline is
+    /// ignored.
+    #[arg(long, value_name = "FILE", requires = "es_username")]
+    pub es_password_file: Option<PathBuf>,
+
+    /// Print what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("--index-prefix `{0}` is not a plain index name prefix")]
+    Prefix(String),
+    #[error("--es-url `{0}` is not an http:// or https:// URL")]
+    Url(String),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(String),
+    #[error("{method} {url}: {reason}")]
+    Http {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{method} {url}: HTTP {status}: {body}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("GET {url}: unexpected response (not a JSON list of indices): {reason}")]
+    Listing { url: String, reason: String },
+    #[error("{failed} of {total} deletions failed (see above)")]
+    Deletions { failed: usize, total: usize },
+}
+
+/// The date in a daily index's name, if `index` is exactly `<prefix>-YYYY.MM.DD`.
+pub fn index_date(index: &str, prefix: &str) -> Option<NaiveDate> {
+    let date = index.strip_prefix(prefix)?.strip_prefix('-')?;
+    let b = date.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'.'
+        || b[7] != b'.'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return None;
+    }
+    // All ten bytes are ASCII, so these slices are on character boundaries.
+    let num = |r: std::ops::Range<usize>| date[r].parse::<u32>().ok();
+    NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)
+}
+
+/// The indices to delete: daily indices dated before `today - keep_days`, oldest first.
+/// With `keep_days = 7` on 2024-01-10, 2024-01-03 is kept (it holds logs less than 7
+/// days old) and 2024-01-02 is deleted.
+pub fn expired<'a>(
+    indices: &'a [String],
+    prefix: &str,
+    today: NaiveDate,
+    keep_days: u32,
+) -> Vec<&'a str> {
+    let cutoff = today - chrono::Days::new(u64::from(keep_days));
+    let mut out: Vec<(NaiveDate, &str)> = indices
+        .iter()
+        .filter_map(|i| index_date(i, prefix).map(|d| (d, i.as_str())))
+        .filter(|(d, _)| *d < cutoff)
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, i)| i).collect()
+}
+
+/// What a run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Daily indices found.
+    pub daily: usize,
+    /// Deleted (or, with --dry-run, to be deleted).
+    pub deleted: Vec<String>,
+}
+
+fn valid_prefix(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with(['-', '_', '+', '.'])
+        && p.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'+')
+        })
+}
+
+struct Client {
+    http: reqwest::blocking::Client,
+    base: String,
+    auth: Option<(String, String)>,
+}
+
+impl Client {
+    fn new(opts: &Options) -> Result<Client, RetentionError> {
+        let base = opts.es_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(RetentionError::Url(opts.es_url.clone()));
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| RetentionError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        // reqwest is built without a bundled TLS provider; use ring, as the agent does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::blocking::Client::builder()
+            .tls_backend_rustls()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("shipper-retention/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &opts.es_ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .map_err(|e| RetentionError::Tls(format!("{}: {e}", path.display())))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| RetentionError::Tls(format!("building the HTTP client: {e}")))?;
+        let auth = match (&opts.es_username, &opts.es_password_file) {
+            (Some(user), Some(path)) => {
+                let raw = String::from_utf8_lossy(&read(path)?).into_owned();
+                let password = raw
+                    .strip_suffix('\n')
+                    .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                    .unwrap_or(&raw)
+                    .to_owned();
+                Some((user.clone(), password))
+            }
+            _ => None,
+        };
+        Ok(Client { http, base, auth })
+    }
+
+    fn send(&self, method: &'static str, path: &str) -> Result<String, RetentionError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "DELETE" => self.http.delete(&url),
+            _ => self.http.get(&url),
+        };
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        // reqwest's error text names the URL, never the credentials.
+        let http_err = |e: reqwest::Error| RetentionError::Http {
+            method,
+            url: url.clone(),
+            reason: error_chain(&e.without_url()),
+        };
+        let resp = req.send().map_err(http_err)?;
+        let status = resp.status();
+        let body = resp.text().map_err(http_err)?;
+        if !status.is_success() {
+            return Err(RetentionError::Status {
+                method,
+                url,
+                status: status.as_u16(),
+                body: body.chars().take(500).collect(),
+            });
+        }
+        Ok(body)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Lists, selects and deletes; progress goes to `out`.
+pub fn run(
+    opts: &Options,
+    today: NaiveDate,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Summary> {
+    if !valid_prefix(&opts.index_prefix) {
+        return Err(RetentionError::Prefix(opts.index_prefix.clone()).into());
+    }
+    let client = Client::new(opts)?;
+    let path = format!("/_cat/indices/{}-*?format=json&h=index", opts.index_prefix);
+    let body = client.send("GET", &path)?;
+    #[derive(serde::Deserialize)]
+    struct Row {
+        index: String,
+    }
+    let rows: Vec<Row> = serde_json::from_str(&body).map_err(|e| RetentionError::Listing {
+        url: format!("{}{path}", client.base),
+        reason: e.to_string(),
+    })?;
+    let names: Vec<String> = rows.into_iter().map(|r| r.index).collect();
+    let daily = names
+        .iter()
+        .filter(|n| index_date(n, &opts.index_prefix).is_some())
+        .count();
+    let doomed = expired(&names, &opts.index_prefix, today, opts.keep_days);
+    let cutoff = today - chrono::Days::new(u64::from(opts.keep_days));
+    let mut summary = Summary {
+        daily,
+        deleted: Vec::new(),
+    };
+    let mut failed = 0;
+    for index in &doomed {
+        if opts.dry_run {
+            writeln!(out, "would delete {index}")?;
+            summary.deleted.push((*index).to_owned());
+            continue;
+        }
+        match client.send("DELETE", &format!("/{index}")) {
+            Ok(_) => {
+                writeln!(out, "deleted {index}")?;
+                summary.deleted.push((*index).to_owned());
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::error!("deleting {index}: {e}");
+                writeln!(out, "failed to delete {index}: {e}")?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "{} {} of {} daily {}-* indices dated before {} (keeping {} days)",
+        if opts.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        },
+        summary.deleted.len(),
+        daily,
+        opts.index_prefix,
+        cutoff.format("%Y.%m.%d"),
+        opts.keep_days
+    )?;
+    if failed > 0 {
+        return Err(RetentionError::Deletions {
+            failed,
+            total: doomed.len(),
+        }
+        .into());
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn dates_from_names() {
+        assert_eq!(
+            index_date("logstash-2024.01.02", "logstash"),
+            Some(d(2024, 1, 2))
+        );
+        assert_eq!(
+            index_date("k8s-logs-2024.12.31", "k8s-logs"),
+            Some(d(2024, 12, 31))
+        );
+        for bad in [
+            "logstash-2024.13.01",
+            "logstash-2024.02.30",
+            "logstash-2024.1.02",
+            "logstash-2024-01-02",
+            "logstash-2024.01.02-000001",
+            "logstash-foo-2024.01.02",
+            "logstash2024.01.02",
+            ".ds-logstash-2024.01.02-000001",
+            "logstash-+024.01.02",
+            "logstash-2024.01.0é",
+            "logstash-",
+            "other-2024.01.02",
+        ] {
+            assert_eq!(index_date(bad, "logstash"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keeps_today_and_the_last_n_days() {
+        let names: Vec<String> = [
+            "logstash-2024.01.10",
+            "logstash-2024.01.03",
+            "logstash-2024.01.02",
+            "logstash-2023.12.01",
+            "logstash-2099.01.01",
+            "logstash-foo",
+            "other-2000.01.01",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            expired(&names, "logstash", d(2024, 1, 10), 7),
+            vec!["logstash-2023.12.01", "logstash-2024.01.02"]
+        );
+        assert!(expired(&names, "logstash", d(2024, 1, 10), 60).is_empty());
+        assert_eq!(
+            expired(&names, "other", d(2024, 1, 10), 1),
+            vec!["other-2000.01.01"]
+        );
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(valid_prefix("logstash") && valid_prefix("k8s-logs"));
+        for bad in ["", "Logs", "a*", "a,b", "a/b", "-a", ".a", "a b"] {
+            assert!(!valid_prefix(bad), "{bad}");
+        }
+    }
+}
