@@ -50,6 +50,15 @@ counters! {
     read_errors,
     /// Bytes of a final line still without `\n` when a dry-run ended.
     incomplete_bytes,
+    /// Physical lines read and dropped because their pod, container or namespace is
+    /// excluded (`shipper.io/exclude`, `shipper.io/exclude-containers`).
+    excluded_lines,
+    /// Files whose pod was not in the metadata cache yet, so they waited (bounded) for
+    /// the API watch before their first record.
+    metadata_waits,
+    /// Errors from the Kubernetes API (list or watch failed, unreadable objects); each
+    /// is retried with backoff.
+    kube_errors,
 }
 
 impl Stats {

@@ -85,7 +85,10 @@ fn deploy_config_lists_every_key_with_its_default() {
     let defaults = toml::Value::try_from(shipper::config::Config::default()).unwrap();
     for (section, keys) in defaults.as_table().unwrap() {
         for key in keys.as_table().unwrap().keys() {
-            assert!(file.get(section).and_then(|s| s.get(key)).is_some(), "{section}.{key} missing from deploy/shipper.toml");
+            assert!(
+                file.get(section).and_then(|s| s.get(key)).is_some(),
+                "{section}.{key} missing from deploy/shipper.toml"
+            );
         }
     }
 }

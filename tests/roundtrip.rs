@@ -12,7 +12,11 @@ use shipper::tail::FileId;
 const TIME: &str = "2024-07-08T03:42:57.123456789Z";
 
 fn ctx() -> FileContext {
-    FileContext { id: FileId::compute("docker:x", b"first"), meta: Vec::new(), level: Level::Partial }
+    FileContext {
+        id: FileId::compute("docker:x", b"first"),
+        meta: Vec::new(),
+        level: Level::Partial,
+    }
 }
 
 /// Go's encoding/json escapes `<`, `>`, `&`, U+2028 and U+2029 as \uXXXX.
