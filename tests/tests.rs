@@ -4,5 +4,7 @@ mod util;
 
 mod cli;
 mod dry_run;
+mod kube;
+mod kube_api;
 mod roundtrip;
 mod tail_model;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -111,8 +111,6 @@ pub struct Described {
 struct State {
     pods: PodIndex,
     namespaces: HashMap<String, NamespaceEntry>,
-    pods_synced: bool,
-    namespaces_synced: bool,
     /// Changed since the last snapshot.
     dirty: bool,
 }
@@ -122,6 +120,11 @@ struct State {
 pub struct KubeCache {
     state: RwLock<State>,
     changes: AtomicU64,
+    /// Each watch has completed a list since start. Atomics, like `changes`, so a waiter
+    /// checks them holding only the signal mutex (never the state lock, which a writer
+    /// holds while it signals).
+    pods_synced: AtomicBool,
+    namespaces_synced: AtomicBool,
     grace: Duration,
     /// Wakes readers waiting for a pod or for the first sync.
     signal: (Mutex<()>, Condvar),
@@ -147,6 +150,8 @@ impl KubeCache {
         KubeCache {
             state: RwLock::new(State::default()),
             changes: AtomicU64::new(1),
+            pods_synced: AtomicBool::new(false),
+            namespaces_synced: AtomicBool::new(false),
             grace,
             signal: (Mutex::new(()), Condvar::new()),
         }
@@ -224,7 +229,7 @@ impl KubeCache {
                         p.deleted_at_ms = Some(now_ms);
                     }
                 }
-                state.pods_synced = true;
+                self.pods_synced.store(true, Ordering::Release);
                 state.dirty = true;
                 // Waiters for the first sync look at the flag, not the counter.
                 self.bump();
@@ -274,7 +279,7 @@ impl KubeCache {
                         ns.deleted_at_ms = Some(now_ms);
                     }
                 }
-                state.namespaces_synced = true;
+                self.namespaces_synced.store(true, Ordering::Release);
                 state.dirty = true;
                 self.bump();
             }
@@ -335,8 +340,7 @@ impl KubeCache {
 
     /// Whether both watches have completed a list since start.
     pub fn synced(&self) -> bool {
-        let s = self.read();
-        s.pods_synced && s.namespaces_synced
+        self.pods_synced.load(Ordering::Acquire) && self.namespaces_synced.load(Ordering::Acquire)
     }
 
     /// Waits until both watches have listed once, at most `timeout`. Returns whether
@@ -351,6 +355,7 @@ impl KubeCache {
         self.wait_until(deadline, || self.changes() != seen)
     }
 
+    /// `done` must only read atomics: it runs holding the signal mutex.
     fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
         let (lock, cvar) = &self.signal;
         let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -148,16 +148,20 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut pod_config = watcher::Config::default().any_semantic();
+    // `resourceVersion=0` lets the API server answer lists from its watch cache rather
+    // than etcd: what matters when thousands of agents relist at once. It is only sent
+    // without a page size, and the watch cache does not paginate anyway (a node has at
+    // most a few hundred pods).
+    let list_config = || watcher::Config {
+        page_size: None,
+        ..watcher::Config::default().any_semantic()
+    };
+    let mut pod_config = list_config();
     if let Some(node) = &opts.node_name {
         pod_config = pod_config.fields(&format!("spec.nodeName={node}"));
     }
     let pods = watcher(Api::<Pod>::all(client.clone()), pod_config).default_backoff();
-    let namespaces = watcher(
-        Api::<Namespace>::all(client),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff();
+    let namespaces = watcher(Api::<Namespace>::all(client), list_config()).default_backoff();
     let pods = drive(
         "pods",
         pods,
