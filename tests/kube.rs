@@ -316,8 +316,9 @@ fn pod_created_after_start_is_enriched_from_its_first_line() {
     assert_eq!(Stats::get(&stats.metadata_waits), 1, "the new file waited");
 }
 
-/// The last lines of a deleted pod, and a file of it opened after the deletion, are
-/// still enriched (the deleted pod stays cached for the grace period).
+/// A pod's new labels reach the lines read after the change; the last lines of a deleted
+/// pod, and a file of it opened after the deletion, are still enriched (the deleted pod
+/// stays cached for the grace period).
 #[test]
 fn pod_deleted_while_its_last_lines_are_read_is_still_enriched() {
     let node = Node::new();
@@ -337,9 +338,18 @@ fn pod_deleted_while_its_last_lines_are_read_is_still_enriched() {
     let run = Following::start(node.config(Some(&api.kubeconfig(node.path()))));
     run.wait_docs("job", 1);
 
+    api.apply(pod(
+        "shop",
+        "job-8d2kq",
+        "uid-job",
+        NODE,
+        &[("worker", "c-job")],
+        json!({"app": "job", "phase": "finishing"}),
+        json!({}),
+    ));
     api.delete(Kind::Pod, "shop", "job-8d2kq");
-    // A marker after the deletion on the same watch stream: once the marker pod's file
-    // is enriched, the deletion before it has been applied too.
+    // A marker after the change and the deletion on the same watch stream: once the
+    // marker pod's file is enriched, both have been applied too.
     api.apply(pod(
         "shop",
         "marker-x7k2p",
@@ -361,7 +371,7 @@ fn pod_deleted_while_its_last_lines_are_read_is_still_enriched() {
     write(&restarted, cri_lines(&["job 4"]).as_bytes());
     run.wait_docs("job", 4);
     let (docs, _) = run.stop();
-    let job = Expect {
+    let job = |labels: Value| Expect {
         ns: "shop",
         ns_uid: "ns-shop",
         ns_labels: json!({}),
@@ -369,8 +379,10 @@ fn pod_deleted_while_its_last_lines_are_read_is_still_enriched() {
         uid: "uid-job",
         container: "worker",
         container_id: "c-job",
-        labels: json!({"app": "job"}),
+        labels,
     };
+    let before = job(json!({"app": "job"}));
+    let after = job(json!({"app": "job", "phase": "finishing"}));
     let mut job_docs: Vec<Value> = docs
         .into_iter()
         .filter(|d| d["log"].as_str().unwrap().starts_with("job"))
@@ -378,7 +390,12 @@ fn pod_deleted_while_its_last_lines_are_read_is_still_enriched() {
     job_docs.sort_by_key(|d| d["log"].as_str().unwrap().to_owned());
     assert_eq!(
         job_docs,
-        ["job 1", "job 2", "job 3", "job 4"].map(|l| job.doc(l))
+        [
+            before.doc("job 1"),
+            after.doc("job 2"),
+            after.doc("job 3"),
+            after.doc("job 4"),
+        ]
     );
 }
 
