@@ -53,8 +53,9 @@ counters! {
     /// Physical lines read and dropped because their pod, container or namespace is
     /// excluded (`shipper.io/exclude`, `shipper.io/exclude-containers`).
     excluded_lines,
-    /// Files whose pod was not in the metadata cache yet, so they waited (bounded) for
-    /// the API watch before their first record.
+    /// Files whose pod was not in the metadata cache when they were opened, so they
+    /// waited (bounded) for the API watch before their first record; counted when the
+    /// wait ends (pod found or time up).
     metadata_waits,
     /// Errors from the Kubernetes API (list or watch failed, unreadable objects); each
     /// is retried with backoff.

@@ -239,7 +239,6 @@ impl Tailer {
         ) {
             Ok(mut t) => {
                 if live.as_ref().is_some_and(|l| l.pending_until.is_some()) {
-                    Stats::add(&self.stats.metadata_waits, 1);
                     tracing::debug!(path = %path.display(), "pod not in the metadata cache yet; waiting for the watch");
                 }
                 t.set_excluded(excluded);
@@ -356,8 +355,8 @@ impl Tailer {
             // the metadata it had.
             if d.rev != live.rev && (d.known || f.level() != Level::Complete) {
                 live.rev = d.rev;
-                if d.known || d.excluded {
-                    live.pending_until = None;
+                if (d.known || d.excluded) && live.pending_until.take().is_some() {
+                    Stats::add(&self.stats.metadata_waits, 1);
                 }
                 f.set_meta(
                     d.meta.render(self.cfg.dedot, self.cfg.annotations),
@@ -370,6 +369,7 @@ impl Tailer {
             Some(t) if Instant::now() < t => false,
             Some(_) => {
                 live.pending_until = None;
+                Stats::add(&self.stats.metadata_waits, 1);
                 tracing::debug!(path = %f.path.display(), "pod still unknown; reading with the metadata the node gives");
                 true
             }
