@@ -626,6 +626,46 @@ fn watch_disconnect_and_410_lose_nothing() {
     assert_eq!(events, unique, "no event delivered twice");
 }
 
+/// A line of garbage on the watch is counted and skipped; the events after it still
+/// arrive.
+#[test]
+fn garbage_on_the_watch_is_counted_and_the_stream_goes_on() {
+    let node = Node::new();
+    let api = FakeApi::start();
+    api.apply(namespace("shop", "ns-shop", json!({})));
+    let run = Following::start(node.config(Some(&api.kubeconfig(node.path()))));
+    wait_until("the watches to open", WAIT, || watches_open(&api));
+    api.send_garbage();
+    api.apply(pod(
+        "shop",
+        "web-7c4f9",
+        "uid-web",
+        NODE,
+        &[("nginx", "c-web")],
+        json!({}),
+        json!({}),
+    ));
+    write(
+        &node.cri("shop", "web-7c4f9", "uid-web", "nginx", 0),
+        cri_lines(&["after garbage"]).as_bytes(),
+    );
+    run.wait_docs("after", 1);
+    let (docs, stats) = run.stop();
+    let web = Expect {
+        ns: "shop",
+        ns_uid: "ns-shop",
+        ns_labels: json!({}),
+        pod: "web-7c4f9",
+        uid: "uid-web",
+        container: "nginx",
+        container_id: "c-web",
+        labels: json!({}),
+    };
+    assert_eq!(docs, [web.doc("after garbage")]);
+    assert!(Stats::get(&stats.kube_errors) >= 1);
+    assert_eq!(api.count(Kind::Pod).0, 1, "no relist for one bad line");
+}
+
 /// Excluded pod (annotation), container (annotation) and namespace (label): their
 /// lines are read, counted and dropped.
 #[test]

@@ -79,6 +79,8 @@ struct State {
     compacted: u64,
     /// The version of the latest bookmark (0: none).
     bookmark: u64,
+    /// Lines of garbage to send on open watches, counted since start.
+    garbage: u64,
     down: bool,
     list_delay: Duration,
     /// Bumped to end every open watch; `abort` says whether mid-stream (an error on the
@@ -253,6 +255,12 @@ impl FakeApi {
         };
         self.shared.wake();
         rv
+    }
+
+    /// Writes a line that is not JSON on every open watch.
+    pub fn send_garbage(&self) {
+        self.shared.lock().garbage += 1;
+        self.shared.wake();
     }
 
     /// Forgets history: a watch from any version seen so far gets `410 Gone`.
@@ -516,6 +524,7 @@ fn watch_stream(
         }
         let mut cursor = from;
         let mut bookmark_sent = 0;
+        let mut garbage_sent = shared.lock().garbage;
         loop {
             ticks.borrow_and_update();
             let (frames, cut) = {
@@ -524,6 +533,12 @@ fn watch_stream(
                     (Vec::new(), Some(s.abort))
                 } else {
                     let mut frames = Vec::new();
+                    if s.garbage > garbage_sent {
+                        garbage_sent = s.garbage;
+                        frames.push(Bytes::from_static(
+                            b"{\"type\": \"ADDED\", \"object\": [garbage\n",
+                        ));
+                    }
                     let changes: Vec<Change> = s
                         .history
                         .iter()
