@@ -2,8 +2,8 @@
 //! `,"docker":{...},"kubernetes":{...}` that every record of the file carries.
 //!
 //! Sources, best first: the Kubernetes API (a node-scoped watch of Pods and a watch of
-//! Namespaces feeding [`KubeCache`], see [`kube`]), or a pod list (`--pods`, the output of
-//! `kubectl get pods -A -o json`); then what the node itself says: the
+//! Namespaces feeding [`KubeCache`], see [`self::kube`]), or a pod list (`--pods`, the
+//! output of `kubectl get pods -A -o json`); then what the node itself says: the
 //! `/var/log/pods/<ns>_<pod>_<uid>/<container>` path (CRI) or the `io.kubernetes.*` labels
 //! in Docker's `config.v2.json` next to the log. The document says which it got:
 //! `shipper.metadata` is `complete` (pod found), `partial` (path/config only) or `none`.
