@@ -404,6 +404,7 @@ fn write_docker_tree(root: &Path) -> u64 {
 
 fn read_all(roots: &Roots) -> (Arc<Stats>, usize) {
     let cfg = TailConfig {
+        annotations: false,
         roots: roots.clone(),
         limits: ReadLimits {
             max_record_bytes: MAX_RECORD_BYTES,

@@ -4,7 +4,8 @@ use crate::checkpoint::Checkpoints;
 use crate::config::Config;
 use crate::discover::{Roots, Waker};
 use crate::encode::Encoder;
-use crate::enrich::PodIndex;
+use crate::enrich::kube::{api_source, spawn_watch, WatchHandle, WatchOptions};
+use crate::enrich::{KubeCache, PodIndex};
 use crate::metrics::Stats;
 use crate::tail::{ReadLimits, TailConfig, Tailer};
 use anyhow::Context;
@@ -39,7 +40,57 @@ pub fn tail_config(cfg: &Config) -> TailConfig {
         budget: i.turn_budget_bytes,
         drain_grace: Duration::from_millis(i.drain_grace_ms),
         dedot: cfg.kubernetes.dedot_labels,
+        annotations: cfg.kubernetes.annotations,
     }
+}
+
+/// The live metadata cache and the watch feeding it.
+pub struct KubeMeta {
+    pub cache: Arc<KubeCache>,
+    pub watch: WatchHandle,
+}
+
+/// Starts the Kubernetes metadata watch if the configuration allows and an API can be
+/// found (see [`api_source`]); `None` means metadata from paths only. The cache starts
+/// from the snapshot in the data directory; the agent (`dry_run` false) also writes
+/// snapshots there, the dry-run only reads it.
+pub fn start_kube(
+    cfg: &Config,
+    dry_run: bool,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<Option<KubeMeta>> {
+    let k = &cfg.kubernetes;
+    if !k.enabled {
+        tracing::info!("Kubernetes API disabled; metadata from log paths only");
+        return Ok(None);
+    }
+    let Some(source) = api_source(&k.kubeconfig, dry_run, |v| std::env::var(v).ok()) else {
+        if !dry_run {
+            tracing::warn!("no Kubernetes API configuration (not in a cluster, no KUBECONFIG, no --kubeconfig); metadata from log paths only (shipper.metadata: partial)");
+        }
+        return Ok(None);
+    };
+    let node_name = Some(k.node_name.clone()).filter(|n| !n.is_empty());
+    if node_name.is_none() && !dry_run {
+        anyhow::bail!("kubernetes.node_name is not set: set NODE_NAME from the downward API (fieldRef spec.nodeName) so the agent watches only its own node's pods, or run with --no-kubernetes");
+    }
+    let cache = Arc::new(KubeCache::new(Duration::from_millis(k.deleted_grace_ms)));
+    let dir = &cfg.agent.data_dir;
+    match cache.load(dir, crate::enrich::now_ms()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(pods = n, "metadata cache loaded from snapshot"),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the metadata snapshot; starting from the API alone")
+        }
+    }
+    let opts = WatchOptions {
+        node_name,
+        snapshot_dir: (!dry_run).then(|| dir.clone()),
+        snapshot_interval: Duration::from_millis(k.snapshot_interval_ms),
+    };
+    let watch = spawn_watch(&source, opts, cache.clone(), stats.clone())
+        .context("starting the Kubernetes metadata watch")?;
+    Ok(Some(KubeMeta { cache, watch }))
 }
 
 /// Runs the dry-run: every file from its beginning, in path order, bulk NDJSON to `out`.
@@ -55,6 +106,10 @@ pub fn dry_run(
         None => None,
     };
     let stats = Arc::new(Stats::default());
+    let kube = match pods {
+        Some(_) => None,
+        None => start_kube(cfg, true, &stats)?,
+    };
     let tail_cfg = tail_config(cfg);
     let mut tailer = Tailer::new(
         tail_cfg.clone(),
@@ -62,6 +117,15 @@ pub fn dry_run(
         pods,
         stats.clone(),
     );
+    if let Some(k) = &kube {
+        let wait = Duration::from_millis(cfg.kubernetes.pending_wait_ms);
+        // The dry-run's output should not depend on how fast the API answers: give the
+        // first list the same bounded wait a new file gets.
+        if !k.cache.wait_synced(wait) {
+            tracing::warn!("Kubernetes API has not answered yet; reading with cached and path metadata meanwhile");
+        }
+        tailer.set_kube(k.cache.clone(), wait);
+    }
     let cps = Checkpoints::in_memory();
     let waker = opts.follow.then(|| Waker::new(&tail_cfg.roots));
     tailer.start(&cps);
@@ -91,6 +155,9 @@ pub fn dry_run(
     tailer.finish(&mut buf);
     write(&mut buf).context("writing output")?;
     out.flush().context("writing output")?;
+    if let Some(k) = kube {
+        k.watch.stop();
+    }
     Ok(stats)
 }
 
@@ -113,7 +180,13 @@ fn follow(
         }
         let n = tailer.poll_round(cps, buf);
         write(buf).context("writing output")?;
-        if n == 0 && waker.rx.recv_timeout(idle_wait).is_ok() {
+        // A file waiting for its pod's metadata is looked at again soon.
+        let wait = if tailer.waiting_for_metadata() {
+            idle_wait.min(Duration::from_millis(20))
+        } else {
+            idle_wait
+        };
+        if n == 0 && waker.rx.recv_timeout(wait).is_ok() {
             // Coalesce a burst of events into one wake-up, and look for new files.
             while waker.rx.try_recv().is_ok() {}
             tailer.rescan(cps);
@@ -154,6 +227,14 @@ pub fn agent(
     let data_dir = &cfg.agent.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    // Metadata never holds up reading or shipping: files wait (bounded) per file.
+    let kube = start_kube(cfg, false, &stats)?;
+    let kube_cache = kube.as_ref().map(|k| {
+        (
+            k.cache.clone(),
+            Duration::from_millis(cfg.kubernetes.pending_wait_ms),
+        )
+    });
     let cps = match Checkpoints::load(data_dir) {
         Ok(c) => c,
         Err(e) => {
@@ -273,7 +354,19 @@ pub fn agent(
         let rescan_every = Duration::from_millis(cfg.input.rescan_interval_ms);
         std::thread::Builder::new()
             .name("shipper-read".into())
-            .spawn(move || read_loop(tail_cfg, enc, stats, cps, tx, &stop, limits, rescan_every))?
+            .spawn(move || {
+                read_loop(
+                    tail_cfg,
+                    enc,
+                    stats,
+                    cps,
+                    tx,
+                    &stop,
+                    limits,
+                    rescan_every,
+                    kube_cache,
+                )
+            })?
     };
 
     runtime.block_on(shutdown);
@@ -296,6 +389,7 @@ pub fn agent(
         ),
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(kube);
     Ok(stats)
 }
 
@@ -326,6 +420,7 @@ fn read_loop(
     stop: &AtomicBool,
     (batch_bytes, batch_docs, linger): (usize, u64, Duration),
     rescan_every: Duration,
+    kube: Option<(Arc<crate::enrich::KubeCache>, Duration)>,
 ) -> anyhow::Result<()> {
     use std::sync::mpsc::TrySendError;
     let waker = Waker::new(&tail_cfg.roots);
@@ -333,6 +428,9 @@ fn read_loop(
         tracing::warn!("{e}; relying on rescans");
     }
     let mut tailer = Tailer::new(tail_cfg, enc, None, stats.clone());
+    if let Some((cache, wait)) = kube {
+        tailer.set_kube(cache, wait);
+    }
     let lock = |c: &Arc<std::sync::Mutex<Checkpoints>>| -> Checkpoints {
         // The tailer only reads checkpoints (to resume files); a snapshot is enough.
         let g = c.lock().unwrap_or_else(|p| p.into_inner());

@@ -69,8 +69,24 @@ pub struct Args {
     pub follow: bool,
 
     /// With --dry-run: pod metadata from a file of `kubectl get pods -A -o json` output.
-    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "dry_run",
+        conflicts_with = "kubeconfig"
+    )]
     pub pods: Option<PathBuf>,
+
+    /// Kubeconfig for the Kubernetes API (pod and namespace metadata)
+    /// [kubernetes.kubeconfig; default: in-cluster service account, then KUBECONFIG].
+    /// --dry-run talks to an API only when this is given.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// No Kubernetes API: metadata from log paths and Docker's config.v2.json only
+    /// [kubernetes.enabled=false].
+    #[arg(long, conflicts_with_all = ["kubeconfig", "pods"])]
+    pub no_kubernetes: bool,
 
     /// Log level of the agent's own logs (error, warn, info, debug, trace); RUST_LOG
     /// filters override it.
@@ -116,6 +132,12 @@ impl Args {
         if self.es_tls_skip_verify {
             out.push(("elasticsearch.tls_skip_verify", toml::Value::Boolean(true)));
         }
+        if let Some(p) = &self.kubeconfig {
+            out.push(("kubernetes.kubeconfig", path(p)));
+        }
+        if self.no_kubernetes {
+            out.push(("kubernetes.enabled", toml::Value::Boolean(false)));
+        }
         if let Some(n) = self.max_record_bytes {
             out.push((
                 "input.max_record_bytes",
@@ -149,6 +171,12 @@ mod tests {
             Args::try_parse_from(["shipper", "--follow"]).is_err(),
             "--follow needs --dry-run"
         );
+        assert!(Args::try_parse_from(["shipper", "--no-kubernetes", "--kubeconfig", "k"]).is_err());
+        let a = Args::try_parse_from(["shipper", "--no-kubernetes"]).unwrap();
+        assert_eq!(
+            a.overrides(),
+            [("kubernetes.enabled", toml::Value::Boolean(false))]
+        );
         let help = Args::command().render_long_help().to_string();
         for flag in [
             "--docker-root",
@@ -158,6 +186,8 @@ mod tests {
             "--pods",
             "--follow",
             "--config",
+            "--kubeconfig",
+            "--no-kubernetes",
         ] {
             assert!(help.contains(flag), "{flag} undocumented");
         }

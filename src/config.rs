@@ -56,6 +56,29 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 pub const DEFAULT_SHUTDOWN_DEADLINE_MS: u64 = 20_000;
 /// Rejected documents kept for inspection; the oldest are dropped (and counted) beyond.
 pub const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 256 << 20;
+/// Metadata from the Kubernetes API whenever an API configuration can be found.
+pub const DEFAULT_KUBERNETES_ENABLED: bool = true;
+/// Label keys are de-dotted: `app` and `app.kubernetes.io/name` would otherwise be an
+/// object and a keyword at the same path in the mapping, and one of them is rejected.
+pub const DEFAULT_DEDOT_LABELS: bool = true;
+/// Annotations are often large (and sometimes carry whole manifests) and are rarely
+/// searched: opt-in.
+pub const DEFAULT_ANNOTATIONS: bool = false;
+/// How long a deleted pod's metadata is kept: the last lines of a pod can still be read
+/// (and a backlog drained) minutes after it is gone. Five minutes outlasts the kubelet's
+/// log rotation check and a typical backlog; peers keep 60 s.
+pub const DEFAULT_DELETED_GRACE_MS: u64 = 300_000;
+/// How long a new file whose pod is not in the cache yet waits for the watch to catch
+/// up before it is read with path metadata. Watch events usually arrive within a few
+/// hundred milliseconds of a pod starting; two seconds covers a slow API server without
+/// noticeably delaying logs.
+pub const DEFAULT_PENDING_WAIT_MS: u64 = 2_000;
+/// Snapshot the metadata cache at most this often: a restart loses at most this much
+/// of the API's history, and a busy node does not fsync on every pod update.
+pub const DEFAULT_SNAPSHOT_INTERVAL_MS: u64 = 10_000;
+/// The downward API's conventional variable for the node name; accepted as an alias of
+/// `SHIPPER_KUBERNETES_NODE_NAME` (which wins when both are set).
+pub const NODE_NAME_ENV: &str = "NODE_NAME";
 
 /// Environment variables with this prefix are configuration.
 pub const ENV_PREFIX: &str = "SHIPPER_";
@@ -257,15 +280,40 @@ impl Default for Buffer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kubernetes {
+    /// Use the Kubernetes API for metadata (`--no-kubernetes` turns it off: paths and
+    /// Docker's `config.v2.json` only).
+    pub enabled: bool,
+    /// Kubeconfig file (empty: in-cluster service account, then `KUBECONFIG`). The
+    /// dry-run uses an API only when this is set.
+    pub kubeconfig: PathBuf,
+    /// This node's name, to watch only its pods (empty: from `NODE_NAME`).
+    pub node_name: String,
     /// Replace `.` in label keys with `_` (`app.kubernetes.io/name` →
     /// `app_kubernetes_io/name`), so `app` and `app.kubernetes.io/name` cannot conflict in
     /// the index mapping.
     pub dedot_labels: bool,
+    /// Add pod annotations as `kubernetes.annotations.*`.
+    pub annotations: bool,
+    /// How long a deleted pod or namespace stays cached, in milliseconds.
+    pub deleted_grace_ms: u64,
+    /// How long a file whose pod is unknown waits for the watch, in milliseconds.
+    pub pending_wait_ms: u64,
+    /// Minimum time between two snapshots of the metadata cache, in milliseconds.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for Kubernetes {
     fn default() -> Kubernetes {
-        Kubernetes { dedot_labels: true }
+        Kubernetes {
+            enabled: DEFAULT_KUBERNETES_ENABLED,
+            kubeconfig: PathBuf::new(),
+            node_name: String::new(),
+            dedot_labels: DEFAULT_DEDOT_LABELS,
+            annotations: DEFAULT_ANNOTATIONS,
+            deleted_grace_ms: DEFAULT_DELETED_GRACE_MS,
+            pending_wait_ms: DEFAULT_PENDING_WAIT_MS,
+            snapshot_interval_ms: DEFAULT_SNAPSHOT_INTERVAL_MS,
+        }
     }
 }
 
@@ -294,11 +342,25 @@ pub fn load(
         toml::from_str::<Config>(&text).map_err(toml_err)?;
         merged = toml::from_str(&text).map_err(toml_err)?;
     }
+    let mut node_name = None;
     let mut env: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter(|(k, v)| {
+            if k == NODE_NAME_ENV && !v.is_empty() {
+                node_name = Some(v.clone());
+            }
+            k.starts_with(ENV_PREFIX)
+        })
         .collect();
     env.sort();
+    if let Some(node) = node_name {
+        set(
+            &mut merged,
+            "kubernetes",
+            "node_name",
+            toml::Value::String(node),
+        );
+    }
     for (var, value) in env {
         if ENV_RESERVED.contains(&var.as_str()) {
             continue;
@@ -532,6 +594,34 @@ impl Config {
                 ),
             );
         }
+        let k = &self.kubernetes;
+        if k.pending_wait_ms > 10_000 {
+            return bad(
+                "kubernetes.pending_wait_ms",
+                format!(
+                    "{} is above 10000: reading a new file must not wait long for the API",
+                    k.pending_wait_ms
+                ),
+            );
+        }
+        if !(100..=3_600_000).contains(&k.snapshot_interval_ms) {
+            return bad(
+                "kubernetes.snapshot_interval_ms",
+                format!("{} is outside 100..=3600000", k.snapshot_interval_ms),
+            );
+        }
+        if k.deleted_grace_ms > 86_400_000 {
+            return bad(
+                "kubernetes.deleted_grace_ms",
+                format!("{} is above 86400000 (a day)", k.deleted_grace_ms),
+            );
+        }
+        if k.node_name.contains([',', '=', '!', ' ']) {
+            return bad(
+                "kubernetes.node_name",
+                format!("`{}` is not a node name", k.node_name),
+            );
+        }
         let p = &self.elasticsearch.index_prefix;
         let forbidden = |c: char| c.is_ascii_uppercase() || " \\/*?\"<>|,#:".contains(c);
         if p.is_empty()
@@ -731,5 +821,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("input.max_record_bytes"), "{e}");
+    }
+
+    #[test]
+    fn node_name_from_the_downward_api_variable() {
+        let c = load(None, env(&[("NODE_NAME", "node-7")]), vec![]).unwrap();
+        assert_eq!(c.kubernetes.node_name, "node-7");
+        let c = load(
+            None,
+            env(&[
+                ("NODE_NAME", "node-7"),
+                ("SHIPPER_KUBERNETES_NODE_NAME", "node-8"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.kubernetes.node_name, "node-8", "the SHIPPER_ name wins");
+        let e = load(None, env(&[("NODE_NAME", "a,b")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kubernetes.node_name"), "{e}");
+        let c = load(
+            None,
+            env(&[
+                ("SHIPPER_KUBERNETES_ENABLED", "false"),
+                ("SHIPPER_KUBERNETES_DELETED_GRACE_MS", "1000"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert!(!c.kubernetes.enabled);
+        assert_eq!(c.kubernetes.deleted_grace_ms, 1000);
     }
 }

@@ -7,7 +7,9 @@
 //! - [`tail`]: reads each file from its checkpoint; identity, rotation, truncation,
 //!   fairness.
 //! - [`parse`]: Docker json-file and CRI line parsers, timestamps, partial-line merging.
-//! - [`enrich`]: pod/namespace metadata from paths, Docker config and pod lists.
+//! - [`enrich`]: pod/namespace metadata from paths, Docker config, pod lists and the
+//!   Kubernetes API (a node-scoped watch into a cache that survives deletions, restarts
+//!   and outages).
 //! - [`encode`]: one bulk `create` action + document per record, deterministic `_id`.
 //! - [`checkpoint`]: per-file positions on disk, written atomically.
 //! - [`metrics`]: the counters.

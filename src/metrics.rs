@@ -80,6 +80,16 @@ counters! {
     docs_retried,
     /// Failed requests other than bulk (version detection).
     es_request_failures,
+    /// Physical lines read and dropped because their pod, container or namespace is
+    /// excluded (`shipper.io/exclude`, `shipper.io/exclude-containers`).
+    excluded_lines,
+    /// Files whose pod was not in the metadata cache when they were opened, so they
+    /// waited (bounded) for the API watch before their first record; counted when the
+    /// wait ends (pod found or time up).
+    metadata_waits,
+    /// Errors from the Kubernetes API (list or watch failed, unreadable objects); each
+    /// is retried with backoff.
+    kube_errors,
 }
 
 impl Stats {

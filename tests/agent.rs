@@ -298,7 +298,18 @@ fn storm_of_429_and_mixed_item_results() {
         &[("SHIPPER_ELASTICSEARCH_BATCH_DOCS", "200")],
     );
     node.assert_all_indexed(&es.url, "storm");
-    assert!(p.injected() > 10, "the storm happened");
+    assert!(
+        p.injected() > 10,
+        "the storm happened: {} faults injected, {} bulk requests seen; agent log:\n{}",
+        p.injected(),
+        p.seen.bulk.load(std::sync::atomic::Ordering::Relaxed),
+        node.agent_log()
+            .lines()
+            .filter(|l| !l.contains("DEBUG"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     p.set(|f| {
         f.bulk_status_every = Some((3, 503));
         f.item_status_every = Some((4, 500));

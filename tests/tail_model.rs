@@ -132,6 +132,7 @@ impl World {
             budget: 300,
             drain_grace: Duration::ZERO,
             dedot: true,
+            annotations: false,
         }
     }
 

@@ -5,6 +5,8 @@ mod util;
 mod agent;
 mod cli;
 mod dry_run;
+mod kube;
+mod kube_api;
 mod manifests;
 mod proxy;
 mod retention;

@@ -1,16 +1,29 @@
-//! Metadata for each log file, rendered once per file into the document fragment
+//! Metadata for each log file, rendered into the document fragment
 //! `,"docker":{...},"kubernetes":{...}` that every record of the file carries.
 //!
-//! Sources, best first: a pod list (`--pods`, the output of `kubectl get pods -A -o
-//! json`), then what the node itself says: the `/var/log/pods/<ns>_<pod>_<uid>/<container>`
-//! path (CRI) or the `io.kubernetes.*` labels in Docker's `config.v2.json` next to the log.
-//! The document says which it got: `shipper.metadata` is `complete` (pod found),
-//! `partial` (path/config only) or `none`.
+//! Sources, best first: the Kubernetes API (a node-scoped watch of Pods and a watch of
+//! Namespaces feeding [`KubeCache`], see [`self::kube`]), or a pod list (`--pods`, the
+//! output of `kubectl get pods -A -o json`); then what the node itself says: the
+//! `/var/log/pods/<ns>_<pod>_<uid>/<container>` path (CRI) or the `io.kubernetes.*` labels
+//! in Docker's `config.v2.json` next to the log. The document says which it got:
+//! `shipper.metadata` is `complete` (pod found), `partial` (path/config only) or `none`.
+//!
+//! The fragment is rendered once per file, not per record. With the live cache a file
+//! remembers the cache's change counter and the revision of what it rendered, and
+//! renders again only when its pod or namespace changed (see [`crate::tail`]).
 
+mod cache;
+pub mod kube;
 mod pods;
 mod source;
 
-pub use pods::{PodIndex, PodsError};
+pub use cache::{
+    now_ms, CacheError, Change, Described, KubeCache, NamespaceEntry, NAMESPACE_EXCLUDE_LABEL,
+    SNAPSHOT_FILE,
+};
+pub use pods::{
+    ContainerEntry, Owner, PodEntry, PodIndex, PodsError, EXCLUDE_CONTAINERS_KEY, EXCLUDE_KEY,
+};
 pub use source::{docker_config_labels, SourceInfo};
 
 use serde::Serialize;
@@ -47,6 +60,13 @@ pub struct Metadata {
     pub image: Option<String>,
     pub image_id: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Rendered only when annotations are asked for (`kubernetes.annotations`).
+    pub annotations: BTreeMap<String, String>,
+    /// The workload (Deployment, StatefulSet, DaemonSet, Job, ...): an extra field.
+    pub owner: Option<Owner>,
+    pub namespace_id: Option<String>,
+    pub namespace_labels: BTreeMap<String, String>,
+    /// The pod was found (in the API cache or a pod list): `complete`.
     pub from_api: bool,
 }
 
@@ -62,10 +82,11 @@ impl Metadata {
     }
 
     /// Renders `,"docker":{...},"kubernetes":{...}` (parts with nothing in them are left
-    /// out). Label keys are de-dotted (`app.kubernetes.io/name` →
+    /// out). Label and annotation keys are de-dotted (`app.kubernetes.io/name` →
     /// `app_kubernetes_io/name`) when `dedot` is set, so `app` and `app.kubernetes.io/name`
-    /// never collide as object and keyword in the mapping.
-    pub fn render(&self, dedot: bool) -> Vec<u8> {
+    /// never collide as object and keyword in the mapping. Annotations are rendered only
+    /// with `annotations` (they can be large and are rarely searched).
+    pub fn render(&self, dedot: bool, annotations: bool) -> Vec<u8> {
         #[derive(Serialize)]
         struct Docker<'a> {
             container_id: &'a str,
@@ -90,6 +111,28 @@ impl Metadata {
             container_image_id: Option<&'a str>,
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             labels: BTreeMap<String, &'a str>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            annotations: BTreeMap<String, &'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            namespace_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            namespace_labels: BTreeMap<String, &'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner: Option<&'a Owner>,
+        }
+        fn keys(map: &BTreeMap<String, String>, dedot: bool) -> BTreeMap<String, &str> {
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        if dedot {
+                            k.replace('.', "_")
+                        } else {
+                            k.clone()
+                        },
+                        v.as_str(),
+                    )
+                })
+                .collect()
         }
         let mut out = Vec::new();
         if let Some(id) = &self.container_id {
@@ -106,20 +149,15 @@ impl Metadata {
             host: self.host.as_deref(),
             container_image: self.image.as_deref(),
             container_image_id: self.image_id.as_deref(),
-            labels: self
-                .labels
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        if dedot {
-                            k.replace('.', "_")
-                        } else {
-                            k.clone()
-                        },
-                        v.as_str(),
-                    )
-                })
-                .collect(),
+            labels: keys(&self.labels, dedot),
+            annotations: if annotations {
+                keys(&self.annotations, dedot)
+            } else {
+                BTreeMap::new()
+            },
+            namespace_id: self.namespace_id.as_deref(),
+            namespace_labels: keys(&self.namespace_labels, dedot),
+            owner: self.owner.as_ref(),
         };
         if k.container_name.is_some()
             || k.namespace_name.is_some()
@@ -141,7 +179,7 @@ mod tests {
     fn render_and_levels() {
         let mut m = Metadata::default();
         assert_eq!(m.level(), Level::None);
-        assert!(m.render(true).is_empty());
+        assert!(m.render(true, true).is_empty());
         m.container_id = Some("abc".into());
         m.namespace = Some("shop".into());
         m.labels
@@ -149,14 +187,32 @@ mod tests {
         m.labels.insert("app".into(), "web".into());
         m.pod = Some("web-1".into());
         assert_eq!(m.level(), Level::Partial);
-        let json = format!("{{{}}}", std::str::from_utf8(&m.render(true)[1..]).unwrap());
+        m.annotations.insert("a.b/c".into(), "d".into());
+        m.namespace_labels.insert("env.x".into(), "prod".into());
+        m.namespace_id = Some("ns-uid".into());
+        m.owner = Some(Owner {
+            kind: "Deployment".into(),
+            name: "web".into(),
+        });
+        let json = format!(
+            "{{{}}}",
+            std::str::from_utf8(&m.render(true, false)[1..]).unwrap()
+        );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["docker"]["container_id"], "abc");
         assert_eq!(v["kubernetes"]["labels"]["app_kubernetes_io/name"], "web");
         assert_eq!(v["kubernetes"]["labels"]["app"], "web");
+        assert_eq!(v["kubernetes"]["namespace_id"], "ns-uid");
+        assert_eq!(v["kubernetes"]["namespace_labels"]["env_x"], "prod");
+        assert_eq!(
+            v["kubernetes"]["owner"],
+            serde_json::json!({"kind": "Deployment", "name": "web"})
+        );
+        assert!(v["kubernetes"].get("annotations").is_none(), "opt-in");
         m.from_api = true;
         assert_eq!(m.level(), Level::Complete);
-        let raw = String::from_utf8(m.render(false)).unwrap();
+        let raw = String::from_utf8(m.render(false, true)).unwrap();
         assert!(raw.contains(r#""app.kubernetes.io/name":"web""#));
+        assert!(raw.contains(r#""annotations":{"a.b/c":"d"}"#), "{raw}");
     }
 }

@@ -105,7 +105,7 @@ pub fn quantity(s: impl Into<String>) -> Quantity {
 
 /// MiB as a quantity, in Gi when it divides evenly.
 pub fn mib(n: u32) -> Quantity {
-    if n % 1024 == 0 {
+    if n.is_multiple_of(1024) {
         quantity(format!("{}Gi", n / 1024))
     } else {
         quantity(format!("{n}Mi"))

@@ -8,7 +8,7 @@
 use super::FileId;
 use crate::checkpoint::Position;
 use crate::encode::{Doc, Encoder, FileContext};
-use crate::enrich::Level;
+use crate::enrich::{Level, SourceInfo};
 use crate::metrics::Stats;
 use crate::parse::partial::{cap_text, Merger};
 use crate::parse::{parse_line, Format, ParseError, Text, Timestamp};
@@ -52,6 +52,20 @@ pub struct Progress {
     pub eof: bool,
 }
 
+/// A file's link to the live metadata cache (see [`crate::enrich::KubeCache`]).
+#[derive(Debug, Clone)]
+pub struct LiveMeta {
+    /// What the path and Docker's config say: the key to look the pod up by.
+    pub info: SourceInfo,
+    /// The cache's change counter when the metadata was last checked.
+    pub seen: u64,
+    /// Revision of the pod and namespace entries the metadata was rendered from.
+    pub rev: u64,
+    /// The pod is not in the cache yet: the file is not read before this instant
+    /// unless the pod shows up.
+    pub pending_until: Option<Instant>,
+}
+
 /// A file being tailed.
 #[derive(Debug)]
 pub struct FileTail {
@@ -72,6 +86,11 @@ pub struct FileTail {
     pub phase: Phase,
     /// Size at the last rewrite check.
     checked_len: u64,
+    /// Lines are read and counted but produce no records (excluded pod, container or
+    /// namespace).
+    excluded: bool,
+    /// Set when metadata comes from the live cache.
+    pub live: Option<LiveMeta>,
 }
 
 impl FileTail {
@@ -100,6 +119,8 @@ impl FileTail {
             skip: None,
             phase: Phase::Live,
             checked_len: m.len(),
+            excluded: false,
+            live: None,
         })
     }
 
@@ -109,7 +130,42 @@ impl FileTail {
             .ctx
             .as_ref()
             .map_or_else(|| self.meta.clone(), |c| c.meta.clone());
-        FileTail::open(path, self.source.clone(), meta, self.level, limits)
+        let mut f = FileTail::open(path, self.source.clone(), meta, self.level(), limits)?;
+        f.excluded = self.excluded;
+        f.live = self.live.clone();
+        Ok(f)
+    }
+
+    /// How much metadata the file's records carry.
+    pub fn level(&self) -> Level {
+        self.ctx.as_ref().map_or(self.level, |c| c.level)
+    }
+
+    /// Replaces the rendered metadata (the pod became known, or changed).
+    pub fn set_meta(&mut self, meta: Vec<u8>, level: Level) {
+        match &mut self.ctx {
+            Some(ctx) => {
+                ctx.meta = meta;
+                ctx.level = level;
+            }
+            None => {
+                self.meta = meta;
+                self.level = level;
+            }
+        }
+    }
+
+    pub fn excluded(&self) -> bool {
+        self.excluded
+    }
+
+    /// Excludes (or includes again) the file's lines from now on. Partial records
+    /// pending at that moment are dropped with it.
+    pub fn set_excluded(&mut self, excluded: bool) {
+        if excluded && !self.excluded {
+            self.merger.reset();
+        }
+        self.excluded = excluded;
     }
 
     /// Whether the size differs from the last call's (and remembers this one).
@@ -153,6 +209,7 @@ impl FileTail {
     pub fn restart(&mut self) {
         if let Some(ctx) = self.ctx.take() {
             self.meta = ctx.meta;
+            self.level = ctx.level;
         }
         self.format = None;
         self.pos = 0;
@@ -218,6 +275,22 @@ impl FileTail {
                     None => n,
                 };
                 Stats::add(&stats.overlong_bytes_skipped, used as u64);
+                self.advance(used, &mut progress, stats);
+                continue;
+            }
+            if self.excluded {
+                // Excluded logs are consumed (so positions move) but not parsed.
+                let used = match memrchr(b'\n', data) {
+                    Some(i) => i + 1,
+                    None if n < buf.len() => {
+                        progress.eof = true;
+                        break;
+                    }
+                    None => n,
+                };
+                let lines = memchr_iter(b'\n', &data[..used]).count() as u64;
+                Stats::add(&stats.lines, lines);
+                Stats::add(&stats.excluded_lines, lines);
                 self.advance(used, &mut progress, stats);
                 continue;
             }

@@ -11,6 +11,11 @@
 //!   (rotation while the agent was down) are drained before the live files.
 //! - **Fairness**: [`Tailer::poll_round`] gives every file one turn of at most `budget`
 //!   bytes, round-robin, so a chatty container cannot starve the others.
+//! - **Metadata**: with a live cache ([`Tailer::set_kube`]) a file whose pod is not known
+//!   yet skips its turns until the pod shows up or its bounded wait ends (other files
+//!   keep being read); a file renders its metadata again when its pod or namespace
+//!   changed, checked with one atomic load per turn, never per record. A file never
+//!   loses metadata it had: a pod that expired from the cache leaves it as it was.
 //!
 //! Checkpoints are read here but never written: the caller persists
 //! [`Tailer::positions`] once the records emitted so far are safe.
@@ -18,13 +23,13 @@
 mod file;
 mod identity;
 
-pub use file::{first_line, FileTail, Phase, Progress, ReadLimits};
+pub use file::{first_line, FileTail, LiveMeta, Phase, Progress, ReadLimits};
 pub use identity::{FileId, RECORD_ID_LEN};
 
 use crate::checkpoint::{Checkpoints, Position};
 use crate::discover::{self, Candidate, Roots};
 use crate::encode::Encoder;
-use crate::enrich::{docker_config_labels, PodIndex};
+use crate::enrich::{docker_config_labels, KubeCache, Level, PodIndex};
 use crate::metrics::Stats;
 use std::collections::HashSet;
 use std::io;
@@ -44,6 +49,15 @@ pub struct TailConfig {
     pub drain_grace: Duration,
     /// De-dot label keys.
     pub dedot: bool,
+    /// Render pod annotations.
+    pub annotations: bool,
+}
+
+/// The live metadata cache and how long a file waits for its pod to appear in it.
+#[derive(Debug, Clone)]
+struct KubeLink {
+    cache: Arc<KubeCache>,
+    wait: Duration,
 }
 
 /// Reads every discovered log file.
@@ -51,6 +65,7 @@ pub struct Tailer {
     cfg: TailConfig,
     enc: Encoder,
     pods: Option<PodIndex>,
+    kube: Option<KubeLink>,
     files: Vec<FileTail>,
     /// Identities of files closed since the last [`Tailer::take_closed`].
     closed: Vec<FileId>,
@@ -71,6 +86,7 @@ impl Tailer {
             cfg,
             enc,
             pods,
+            kube: None,
             files: Vec::new(),
             closed: Vec::new(),
             buf,
@@ -79,6 +95,12 @@ impl Tailer {
             warned_roots: HashSet::new(),
             new: Vec::new(),
         }
+    }
+
+    /// Takes metadata from the live cache (instead of the pod list, if any). A file whose
+    /// pod is not in it waits at most `wait` before it is read with path metadata.
+    pub fn set_kube(&mut self, cache: Arc<KubeCache>, wait: Duration) {
+        self.kube = Some(KubeLink { cache, wait });
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -195,20 +217,47 @@ impl Tailer {
                 Err(e) => tracing::debug!(error = %e, "no kubernetes labels from docker config"),
             }
         }
-        let meta = self
-            .pods
-            .as_ref()
-            .and_then(|p| p.lookup(&info))
-            .unwrap_or_else(|| info.to_metadata());
+        let (meta, excluded, live) = match &self.kube {
+            Some(k) => {
+                // Read the counter first: a change during the lookup is seen next turn.
+                let seen = k.cache.changes();
+                let d = k.cache.describe(&info);
+                let lookable = info.container_id.is_some() || info.pod_uid.is_some();
+                let pending_until =
+                    (!d.known && !d.excluded && lookable).then(|| Instant::now() + k.wait);
+                let live = LiveMeta {
+                    info: info.clone(),
+                    seen,
+                    rev: d.rev,
+                    pending_until,
+                };
+                (d.meta, d.excluded, Some(live))
+            }
+            None => match self.pods.as_ref().and_then(|p| p.find(&info)) {
+                Some((pod, container)) => (
+                    pod.metadata(container, &info),
+                    pod.excludes(Some(container)),
+                    None,
+                ),
+                None => (info.to_metadata(), false, None),
+            },
+        };
         let path = path.unwrap_or_else(|| c.path.clone());
         match FileTail::open(
             path.clone(),
             info.source_key(),
-            meta.render(self.cfg.dedot),
+            meta.render(self.cfg.dedot, self.cfg.annotations),
             meta.level(),
             &self.cfg.limits,
         ) {
-            Ok(t) => Some(t),
+            Ok(mut t) => {
+                if live.as_ref().is_some_and(|l| l.pending_until.is_some()) {
+                    tracing::debug!(path = %path.display(), "pod not in the metadata cache yet; waiting for the watch");
+                }
+                t.set_excluded(excluded);
+                t.live = live;
+                Some(t)
+            }
             Err(e) => {
                 Stats::add(&self.stats.read_errors, 1);
                 tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
@@ -305,8 +354,68 @@ impl Tailer {
         }
     }
 
+    /// Brings file `i`'s metadata up to date with the live cache if the cache changed.
+    /// Returns whether the file may be read now: `false` while it waits for its pod.
+    fn refresh_meta(&mut self, i: usize) -> bool {
+        let Some(k) = &self.kube else { return true };
+        let f = &mut self.files[i];
+        let Some(mut live) = f.live.take() else {
+            return true;
+        };
+        let now = k.cache.changes();
+        if live.seen != now {
+            live.seen = now;
+            let d = k.cache.describe(&live.info);
+            // Never downgrade: a pod that expired from the cache leaves the file with
+            // the metadata it had.
+            if d.rev != live.rev && (d.known || f.level() != Level::Complete) {
+                live.rev = d.rev;
+                if (d.known || d.excluded) && live.pending_until.take().is_some() {
+                    Stats::add(&self.stats.metadata_waits, 1);
+                }
+                f.set_meta(
+                    d.meta.render(self.cfg.dedot, self.cfg.annotations),
+                    d.meta.level(),
+                );
+                f.set_excluded(d.excluded);
+            }
+        }
+        let ready = match live.pending_until {
+            Some(t) if Instant::now() < t => false,
+            Some(_) => {
+                live.pending_until = None;
+                Stats::add(&self.stats.metadata_waits, 1);
+                tracing::debug!(path = %f.path.display(), "pod still unknown; reading with the metadata the node gives");
+                true
+            }
+            None => true,
+        };
+        f.live = Some(live);
+        ready
+    }
+
+    /// Whether some file is waiting for its pod to appear in the metadata cache.
+    pub fn waiting_for_metadata(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| f.live.as_ref().is_some_and(|l| l.pending_until.is_some()))
+    }
+
+    /// Blocks until file `i` may be read: its pod is known or its wait ran out.
+    fn wait_meta(&mut self, i: usize) {
+        while !self.refresh_meta(i) {
+            let (Some(k), Some(live)) = (&self.kube, &self.files[i].live) else {
+                return;
+            };
+            let Some(until) = live.pending_until else {
+                return;
+            };
+            k.cache.wait_change(live.seen, until);
+        }
+    }
+
     /// One round: every file gets a turn of at most `budget` bytes. Returns the bytes
-    /// consumed; 0 means every file is at its end.
+    /// consumed; 0 means every file is at its end (or waiting for its metadata).
     pub fn poll_round(&mut self, cps: &Checkpoints, out: &mut Vec<u8>) -> u64 {
         self.poll_until(cps, out, usize::MAX)
     }
@@ -321,6 +430,11 @@ impl Tailer {
             let i = self.cursor % self.files.len();
             self.identify(i, cps);
             self.check_rewritten(i, cps, false);
+            if !self.refresh_meta(i) {
+                // Waiting for the watch: skip this file's turn, not the others'.
+                self.cursor = i + 1;
+                continue;
+            }
             // A turn reads at most what still fits in the batch (input bytes; the output
             // is somewhat larger), so batches stay near their configured size.
             let room = limit.saturating_sub(out.len()) as u64;
@@ -398,6 +512,7 @@ impl Tailer {
         order.sort_by(|&a, &b| self.files[a].path.cmp(&self.files[b].path));
         for i in order {
             self.identify(i, cps);
+            self.wait_meta(i);
             loop {
                 let budget = (flush_at as u64).max(1 << 20);
                 let p = self.poll_file(i, out, budget);
