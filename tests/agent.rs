@@ -17,6 +17,20 @@ struct Node {
     dir: tempfile::TempDir,
     written: BTreeSet<String>,
     seq: u64,
+    /// Every agent started, killed when the test ends, even by a panic: a stray agent
+    /// would keep shipping into whatever later listens on its port.
+    pids: std::cell::RefCell<Vec<u32>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for pid in self.pids.borrow().iter() {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl Node {
@@ -25,6 +39,7 @@ impl Node {
             dir: tempfile::tempdir().unwrap(),
             written: BTreeSet::new(),
             seq: 0,
+            pids: Default::default(),
         }
     }
 
@@ -135,7 +150,9 @@ impl Node {
             cmd.env(k, v);
         }
         std::fs::create_dir_all(self.docker()).unwrap();
-        cmd.spawn().expect("starting the agent")
+        let child = cmd.spawn().expect("starting the agent");
+        self.pids.borrow_mut().push(child.id());
+        child
     }
 
     fn agent_log(&self) -> String {

@@ -375,3 +375,35 @@ fn follow_picks_up_appends_rotations_and_new_files() {
     assert_eq!(got, ["five", "four", "one", "three", "two"]);
     assert_eq!(shipper::metrics::Stats::get(&stats.files_rotated), 1);
 }
+
+/// Labels `app` and `app.kubernetes.io/name` on one pod: the de-dotted documents index into
+/// a real server, under the agent's template, without a mapping conflict.
+#[test]
+fn labels_app_and_app_kubernetes_io_name_index_without_conflict() {
+    let Some(es) = es() else { return };
+    let template = br#"{"index_patterns":["logstash-*"],"priority":200,"template":{"mappings":{"dynamic_templates":[{"kubernetes_labels":{"path_match":"kubernetes.labels.*","mapping":{"type":"keyword"}}}]}}}"#;
+    let r = http()
+        .put(format!("{}/_index_template/shipper-logstash", es.url))
+        .header("content-type", "application/json")
+        .body(template.to_vec())
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let o = run(&mut example_cmd(true));
+    assert!(o.status.success());
+    let pairs = bulk_pairs(&o.stdout);
+    assert!(pairs
+        .iter()
+        .any(|(_, d)| d["kubernetes"]["labels"]["app"] == "web"
+            && d["kubernetes"]["labels"]["app_kubernetes_io/name"] == "web"));
+    let r: Value = http()
+        .post(format!("{}/_bulk", es.url))
+        .header("content-type", "application/x-ndjson")
+        .body(o.stdout.clone())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["errors"], false, "{r}");
+    assert_eq!(es_count(&es.url, "logstash-*"), pairs.len() as u64);
+}

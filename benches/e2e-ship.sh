@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# End-to-end shipping benchmark: the full agent (no --dry-run) ships the benchmark corpus
+# into a fast loopback bulk sink, with default settings, then with compression off.
+# Prints CPU seconds, peak RSS and records/s next to `cat | gzip -1`'s CPU seconds
+# measured in the same run (by benches/e2e.sh, which also generates the corpus).
+#
+#   benches/e2e-ship.sh            # SIZE, CONTAINERS, SEED, WORK, KEEP as for e2e.sh
+#
+# The sink is ../shared/bench/es_sink when that directory exists beside the repo; without
+# it this script says so and exits 0 (the dry-run benchmark still runs).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${WORK:-$REPO/target/bench-e2e}
+SINK_SRC=$REPO/../shared/bench/es_sink
+
+if [ ! -d "$SINK_SRC" ]; then
+  echo "e2e-ship: no bulk sink at $SINK_SRC; skipping the shipping benchmark"
+  exit 0
+fi
+KEEP=${KEEP:-1} WORK=$WORK bash "$REPO/benches/e2e.sh" >/dev/null
+GZIP_CPU=$(python3 -c "import json;print(json.load(open('$WORK/result.json'))['gzip']['cpu_s'])")
+RECORDS=$(python3 -c "import json;print(json.load(open('$WORK/corpus/containers/manifest.json'))['records'])")
+cargo build --release --quiet --manifest-path "$SINK_SRC/Cargo.toml" --target-dir "$REPO/target/es_sink"
+SINK=$REPO/target/es_sink/release/es_sink
+SHIPPER=$REPO/target/release/shipper
+PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+
+run() {  # $1 = label, $2 = compression true|false
+  local data=$WORK/ship-data
+  rm -rf "$data"
+  "$SINK" --listen "127.0.0.1:$PORT" > "$WORK/sink.out" 2>&1 &
+  local sink=$!
+  python3 - "$PORT" <<'PY'
+import socket,sys,time
+for _ in range(200):
+    try: socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.1).close(); break
+    except OSError: time.sleep(0.05)
+PY
+  SHIPPER_ELASTICSEARCH_COMPRESSION=$2 /usr/bin/time -f '%e %U %S %M' -o "$WORK/ship.time" \
+    "$SHIPPER" --docker-root "$WORK/corpus/containers" --pods-root "$WORK/corpus/no-pods" \
+    --no-kubernetes --data-dir "$data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/ship.stderr" &
+  local pid=$!
+  local start=$(date +%s.%N)
+  while :; do
+    local docs=$(curl -s "127.0.0.1:$PORT/_stats_sink" | python3 -c 'import json,sys;print(json.load(sys.stdin)["docs"])' 2>/dev/null || echo 0)
+    [ "$docs" -ge "$RECORDS" ] && break
+    kill -0 $pid 2>/dev/null || { echo "shipper exited early:"; tail -20 "$WORK/ship.stderr"; exit 1; }
+    sleep 0.2
+  done
+  local wall=$(python3 -c "import time;print(round(time.time()-$start,2))")
+  pkill -TERM -P $pid; wait $pid || true
+  kill -TERM $sink; wait $sink || true
+  read -r _ user sys rss < "$WORK/ship.time"
+  python3 - "$1" "$wall" "$user" "$sys" "$rss" "$GZIP_CPU" "$RECORDS" "$docs" <<'PY'
+import sys
+label, wall, user, sys_, rss, gz, records, docs = sys.argv[1:]
+cpu = float(user) + float(sys_)
+print(f"{label:<22} docs {docs}  wall {float(wall):.2f} s  CPU {cpu:.2f} s (user {user} + sys {sys_})  "
+      f"{int(records)/float(wall):,.0f} records/s  peak RSS {int(rss)/1024:.1f} MiB  "
+      f"CPU/gzip -1 = {cpu/float(gz):.3f}")
+PY
+}
+
+echo "gzip -1 reference: $GZIP_CPU CPU s over the corpus ($RECORDS records)"
+run "ship, gzip on" true
+run "ship, compression off" false
