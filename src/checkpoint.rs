@@ -184,45 +184,23 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
     };
     // Serialising plain structs of strings and integers cannot fail.
     let json = serde_json::to_vec_pretty(&body).unwrap_or_default();
-    let mut out = format!("{MAGIC} {VERSION} {:08x}\n", crc32fast::hash(&json)).into_bytes();
-    out.extend_from_slice(&json);
-    out
+    crate::state_file::encode(MAGIC, VERSION, &json)
 }
 
 /// Parses a checkpoint file. Pure, so it can be fuzzed.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, CheckpointError> {
-    let header_err = || CheckpointError::Header {
-        path: path.to_owned(),
-    };
-    let nl = memchr::memchr(b'\n', bytes).ok_or_else(header_err)?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| header_err())?;
-    let mut parts = header.split(' ');
-    if parts.next() != Some(MAGIC) {
-        return Err(header_err());
-    }
-    let version: u32 = parts
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(header_err)?;
-    if version != VERSION {
-        return Err(CheckpointError::Version {
+    let json = crate::state_file::decode(MAGIC, VERSION, bytes).map_err(|e| match e {
+        crate::state_file::HeaderError::Header => CheckpointError::Header {
             path: path.to_owned(),
-            found: version,
-        });
-    }
-    let crc = parts
-        .next()
-        .and_then(|c| u32::from_str_radix(c, 16).ok())
-        .ok_or_else(header_err)?;
-    if parts.next().is_some() {
-        return Err(header_err());
-    }
-    let json = &bytes[nl + 1..];
-    if crc32fast::hash(json) != crc {
-        return Err(CheckpointError::Checksum {
+        },
+        crate::state_file::HeaderError::Version(found) => CheckpointError::Version {
             path: path.to_owned(),
-        });
-    }
+            found,
+        },
+        crate::state_file::HeaderError::Checksum => CheckpointError::Checksum {
+            path: path.to_owned(),
+        },
+    })?;
     let body: Body = serde_json::from_slice(json).map_err(|source| CheckpointError::Json {
         path: path.to_owned(),
         source,

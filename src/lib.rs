@@ -11,7 +11,7 @@
 //!   Kubernetes API (a node-scoped watch into a cache that survives deletions, restarts
 //!   and outages).
 //! - [`encode`]: one bulk `create` action + document per record, deterministic `_id`.
-//! - [`checkpoint`]: per-file positions on disk, written atomically.
+//! - [`checkpoint`]: per-file positions on disk, written atomically ([`state_file`] format).
 //! - [`metrics`]: the counters.
 //! - [`config`], [`cli`], [`app`]: settings and wiring.
 //!
@@ -31,4 +31,5 @@ pub mod metrics;
 pub mod parse;
 pub mod retention;
 pub mod ship;
+pub mod state_file;
 pub mod tail;

@@ -447,45 +447,23 @@ fn deletion(old: Option<u64>, new: Option<u64>) -> Option<u64> {
 fn encode(body: &Body) -> Vec<u8> {
     // Serialising plain structs of strings, maps and integers cannot fail.
     let json = serde_json::to_vec(body).unwrap_or_default();
-    let mut out = format!("{MAGIC} {VERSION} {:08x}\n", crc32fast::hash(&json)).into_bytes();
-    out.extend_from_slice(&json);
-    out
+    crate::state_file::encode(MAGIC, VERSION, &json)
 }
 
 /// Parses a snapshot. Pure, so corruption can be tested (and fuzzed) without disk.
 fn decode(path: &Path, bytes: &[u8]) -> Result<Body, CacheError> {
-    let header_err = || CacheError::Header {
-        path: path.to_owned(),
-    };
-    let nl = memchr::memchr(b'\n', bytes).ok_or_else(header_err)?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| header_err())?;
-    let mut parts = header.split(' ');
-    if parts.next() != Some(MAGIC) {
-        return Err(header_err());
-    }
-    let version: u32 = parts
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(header_err)?;
-    if version != VERSION {
-        return Err(CacheError::Version {
+    let json = crate::state_file::decode(MAGIC, VERSION, bytes).map_err(|e| match e {
+        crate::state_file::HeaderError::Header => CacheError::Header {
             path: path.to_owned(),
-            found: version,
-        });
-    }
-    let crc = parts
-        .next()
-        .and_then(|c| u32::from_str_radix(c, 16).ok())
-        .ok_or_else(header_err)?;
-    if parts.next().is_some() {
-        return Err(header_err());
-    }
-    let json = &bytes[nl + 1..];
-    if crc32fast::hash(json) != crc {
-        return Err(CacheError::Checksum {
+        },
+        crate::state_file::HeaderError::Version(found) => CacheError::Version {
             path: path.to_owned(),
-        });
-    }
+            found,
+        },
+        crate::state_file::HeaderError::Checksum => CacheError::Checksum {
+            path: path.to_owned(),
+        },
+    })?;
     serde_json::from_slice(json).map_err(|source| CacheError::Json {
         path: path.to_owned(),
         source,

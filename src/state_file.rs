@@ -1,0 +1,74 @@
+//! The format of the agent's small state files (checkpoints, the metadata snapshot): a
+//! header line `<magic> <version> <crc32 of the body, hex>` and a JSON body. The magic
+//! says which file it is, the version lets a newer build refuse an older layout, and the
+//! checksum catches a torn or damaged body. Files are written with
+//! [`crate::checkpoint::write_atomic`].
+
+/// Why bytes are not a state file of the expected kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// No header line, or another magic.
+    Header,
+    /// The right file, another layout version.
+    Version(u32),
+    /// The body does not match its checksum.
+    Checksum,
+}
+
+/// Header line + body.
+pub fn encode(magic: &str, version: u32, json: &[u8]) -> Vec<u8> {
+    let mut out = format!("{magic} {version} {:08x}\n", crc32fast::hash(json)).into_bytes();
+    out.extend_from_slice(json);
+    out
+}
+
+/// Checks the header and returns the body. Pure, so it can be fuzzed.
+pub fn decode<'a>(magic: &str, version: u32, bytes: &'a [u8]) -> Result<&'a [u8], HeaderError> {
+    let nl = memchr::memchr(b'\n', bytes).ok_or(HeaderError::Header)?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| HeaderError::Header)?;
+    let mut parts = header.split(' ');
+    if parts.next() != Some(magic) {
+        return Err(HeaderError::Header);
+    }
+    let found: u32 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or(HeaderError::Header)?;
+    if found != version {
+        return Err(HeaderError::Version(found));
+    }
+    let crc = parts
+        .next()
+        .filter(|c| c.len() == 8 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or(HeaderError::Header)?;
+    if parts.next().is_some() {
+        return Err(HeaderError::Header);
+    }
+    let body = &bytes[nl + 1..];
+    if crc32fast::hash(body) != crc {
+        return Err(HeaderError::Checksum);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let f = encode("x-file", 3, b"{}");
+        assert_eq!(decode("x-file", 3, &f), Ok(&b"{}"[..]));
+        assert_eq!(decode("y-file", 3, &f), Err(HeaderError::Header));
+        assert_eq!(decode("x-file", 4, &f), Err(HeaderError::Version(3)));
+        let mut bad = f.clone();
+        *bad.last_mut().unwrap() = b']';
+        assert_eq!(decode("x-file", 3, &bad), Err(HeaderError::Checksum));
+        assert_eq!(
+            decode("x-file", 3, b"x-file 3 +0000000\n{}"),
+            Err(HeaderError::Header)
+        );
+        assert_eq!(decode("x-file", 3, b""), Err(HeaderError::Header));
+    }
+}
