@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     for f in &found {
         assert!(f.offset >= end, "frames overlap");
         let bytes = &data[f.offset as usize..];
-        let h = frame::decode_header(bytes).expect("found frame has a valid header").expect("found frame is whole");
+        let h = frame::decode_header(bytes)
+            .expect("found frame has a valid header")
+            .expect("found frame is whole");
         assert_eq!(h, f.header);
         frame::check_payload(&h, bytes).expect("found frame's payload checks out");
         end = f.offset + h.frame_len();

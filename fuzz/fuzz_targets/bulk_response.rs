@@ -10,7 +10,11 @@ fuzz_target!(|input: (u8, &[u8])| {
     let (sent, body) = input;
     let sent = usize::from(sent % 64);
     if let Ok(r) = bulk::parse(body, sent) {
-        assert_eq!(r.indexed + r.duplicate + r.retry.len() + r.reject.len(), sent, "every document accounted for");
+        assert_eq!(
+            r.indexed + r.duplicate + r.retry.len() + r.reject.len(),
+            sent,
+            "every document accounted for"
+        );
         assert!(r.throttled <= r.retry.len());
         let mut seen = vec![false; sent];
         for &i in r.retry.iter().chain(r.reject.iter().map(|(i, _, _)| i)) {
@@ -19,7 +23,11 @@ fuzz_target!(|input: (u8, &[u8])| {
         }
         for (_, status, err) in &r.reject {
             assert_eq!(bulk::classify(*status), bulk::Outcome::Reject);
-            assert!(serde_json::from_str::<serde_json::Value>(err).is_ok(), "error kept as JSON");
+            // Valid JSON grammar (a number may be beyond what `Value` can hold).
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(err).is_ok(),
+                "error kept as JSON"
+            );
         }
     }
 });
