@@ -196,16 +196,74 @@ fn follow(
     Ok(())
 }
 
-/// A batch cut by the reader, on its way into the buffer.
-struct Batch {
-    ndjson: Vec<u8>,
-    records: u32,
-    /// Resume points as of the end of this batch: safe once the batch is durable.
-    positions: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
-    closed: Vec<crate::tail::FileId>,
+/// From the reader to the buffer writer. A batch (one buffer frame, one bulk request)
+/// arrives as [`ToBuffer::Data`] chunks and ends with [`ToBuffer::End`], so a whole
+/// batch of NDJSON is never held in memory: the writer compresses chunks as they come.
+enum ToBuffer {
+    /// NDJSON of whole records (action and document lines), part of the current batch.
+    Data { ndjson: Vec<u8>, records: u32 },
+    /// The current batch ends here; resume points as of its end, safe once it is durable.
+    End {
+        positions: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
+        closed: Vec<crate::tail::FileId>,
+    },
     /// Files just identified, at their start positions: saved at once (see
     /// [`Tailer::take_new`]).
-    discovered: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
+    Discovered(Vec<(crate::tail::FileId, crate::checkpoint::Position)>),
+}
+
+/// The reader hands NDJSON to the buffer writer in chunks of about this size.
+const CHUNK_BYTES: usize = 256 << 10;
+/// Chunks queued between reader and writer (with one being filled and one being
+/// compressed, this bounds the NDJSON in memory to a few chunks).
+const CHUNKS_QUEUED: usize = 2;
+
+/// The batch being built by the buffer writer: NDJSON compressed as it arrives, or kept
+/// as is. Its output buffer is reused from batch to batch.
+struct FrameBuilder {
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    raw: Vec<u8>,
+    compress: bool,
+    records: u32,
+}
+
+impl FrameBuilder {
+    fn new(compress: bool) -> FrameBuilder {
+        FrameBuilder {
+            gzip: None,
+            raw: Vec::new(),
+            compress,
+            records: 0,
+        }
+    }
+
+    fn write(&mut self, ndjson: &[u8], records: u32) -> io::Result<()> {
+        self.records = self.records.saturating_add(records);
+        if !self.compress {
+            self.raw.extend_from_slice(ndjson);
+            return Ok(());
+        }
+        let raw = &mut self.raw;
+        self.gzip
+            .get_or_insert_with(|| {
+                flate2::write::GzEncoder::new(std::mem::take(raw), flate2::Compression::fast())
+            })
+            .write_all(ndjson)
+    }
+
+    /// The finished payload (empty when no record came), valid until the next call.
+    fn finish(&mut self) -> io::Result<&[u8]> {
+        if let Some(enc) = self.gzip.take() {
+            self.raw = enc.finish()?;
+        }
+        Ok(&self.raw)
+    }
+
+    /// Starts the next batch, keeping the output buffer's memory.
+    fn reset(&mut self) {
+        self.raw.clear();
+        self.records = 0;
+    }
 }
 
 /// Checkpoints are written at most this often (and at shutdown); in between they are
@@ -221,7 +279,7 @@ pub fn agent(
 ) -> anyhow::Result<Arc<Stats>> {
     use crate::buffer;
     use crate::ship::{client::Client, dead_letter::DeadLetter, ShipConfig, Shipper};
-    use std::sync::{mpsc, Mutex};
+    use std::sync::Mutex;
 
     let stats = Arc::new(Stats::default());
     let data_dir = &cfg.agent.data_dir;
@@ -277,9 +335,12 @@ pub fn agent(
     let ship_task = runtime.spawn(shipper.clone().run());
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+    let (tx, rx) = crossbeam_channel::bounded::<ToBuffer>(CHUNKS_QUEUED);
+    // Emptied chunks go back to the reader, so chunk memory is allocated once.
+    let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS_QUEUED + 1);
 
-    // Appender: compress once, append, then (and only then) move checkpoints.
+    // Appender: compress as chunks arrive, append a batch whole, then (and only then)
+    // move checkpoints.
     let appender = {
         let cps = cps.clone();
         let stats = stats.clone();
@@ -288,10 +349,11 @@ pub fn agent(
             .name("shipper-buffer".into())
             .spawn(move || -> anyhow::Result<buffer::Writer> {
                 let mut last_save = Instant::now();
+                let mut frame = FrameBuilder::new(gzip);
                 loop {
-                    let batch = match rx.recv_timeout(CHECKPOINT_EVERY) {
-                        Ok(b) => b,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let msg = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                        Ok(m) => m,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             // Quiet files still get their checkpoints written promptly.
                             save_checkpoints(
                                 &mut cps.lock().unwrap_or_else(|p| p.into_inner()),
@@ -300,40 +362,57 @@ pub fn agent(
                             last_save = Instant::now();
                             continue;
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                     };
-                    if batch.records > 0 {
-                        let payload = if gzip {
-                            compress(&batch.ndjson)?
-                        } else {
-                            batch.ndjson
-                        };
-                        while !writer
-                            .wait_for_room(payload.len() as u64, Duration::from_millis(500))?
-                        {
-                            tracing::debug!("buffer full; reading paused");
+                    match msg {
+                        ToBuffer::Data {
+                            mut ndjson,
+                            records,
+                        } => {
+                            frame.write(&ndjson, records)?;
+                            ndjson.clear();
+                            let _ = pool_tx.try_send(ndjson);
                         }
-                        writer.append(&payload, batch.records, gzip)?;
-                        Stats::add(&stats.batches, 1);
-                    }
-                    let mut c = cps.lock().unwrap_or_else(|p| p.into_inner());
-                    for (id, pos) in batch.discovered.iter().cloned() {
-                        // Only adds files not known yet; never moves an offset.
-                        if c.get(&id).is_none() {
-                            c.update(id, pos);
+                        ToBuffer::Discovered(found) => {
+                            let mut c = cps.lock().unwrap_or_else(|p| p.into_inner());
+                            for (id, pos) in found {
+                                // Only adds files not known yet; never moves an offset.
+                                if c.get(&id).is_none() {
+                                    c.update(id, pos);
+                                }
+                            }
+                            save_checkpoints(&mut c, &stats);
+                            last_save = Instant::now();
                         }
-                    }
-                    for id in &batch.closed {
-                        c.remove(id);
-                    }
-                    for (id, pos) in batch.positions {
-                        c.update(id, pos);
-                    }
-                    if !batch.discovered.is_empty() || last_save.elapsed() >= CHECKPOINT_EVERY {
-                        save_checkpoints(&mut c, &stats);
-                        last_save = Instant::now();
+                        ToBuffer::End { positions, closed } => {
+                            let records = frame.records;
+                            if records > 0 {
+                                let payload = frame.finish()?;
+                                while !writer.wait_for_room(
+                                    payload.len() as u64,
+                                    Duration::from_millis(500),
+                                )? {
+                                    tracing::debug!("buffer full; reading paused");
+                                }
+                                writer.append(payload, records, gzip)?;
+                                Stats::add(&stats.batches, 1);
+                            }
+                            frame.reset();
+                            let mut c = cps.lock().unwrap_or_else(|p| p.into_inner());
+                            for id in &closed {
+                                c.remove(id);
+                            }
+                            for (id, pos) in positions {
+                                c.update(id, pos);
+                            }
+                            if last_save.elapsed() >= CHECKPOINT_EVERY {
+                                save_checkpoints(&mut c, &stats);
+                                last_save = Instant::now();
+                            }
+                        }
                     }
                 }
+                // The reader always ends with `End`, so no batch is left half built.
                 save_checkpoints(&mut cps.lock().unwrap_or_else(|p| p.into_inner()), &stats);
                 Ok(writer)
             })?
@@ -360,7 +439,7 @@ pub fn agent(
                     enc,
                     stats,
                     cps,
-                    tx,
+                    (tx, pool_rx),
                     &stop,
                     limits,
                     rescan_every,
@@ -401,28 +480,22 @@ fn save_checkpoints(c: &mut Checkpoints, stats: &Stats) {
     }
 }
 
-fn compress(ndjson: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(ndjson.len() / 5),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(ndjson)?;
-    Ok(enc.finish()?)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn read_loop(
     tail_cfg: TailConfig,
     enc: Encoder,
     stats: Arc<Stats>,
     cps: Arc<std::sync::Mutex<Checkpoints>>,
-    tx: std::sync::mpsc::SyncSender<Batch>,
+    (tx, pool): (
+        crossbeam_channel::Sender<ToBuffer>,
+        crossbeam_channel::Receiver<Vec<u8>>,
+    ),
     stop: &AtomicBool,
     (batch_bytes, batch_docs, linger): (usize, u64, Duration),
     rescan_every: Duration,
     kube: Option<(Arc<crate::enrich::KubeCache>, Duration)>,
 ) -> anyhow::Result<()> {
-    use std::sync::mpsc::TrySendError;
+    use crossbeam_channel::SendTimeoutError;
     let waker = Waker::new(&tail_cfg.roots);
     for e in &waker.errors {
         tracing::warn!("{e}; relying on rescans");
@@ -436,77 +509,87 @@ fn read_loop(
         let g = c.lock().unwrap_or_else(|p| p.into_inner());
         g.snapshot()
     };
-    tailer.start(&lock(&cps));
-    let announce = |tailer: &mut Tailer| -> anyhow::Result<()> {
-        let discovered = tailer.take_new();
-        if discovered.is_empty() {
-            return Ok(());
-        }
-        let b = Batch {
-            ndjson: Vec::new(),
-            records: 0,
-            positions: Vec::new(),
-            closed: Vec::new(),
-            discovered,
-        };
-        tx.send(b)
-            .map_err(|_| anyhow::anyhow!("the buffer writer stopped"))
-    };
-    announce(&mut tailer)?;
-    let mut out: Vec<u8> = Vec::with_capacity(batch_bytes + (1 << 20));
-    let mut started: Option<Instant> = None;
-    let mut records_at_start = Stats::get(&stats.records);
     let mut last_scan = Instant::now();
+    // Hands a message to the buffer writer. While the buffer is full the writer stops
+    // taking them: keep scanning (so every file is open and nothing rotates away unseen)
+    // but read nothing more.
+    let mut send = |tailer: &mut Tailer, mut msg: ToBuffer| -> anyhow::Result<()> {
+        loop {
+            match tx.send_timeout(msg, Duration::from_millis(100)) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(m)) => {
+                    msg = m;
+                    if last_scan.elapsed() >= rescan_every {
+                        tailer.rescan(&lock(&cps));
+                        last_scan = Instant::now();
+                    }
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    anyhow::bail!("the buffer writer stopped")
+                }
+            }
+        }
+    };
+    let announce =
+        |tailer: &mut Tailer, send: &mut dyn FnMut(&mut Tailer, ToBuffer) -> anyhow::Result<()>| {
+            let found = tailer.take_new();
+            if found.is_empty() {
+                return Ok(());
+            }
+            send(tailer, ToBuffer::Discovered(found))
+        };
+    tailer.start(&lock(&cps));
+    announce(&mut tailer, &mut send)?;
+    let chunk_limit = CHUNK_BYTES.min(batch_bytes);
+    let new_chunk = || Vec::with_capacity(chunk_limit + (64 << 10));
+    let mut out: Vec<u8> = new_chunk();
+    // The batch being cut: bytes and records already handed over, and when it began.
+    let mut batch_len = 0usize;
+    let mut batch_records = 0u64;
+    let mut started: Option<Instant> = None;
+    let mut records_at_chunk = Stats::get(&stats.records);
+    let mut next_scan = Instant::now() + rescan_every;
     let idle_wait = Duration::from_millis(100).min(linger.max(Duration::from_millis(10)));
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let snapshot = lock(&cps);
-        if last_scan.elapsed() >= rescan_every {
+        if Instant::now() >= next_scan {
             tailer.rescan(&snapshot);
-            last_scan = Instant::now();
+            next_scan = Instant::now() + rescan_every;
         }
+        let room = chunk_limit.min(batch_bytes.saturating_sub(batch_len).max(1));
         let n = if stopping {
             0
         } else {
-            tailer.poll_until(&snapshot, &mut out, batch_bytes)
+            tailer.poll_until(&snapshot, &mut out, room)
         };
-        announce(&mut tailer)?;
-        let records = Stats::get(&stats.records) - records_at_start;
+        announce(&mut tailer, &mut send)?;
+        let chunk_records = Stats::get(&stats.records) - records_at_chunk;
         if !out.is_empty() && started.is_none() {
             started = Some(Instant::now());
         }
-        let due = out.len() >= batch_bytes
-            || records >= batch_docs
+        let due = batch_len + out.len() >= batch_bytes
+            || batch_records + chunk_records >= batch_docs
             || started.is_some_and(|t| t.elapsed() >= linger)
             || stopping;
-        if due && (!out.is_empty() || stopping) {
-            let mut batch = Batch {
-                ndjson: std::mem::replace(&mut out, Vec::with_capacity(batch_bytes + (1 << 20))),
-                records: u32::try_from(records).unwrap_or(u32::MAX),
+        if !out.is_empty() && (out.len() >= chunk_limit || due) {
+            let next = pool.try_recv().unwrap_or_else(|_| new_chunk());
+            let ndjson = std::mem::replace(&mut out, next);
+            batch_len += ndjson.len();
+            batch_records += chunk_records;
+            records_at_chunk += chunk_records;
+            let records = u32::try_from(chunk_records).unwrap_or(u32::MAX);
+            send(&mut tailer, ToBuffer::Data { ndjson, records })?;
+        }
+        if due && (batch_len > 0 || stopping) {
+            let end = ToBuffer::End {
                 positions: tailer.positions(),
                 closed: tailer.take_closed(),
-                discovered: tailer.take_new(),
             };
-            // While the buffer is full, keep scanning (so every file is open and nothing
-            // rotates away unseen) but read nothing more.
-            loop {
-                match tx.try_send(batch) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(b)) => {
-                        batch = b;
-                        std::thread::sleep(Duration::from_millis(20));
-                        if last_scan.elapsed() >= rescan_every {
-                            tailer.rescan(&lock(&cps));
-                            last_scan = Instant::now();
-                        }
-                    }
-                    Err(TrySendError::Disconnected(_)) => {
-                        anyhow::bail!("the buffer writer stopped")
-                    }
-                }
-            }
+            send(&mut tailer, end)?;
+            batch_len = 0;
+            batch_records = 0;
             started = None;
-            records_at_start = Stats::get(&stats.records);
         }
         if stopping {
             return Ok(());
@@ -519,7 +602,7 @@ fn read_loop(
             if waker.rx.recv_timeout(wait).is_ok() {
                 while waker.rx.try_recv().is_ok() {}
                 tailer.rescan(&lock(&cps));
-                last_scan = Instant::now();
+                next_scan = Instant::now() + rescan_every;
             }
         }
     }

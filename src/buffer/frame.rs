@@ -48,17 +48,23 @@ pub enum FrameError {
     PayloadCrc { records: u32 },
 }
 
+/// The header of a frame holding `payload`.
+pub fn header(flags: u8, records: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(MAGIC);
+    h[4] = flags;
+    h[5..9].copy_from_slice(&records.to_le_bytes());
+    h[9..13].copy_from_slice(&len.to_le_bytes());
+    let hcrc = crc32fast::hash(&h[..13]);
+    h[13..17].copy_from_slice(&hcrc.to_le_bytes());
+    h[17..21].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h
+}
+
 /// Appends a frame to `out`.
 pub fn encode(out: &mut Vec<u8>, flags: u8, records: u32, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let start = out.len();
-    out.extend_from_slice(MAGIC);
-    out.push(flags);
-    out.extend_from_slice(&records.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    let hcrc = crc32fast::hash(&out[start..]);
-    out.extend_from_slice(&hcrc.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&header(flags, records, payload));
     out.extend_from_slice(payload);
 }
 

@@ -121,7 +121,6 @@ pub struct Writer {
     file: File,
     seq: u64,
     len: u64,
-    frame: Vec<u8>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -228,7 +227,6 @@ pub fn open(
         file,
         seq,
         len: 0,
-        frame: Vec::new(),
     };
     Ok((Buffer { shared }, writer))
 }
@@ -307,14 +305,9 @@ impl Writer {
         records: u32,
         gzip: bool,
     ) -> Result<FrameId, BufferError> {
-        self.frame.clear();
-        frame::encode(
-            &mut self.frame,
-            if gzip { frame::FLAG_GZIP } else { 0 },
-            records,
-            payload,
-        );
-        let len = self.frame.len() as u64;
+        // Header and payload are written as they are: no copy of the batch.
+        let header = frame::header(if gzip { frame::FLAG_GZIP } else { 0 }, records, payload);
+        let len = (header.len() + payload.len()) as u64;
         if self.len > 0 && self.len + len > self.segment_bytes {
             self.roll()?;
         }
@@ -322,7 +315,15 @@ impl Writer {
             path: segment_path(&self.shared.dir, self.seq),
             source,
         };
-        self.file.write_all(&self.frame).map_err(seg_err)?;
+        let written = self
+            .file
+            .write_all(&header)
+            .and_then(|()| self.file.write_all(payload));
+        if let Err(e) = written {
+            // Cut a partial frame off, so the next append starts where the index says.
+            let _ = self.file.set_len(self.len);
+            return Err(seg_err(e));
+        }
         if self.fsync == Fsync::Always {
             self.file.sync_data().map_err(seg_err)?;
         }
