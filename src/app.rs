@@ -113,7 +113,7 @@ pub fn dry_run(
     let tail_cfg = tail_config(cfg);
     let mut tailer = Tailer::new(
         tail_cfg.clone(),
-        Encoder::new(&cfg.elasticsearch.index_prefix),
+        Encoder::for_target(&cfg.elasticsearch.target()),
         pods,
         stats.clone(),
     );
@@ -314,7 +314,7 @@ pub fn agent(
     let ship_cfg = ShipConfig {
         max_concurrency: usize::try_from(es.max_concurrency).unwrap_or(1),
         max_backoff: Duration::from_millis(es.max_backoff_ms),
-        index_prefix: es.index_prefix.clone(),
+        target: es.target(),
         template: es.template,
         timestamp_nanos: es.timestamp_nanos,
         compression: es.compression,
@@ -421,7 +421,7 @@ pub fn agent(
     // Reader: tail files, cut batches by bytes, documents or age.
     let reader = {
         let tail_cfg = tail_config(cfg);
-        let enc = Encoder::new(&es.index_prefix);
+        let enc = Encoder::for_target(&es.target());
         let stats = stats.clone();
         let stop = stop.clone();
         let cps = cps.clone();

@@ -187,9 +187,17 @@ impl std::fmt::Debug for Secret {
 pub struct Elasticsearch {
     /// Endpoints, used round-robin with health tracking.
     pub urls: Vec<String>,
-    /// Daily indices are `<index_prefix>-YYYY.MM.DD`.
+    /// Documents go to `<index_prefix>-<date>` (daily indices by default), or, with
+    /// `data_stream`, to the data stream named `index_prefix`.
     pub index_prefix: String,
-    /// Install an index template for `<index_prefix>-*` at start.
+    /// The date part of index names, from the record's `@timestamp` in UTC: `%Y` `%y`
+    /// `%m` `%d` `%H` `%j` `%G` `%V` and literal characters, e.g. `%Y.%m.%d` (daily),
+    /// `%Y.%m.%d.%H` (hourly), `%G.%V` (ISO weeks). Not used with `data_stream`.
+    pub index_date_format: String,
+    /// Write to a data stream (Elasticsearch 7.9+, OpenSearch) instead of dated indices;
+    /// the server rolls it over, retention is its lifecycle policy's job.
+    pub data_stream: bool,
+    /// Install an index template for the indices (or the data stream) at start.
     pub template: bool,
     /// Map `@timestamp` as `date_nanos` (keeps nanosecond order); `false` maps `date`.
     pub timestamp_nanos: bool,
@@ -229,11 +237,27 @@ pub struct Elasticsearch {
     pub tls_skip_verify: bool,
 }
 
+impl Elasticsearch {
+    /// Where documents go (the config is validated, so the date format parses).
+    pub fn target(&self) -> crate::encode::index::Target {
+        use crate::encode::index::{DateFormat, Target};
+        if self.data_stream {
+            return Target::Fixed(self.index_prefix.clone());
+        }
+        Target::Dated {
+            prefix: self.index_prefix.clone(),
+            format: DateFormat::parse(&self.index_date_format).unwrap_or_default(),
+        }
+    }
+}
+
 impl Default for Elasticsearch {
     fn default() -> Elasticsearch {
         Elasticsearch {
             urls: vec![DEFAULT_ES_URL.into()],
             index_prefix: DEFAULT_INDEX_PREFIX.into(),
+            index_date_format: crate::encode::index::DEFAULT_DATE_FORMAT.into(),
+            data_stream: false,
             template: true,
             timestamp_nanos: true,
             compression: true,
@@ -622,31 +646,17 @@ impl Config {
                 format!("`{}` is not a node name", k.node_name),
             );
         }
-        let p = &self.elasticsearch.index_prefix;
-        let forbidden = |c: char| c.is_ascii_uppercase() || " \\/*?\"<>|,#:".contains(c);
-        if p.is_empty()
-            || p.starts_with(['-', '_', '+'])
-            || p.chars().any(forbidden)
-            || p.len() > 200
-        {
-            return bad(
-                "elasticsearch.index_prefix",
-                format!("`{p}` is not a valid index name prefix (lowercase, no spaces or \\/*?\"<>|,#:, not starting with -_+)"),
-            );
-        }
         let es = &self.elasticsearch;
-        if es.urls.is_empty() {
-            return bad("elasticsearch.urls", "needs at least one URL".into());
+        if let Err(why) = crate::encode::index::check_name(&es.index_prefix) {
+            let what = if es.data_stream {
+                "is not a valid data stream name"
+            } else {
+                "is not a valid index name prefix"
+            };
+            return bad("elasticsearch.index_prefix", format!("{what}: {why}"));
         }
-        if let Some(u) = es
-            .urls
-            .iter()
-            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
-            return bad(
-                "elasticsearch.urls",
-                format!("`{u}` does not start with http:// or https://"),
-            );
+        if let Err(why) = crate::encode::index::DateFormat::parse(&es.index_date_format) {
+            return bad("elasticsearch.index_date_format", why);
         }
         Ok(())
     }
@@ -813,6 +823,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("elasticsearch.index_prefix"), "{e}");
+        let e = load(
+            None,
+            env(&[("SHIPPER_ELASTICSEARCH_INDEX_DATE_FORMAT", "%Y-%m-%d %H:%M")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("elasticsearch.index_date_format"), "{e}");
+        let ok = load(
+            None,
+            env(&[
+                ("SHIPPER_ELASTICSEARCH_DATA_STREAM", "true"),
+                ("SHIPPER_ELASTICSEARCH_INDEX_PREFIX", "logs-k8s-default"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            ok.elasticsearch.target(),
+            crate::encode::index::Target::Fixed("logs-k8s-default".into())
+        );
         let e = load(
             None,
             env(&[("SHIPPER_INPUT_MAX_RECORD_BYTES", "10")]),

@@ -10,6 +10,7 @@
 //! are never touched.
 
 use crate::config::DEFAULT_INDEX_PREFIX;
+use crate::encode::index::DateFormat;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,9 +29,14 @@ pub struct Options {
     #[arg(long, value_name = "URL")]
     pub es_url: String,
 
-    /// Indices are <PREFIX>-YYYY.MM.DD.
+    /// Indices are <PREFIX>-<DATE>.
     #[arg(long, value_name = "PREFIX", default_value = DEFAULT_INDEX_PREFIX)]
     pub index_prefix: String,
+
+    /// The date part of index names, as the agent's elasticsearch.index_date_format; it
+    /// must name a day (%Y with %m and %d, or %j), e.g. %Y.%m.%d or %Y.%m.%d.%H.
+    #[arg(long, value_name = "FORMAT", default_value = crate::encode::index::DEFAULT_DATE_FORMAT)]
+    pub date_format: String,
 
     /// PEM file of the CA that signed the server's certificate (the system roots are
     /// trusted too).
@@ -55,6 +61,8 @@ pub struct Options {
 pub enum RetentionError {
     #[error("--index-prefix `{0}` is not a plain index name prefix")]
     Prefix(String),
+    #[error("--date-format: {0}")]
+    DateFormat(String),
     #[error("--es-url `{0}` is not an http:// or https:// URL")]
     Url(String),
     #[error("reading {path}: {source}")]
@@ -83,23 +91,9 @@ pub enum RetentionError {
     Deletions { failed: usize, total: usize },
 }
 
-/// The date in a daily index's name, if `index` is exactly `<prefix>-YYYY.MM.DD`.
-pub fn index_date(index: &str, prefix: &str) -> Option<NaiveDate> {
-    let date = index.strip_prefix(prefix)?.strip_prefix('-')?;
-    let b = date.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if b.len() != 10
-        || b[4] != b'.'
-        || b[7] != b'.'
-        || !digits(0..4)
-        || !digits(5..7)
-        || !digits(8..10)
-    {
-        return None;
-    }
-    // All ten bytes are ASCII, so these slices are on character boundaries.
-    let num = |r: std::ops::Range<usize>| date[r].parse::<u32>().ok();
-    NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)
+/// The day in a dated index's name, if `index` is exactly `<prefix>-<date>`.
+pub fn index_date(index: &str, prefix: &str, format: &DateFormat) -> Option<NaiveDate> {
+    format.parse_date(index.strip_prefix(prefix)?.strip_prefix('-')?)
 }
 
 /// The indices to delete: daily indices dated before `today - keep_days`, oldest first.
@@ -108,13 +102,14 @@ pub fn index_date(index: &str, prefix: &str) -> Option<NaiveDate> {
 pub fn expired<'a>(
     indices: &'a [String],
     prefix: &str,
+    format: &DateFormat,
     today: NaiveDate,
     keep_days: u32,
 ) -> Vec<&'a str> {
     let cutoff = today - chrono::Days::new(u64::from(keep_days));
     let mut out: Vec<(NaiveDate, &str)> = indices
         .iter()
-        .filter_map(|i| index_date(i, prefix).map(|d| (d, i.as_str())))
+        .filter_map(|i| index_date(i, prefix, format).map(|d| (d, i.as_str())))
         .filter(|(d, _)| *d < cutoff)
         .collect();
     out.sort();
@@ -235,6 +230,14 @@ pub fn run(
     if !valid_prefix(&opts.index_prefix) {
         return Err(RetentionError::Prefix(opts.index_prefix.clone()).into());
     }
+    let format = DateFormat::parse(&opts.date_format).map_err(RetentionError::DateFormat)?;
+    if !format.has_day() {
+        return Err(RetentionError::DateFormat(format!(
+            "{:?} does not name a day (needs %Y with %m and %d, or %j)",
+            opts.date_format
+        ))
+        .into());
+    }
     let client = Client::new(opts)?;
     let path = format!("/_cat/indices/{}-*?format=json&h=index", opts.index_prefix);
     let body = client.send("GET", &path)?;
@@ -249,9 +252,9 @@ pub fn run(
     let names: Vec<String> = rows.into_iter().map(|r| r.index).collect();
     let daily = names
         .iter()
-        .filter(|n| index_date(n, &opts.index_prefix).is_some())
+        .filter(|n| index_date(n, &opts.index_prefix, &format).is_some())
         .count();
-    let doomed = expired(&names, &opts.index_prefix, today, opts.keep_days);
+    let doomed = expired(&names, &opts.index_prefix, &format, today, opts.keep_days);
     let cutoff = today - chrono::Days::new(u64::from(opts.keep_days));
     let mut summary = Summary {
         daily,
@@ -308,14 +311,18 @@ mod tests {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()
     }
 
+    fn daily() -> DateFormat {
+        DateFormat::default()
+    }
+
     #[test]
     fn dates_from_names() {
         assert_eq!(
-            index_date("logstash-2024.01.02", "logstash"),
+            index_date("logstash-2024.01.02", "logstash", &daily()),
             Some(d(2024, 1, 2))
         );
         assert_eq!(
-            index_date("k8s-logs-2024.12.31", "k8s-logs"),
+            index_date("k8s-logs-2024.12.31", "k8s-logs", &daily()),
             Some(d(2024, 12, 31))
         );
         for bad in [
@@ -332,7 +339,7 @@ mod tests {
             "logstash-",
             "other-2024.01.02",
         ] {
-            assert_eq!(index_date(bad, "logstash"), None, "{bad}");
+            assert_eq!(index_date(bad, "logstash", &daily()), None, "{bad}");
         }
     }
 
@@ -351,13 +358,30 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(
-            expired(&names, "logstash", d(2024, 1, 10), 7),
+            expired(&names, "logstash", &daily(), d(2024, 1, 10), 7),
             vec!["logstash-2023.12.01", "logstash-2024.01.02"]
         );
-        assert!(expired(&names, "logstash", d(2024, 1, 10), 60).is_empty());
+        assert!(expired(&names, "logstash", &daily(), d(2024, 1, 10), 60).is_empty());
         assert_eq!(
-            expired(&names, "other", d(2024, 1, 10), 1),
+            expired(&names, "other", &daily(), d(2024, 1, 10), 1),
             vec!["other-2000.01.01"]
+        );
+    }
+
+    #[test]
+    fn hourly_indices_expire_by_day() {
+        let hourly = DateFormat::parse("%Y.%m.%d.%H").unwrap();
+        let names: Vec<String> = [
+            "logstash-2024.01.02.23",
+            "logstash-2024.01.03.00",
+            "logstash-2024.01.02",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            expired(&names, "logstash", &hourly, d(2024, 1, 10), 7),
+            vec!["logstash-2024.01.02.23"]
         );
     }
 

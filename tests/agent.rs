@@ -631,3 +631,136 @@ fn tls_with_a_private_ca_and_basic_auth_never_leaks_the_password() {
 fn rustls_pki_key(der: Vec<u8>) -> tokio_rustls::rustls::pki_types::PrivateKeyDer<'static> {
     tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(der.into())
 }
+
+#[test]
+fn hourly_index_date_format_and_small_bulk_responses() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    let mut node = Node::new();
+    node.write(0, 30, 8);
+    node.write(1, 30, 9);
+    let env = [("SHIPPER_ELASTICSEARCH_INDEX_DATE_FORMAT", "%Y.%m.%d.%H")];
+    let mut agent = node.agent(&p.url, "hourly", &env);
+    node.assert_all_indexed(&es.url, "hourly");
+    assert!(sigterm(&mut agent).success());
+    // Records are dated 03:42 UTC on 8 and 9 July.
+    assert_eq!(es_count(&es.url, "hourly-2024.07.08.03"), 30);
+    assert_eq!(es_count(&es.url, "hourly-2024.07.09.03"), 30);
+    let paths = p.seen.bulk_paths.lock().unwrap().clone();
+    assert!(!paths.is_empty());
+    for path in &paths {
+        assert_eq!(
+            path, "/_bulk?filter_path=errors,items.*.status,items.*.error",
+            "bulk responses are asked for the fields read only"
+        );
+    }
+    let templates = p.seen.templates.lock().unwrap().clone();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert_eq!(templates[0].0, "/_index_template/shipper-hourly");
+    let body: serde_json::Value = serde_json::from_str(&templates[0].1).unwrap();
+    assert_eq!(body["index_patterns"], serde_json::json!(["hourly-*"]));
+}
+
+#[test]
+fn api_key_from_a_file_is_sent_and_never_logged() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    // The form Elasticsearch's create-API-key call returns as `encoded`.
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .encode("VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw");
+    p.set(|f| f.require_auth = Some(format!("ApiKey {key}")));
+    let mut node = Node::new();
+    std::fs::create_dir_all(node.dir.path()).unwrap();
+    let key_file = node.dir.path().join("api-key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    node.write(0, 50, 8);
+    let env = [(
+        "SHIPPER_ELASTICSEARCH_API_KEY_FILE",
+        key_file.to_str().unwrap(),
+    )];
+    let mut agent = node.agent(&p.url, "apikey", &env);
+    node.assert_all_indexed(&es.url, "apikey");
+    assert!(sigterm(&mut agent).success());
+    assert_eq!(
+        p.seen
+            .unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "every request carried the key"
+    );
+    // A revoked key: retried, never dead-lettered, never printed.
+    std::fs::write(&key_file, "cmV2b2tlZDprZXk=").unwrap();
+    node.write(0, 10, 8);
+    let mut agent = node.agent(&p.url, "apikey", &env);
+    wait_until("401s", LONG, || {
+        p.seen
+            .unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 2
+    });
+    kill9(&mut agent);
+    let log = node.agent_log();
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        !log.contains(&key) && !log.contains("cmV2b2tlZDprZXk="),
+        "an API key reached the log"
+    );
+    assert!(!node.data().join("dead-letter.ndjson").exists());
+    std::fs::write(&key_file, &key).unwrap();
+    let mut agent = node.agent(&p.url, "apikey", &env);
+    node.assert_all_indexed(&es.url, "apikey");
+    assert!(sigterm(&mut agent).success());
+}
+
+/// The test server has no data streams (it answers each document 400
+/// `unsupported_operation_exception`), so this checks what the agent sends — a
+/// composable template declaring the data stream, `create` actions into the stream's
+/// name — and that a server refusing the documents loses none of them: each is in the
+/// dead-letter file with the server's reason.
+#[test]
+fn data_stream_mode_sends_a_data_stream_template_and_creates_into_the_stream() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    let mut node = Node::new();
+    node.write(0, 40, 8);
+    let env = [("SHIPPER_ELASTICSEARCH_DATA_STREAM", "true")];
+    let mut agent = node.agent(&p.url, "logs-k8s-default", &env);
+    let dead = node.data().join("dead-letter.ndjson");
+    wait_until("documents settled", LONG, || {
+        std::fs::read_to_string(&dead).is_ok_and(|t| t.lines().count() >= 40)
+    });
+    assert!(sigterm(&mut agent).success());
+    let templates = p.seen.templates.lock().unwrap().clone();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert_eq!(templates[0].0, "/_index_template/shipper-logs-k8s-default");
+    let body: serde_json::Value = serde_json::from_str(&templates[0].1).unwrap();
+    assert_eq!(body["data_stream"], serde_json::json!({}));
+    assert_eq!(
+        body["index_patterns"],
+        serde_json::json!(["logs-k8s-default"])
+    );
+    let actions = p.seen.actions.lock().unwrap().clone();
+    assert_eq!(actions.len(), 40);
+    for a in &actions {
+        let v: serde_json::Value = serde_json::from_str(a).unwrap();
+        assert_eq!(v["create"]["_index"], "logs-k8s-default", "{a}");
+    }
+    let entries = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(entries.lines().count(), 40);
+    let mut logs = BTreeSet::new();
+    for line in entries.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            e.to_string().contains("data streams are not supported"),
+            "{e}"
+        );
+        logs.insert(e.to_string());
+    }
+    for msg in &node.written {
+        assert!(
+            logs.iter().any(|l| l.contains(msg.as_str())),
+            "{msg} is not in the dead-letter file"
+        );
+    }
+}

@@ -48,6 +48,11 @@ pub struct Seen {
     pub status_413: AtomicU64,
     pub unauthorized: AtomicU64,
     pub auth_headers: Mutex<Vec<String>>,
+    /// `(path, body)` of every template request (`PUT /_template/…`, `/_index_template/…`).
+    pub templates: Mutex<Vec<(String, String)>>,
+    /// Bulk request paths and action lines (the first 10 000).
+    pub bulk_paths: Mutex<Vec<String>>,
+    pub actions: Mutex<Vec<String>>,
 }
 
 pub struct Proxy {
@@ -198,16 +203,32 @@ async fn handle(
         .map_err(std::io::Error::other)?
         .to_bytes();
     let is_bulk = path.starts_with("/_bulk");
+    if method == hyper::Method::PUT && path.contains("template/") {
+        seen.templates
+            .lock()
+            .unwrap()
+            .push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
+    }
     if is_bulk {
         let n = seen.bulk.fetch_add(1, Ordering::Relaxed) + 1;
         let gzip = headers.get("content-encoding").is_some_and(|v| v == "gzip");
-        let docs = if gzip {
+        let raw = if gzip {
             let mut raw = Vec::new();
             flate2::read::MultiGzDecoder::new(&body[..]).read_to_end(&mut raw)?;
-            raw.iter().filter(|&&b| b == b'\n').count() / 2
+            raw
         } else {
-            body.iter().filter(|&&b| b == b'\n').count() / 2
+            body.to_vec()
         };
+        let docs = raw.iter().filter(|&&b| b == b'\n').count() / 2;
+        seen.bulk_paths.lock().unwrap().push(path.clone());
+        {
+            let mut actions = seen.actions.lock().unwrap();
+            for line in raw.split(|&b| b == b'\n').step_by(2) {
+                if actions.len() < 10_000 && !line.is_empty() {
+                    actions.push(String::from_utf8_lossy(line).into_owned());
+                }
+            }
+        }
         if let Some((every, status)) = f.bulk_status_every {
             if n.is_multiple_of(every) {
                 seen.injected.fetch_add(1, Ordering::Relaxed);

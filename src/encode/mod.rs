@@ -6,6 +6,8 @@
 //! [`crate::enrich`]) and copied into each document; Docker's `log` value is copied still
 //! escaped. So the hot path is a handful of `extend_from_slice` calls per record.
 
+pub mod index;
+
 use crate::enrich::Level;
 use crate::parse::escaped;
 use crate::parse::{Stream, Text, Timestamp};
@@ -31,28 +33,40 @@ pub struct Doc<'a> {
     pub parse_error: Option<&'static str>,
 }
 
-/// Encodes documents for one index prefix.
+/// Encodes documents for one index target.
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    /// `{"create":{"_index":"<prefix>-`
+    /// `{"create":{"_index":"<prefix>-` (dated) or `{"create":{"_index":"<name>`.
     action_head: Vec<u8>,
+    /// The date suffix, for dated indices.
+    date: Option<index::DateFormat>,
 }
 
 impl Encoder {
+    /// Daily indices `<index_prefix>-YYYY.MM.DD`.
     pub fn new(index_prefix: &str) -> Encoder {
-        let mut action_head = br#"{"create":{"_index":"#.to_vec();
-        let mut prefix = Vec::new();
-        escaped::escape_into(&mut prefix, index_prefix.as_bytes());
-        action_head.push(b'"');
-        action_head.extend_from_slice(&prefix);
-        action_head.push(b'-');
-        Encoder { action_head }
+        Encoder::for_target(&index::Target::daily(index_prefix))
+    }
+
+    pub fn for_target(target: &index::Target) -> Encoder {
+        let mut action_head = br#"{"create":{"_index":""#.to_vec();
+        let (name, date) = match target {
+            index::Target::Dated { prefix, format } => (prefix, Some(format.clone())),
+            index::Target::Fixed(name) => (name, None),
+        };
+        escaped::escape_into(&mut action_head, name.as_bytes());
+        if date.is_some() {
+            action_head.push(b'-');
+        }
+        Encoder { action_head, date }
     }
 
     /// Appends the action and document lines of `doc` to `out`.
     pub fn encode(&self, out: &mut Vec<u8>, file: &FileContext, doc: &Doc<'_>) {
         out.extend_from_slice(&self.action_head);
-        out.extend_from_slice(&doc.time.index_date());
+        if let Some(format) = &self.date {
+            format.render(&doc.time, out);
+        }
         out.extend_from_slice(br#"","_id":""#);
         out.extend_from_slice(&file.id.record_id(doc.offset));
         out.extend_from_slice(b"\"}}\n{\"@timestamp\":\"");

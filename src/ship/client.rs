@@ -65,6 +65,11 @@ impl Version {
         self.opensearch || (self.major, self.minor) >= (7, 8)
     }
 
+    /// Data streams exist from Elasticsearch 7.9 and in every OpenSearch.
+    pub fn data_streams(&self) -> bool {
+        self.opensearch || (self.major, self.minor) >= (7, 9)
+    }
+
     pub fn parse_info(body: &[u8]) -> Result<Version, String> {
         #[derive(Deserialize)]
         struct Info {
@@ -345,14 +350,14 @@ impl Client {
         Version::parse_info(&a.body).map_err(|reason| ClientError::Info { url, reason })
     }
 
-    /// Installs the index template for `<prefix>-*`, in the form the server supports.
+    /// Installs the index template for the target, in the form the server supports.
     pub async fn put_template(
         &self,
         v: &Version,
-        prefix: &str,
+        target: &crate::encode::index::Target,
         nanos: bool,
     ) -> Result<(), ClientError> {
-        let (path, body) = super::template::request(v, prefix, nanos);
+        let (path, body) = super::template::request(v, target, nanos);
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let a = self

@@ -39,7 +39,7 @@ const BASE_BACKOFF: Duration = Duration::from_millis(100);
 pub struct ShipConfig {
     pub max_concurrency: usize,
     pub max_backoff: Duration,
-    pub index_prefix: String,
+    pub target: crate::encode::index::Target,
     pub template: bool,
     pub timestamp_nanos: bool,
     /// gzip bodies that are rebuilt for retries.
@@ -266,10 +266,15 @@ impl Shipper {
         if version.major < 7 && !version.opensearch {
             tracing::error!(server = %version, "Elasticsearch before 7.0 needs mapping types, which this agent never sends; bulk requests will likely fail");
         }
+        if let crate::encode::index::Target::Fixed(name) = &self.cfg.target {
+            if !version.data_streams() {
+                tracing::error!(server = %version, data_stream = %name, "this server has no data streams (Elasticsearch 7.9+ or OpenSearch needed); documents go to a regular index of that name");
+            }
+        }
         if self.cfg.template {
             if let Err(e) = self
                 .client
-                .put_template(&version, &self.cfg.index_prefix, self.cfg.timestamp_nanos)
+                .put_template(&version, &self.cfg.target, self.cfg.timestamp_nanos)
                 .await
             {
                 tracing::error!(error = %e, "could not install the index template; shipping anyway with dynamic mappings");

@@ -7,10 +7,12 @@
 //! collide as keyword and object).
 
 use super::client::Version;
+use crate::encode::index::Target;
 use serde_json::json;
 
-/// `(path, body)` of the request that installs the template for `<prefix>-*`.
-pub fn request(v: &Version, prefix: &str, nanos: bool) -> (String, Vec<u8>) {
+/// `(path, body)` of the request that installs the template for `<prefix>-*` (dated
+/// indices) or for the data stream.
+pub fn request(v: &Version, target: &Target, nanos: bool) -> (String, Vec<u8>) {
     let mappings = json!({
         "dynamic_templates": [
             {"kubernetes_labels": {"path_match": "kubernetes.labels.*", "mapping": {"type": "keyword"}}},
@@ -30,9 +32,18 @@ pub fn request(v: &Version, prefix: &str, nanos: bool) -> (String, Vec<u8>) {
             }}
         }
     });
-    let pattern = format!("{prefix}-*");
-    let name = format!("shipper-{prefix}");
-    let (path, body) = if v.composable_templates() {
+    let (pattern, name) = match target {
+        Target::Dated { prefix, .. } => (format!("{prefix}-*"), format!("shipper-{prefix}")),
+        Target::Fixed(name) => (name.clone(), format!("shipper-{name}")),
+    };
+    let (path, body) = if let Target::Fixed(_) = target {
+        // A data stream exists only through a composable template that says so; the
+        // server creates it on the first `create` into its name.
+        (
+            format!("/_index_template/{name}"),
+            json!({"index_patterns": [pattern], "data_stream": {}, "priority": 200, "template": {"mappings": mappings}}),
+        )
+    } else if v.composable_templates() {
         (
             format!("/_index_template/{name}"),
             json!({"index_patterns": [pattern], "priority": 200, "template": {"mappings": mappings}}),
@@ -58,7 +69,7 @@ mod tests {
             major: 7,
             minor: 2,
         };
-        let (path, body) = request(&v7, "logstash", true);
+        let (path, body) = request(&v7, &Target::daily("logstash"), true);
         assert_eq!(path, "/_template/shipper-logstash");
         let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(b["index_patterns"][0], "logstash-*");
@@ -71,7 +82,7 @@ mod tests {
             major: 8,
             minor: 15,
         };
-        let (path, body) = request(&v8, "k8s", false);
+        let (path, body) = request(&v8, &Target::daily("k8s"), false);
         assert_eq!(path, "/_index_template/shipper-k8s");
         let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
@@ -81,6 +92,24 @@ mod tests {
         assert!(
             !String::from_utf8(body).unwrap().contains("\"_type\""),
             "never a mapping type"
+        );
+    }
+
+    #[test]
+    fn data_stream_template() {
+        let v = Version {
+            opensearch: false,
+            major: 8,
+            minor: 15,
+        };
+        let (path, body) = request(&v, &Target::Fixed("logs-k8s-default".into()), true);
+        assert_eq!(path, "/_index_template/shipper-logs-k8s-default");
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(b["index_patterns"], serde_json::json!(["logs-k8s-default"]));
+        assert_eq!(b["data_stream"], serde_json::json!({}));
+        assert_eq!(
+            b["template"]["mappings"]["properties"]["@timestamp"]["type"],
+            "date_nanos"
         );
     }
 }
