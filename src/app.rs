@@ -6,7 +6,7 @@ use crate::discover::{Roots, Waker};
 use crate::encode::Encoder;
 use crate::enrich::kube::{api_source, spawn_watch, WatchHandle, WatchOptions};
 use crate::enrich::{KubeCache, PodIndex};
-use crate::metrics::Stats;
+use crate::metrics::{ExitGuard, Stats, Worker};
 use crate::tail::{ReadLimits, TailConfig, Tailer};
 use anyhow::Context;
 use std::io::{self, Write};
@@ -196,10 +196,26 @@ fn follow(
     Ok(())
 }
 
+/// Test hook, read once at start: `reader` makes the reader thread stop (it blocks
+/// without heartbeats until shutdown), `reader-exit` makes it end at once, so tests of the
+/// real binary can see `/healthz` fail. Nothing sets it in production; the agent logs a
+/// warning when it is set.
+pub const TEST_WEDGE_ENV: &str = "SHIPPER_TEST_WEDGE";
+
+/// What [`TEST_WEDGE_ENV`] asks of the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wedge {
+    None,
+    Block,
+    Exit,
+}
+
 /// A batch cut by the reader, on its way into the buffer.
 struct Batch {
     ndjson: Vec<u8>,
     records: u32,
+    /// Newest record timestamp in it (unix milliseconds), for `shipper_lag_seconds`.
+    newest_record_ms: u64,
     /// Resume points as of the end of this batch: safe once the batch is durable.
     positions: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
     closed: Vec<crate::tail::FileId>,
@@ -274,7 +290,37 @@ pub fn agent(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let ship_task = runtime.spawn(shipper.clone().run());
+    let status = start_status(cfg, &runtime, &stats, &shipper)?;
+    stats.live.start(Worker::Runtime);
+    runtime.spawn({
+        let stats = stats.clone();
+        async move {
+            loop {
+                stats.live.beat(Worker::Runtime);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    stats.live.start(Worker::Shipper);
+    let ship_task = runtime.spawn({
+        let guard = ExitGuard(stats.clone(), Worker::Shipper);
+        let run = shipper.clone().run();
+        async move {
+            run.await;
+            drop(guard);
+        }
+    });
+    let wedge = match std::env::var(TEST_WEDGE_ENV).as_deref() {
+        Ok("reader") => Wedge::Block,
+        Ok("reader-exit") => Wedge::Exit,
+        Ok(other) => anyhow::bail!("{TEST_WEDGE_ENV}=`{other}`: expected reader or reader-exit"),
+        Err(_) => Wedge::None,
+    };
+    if wedge != Wedge::None {
+        tracing::warn!(
+            "{TEST_WEDGE_ENV} is set: the reader will stop (a test hook; never set it in production)"
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::sync_channel::<Batch>(1);
@@ -287,9 +333,13 @@ pub fn agent(
         std::thread::Builder::new()
             .name("shipper-buffer".into())
             .spawn(move || -> anyhow::Result<buffer::Writer> {
+                stats.live.start(Worker::Appender);
+                let _guard = ExitGuard(stats.clone(), Worker::Appender);
                 let mut last_save = Instant::now();
                 loop {
-                    let batch = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    let received = rx.recv_timeout(CHECKPOINT_EVERY);
+                    stats.live.beat(Worker::Appender);
+                    let batch = match received {
                         Ok(b) => b,
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             // Quiet files still get their checkpoints written promptly.
@@ -311,8 +361,10 @@ pub fn agent(
                         while !writer
                             .wait_for_room(payload.len() as u64, Duration::from_millis(500))?
                         {
+                            stats.live.beat(Worker::Appender);
                             tracing::debug!("buffer full; reading paused");
                         }
+                        writer.set_newest_record_ms(batch.newest_record_ms);
                         writer.append(&payload, batch.records, gzip)?;
                         Stats::add(&stats.batches, 1);
                     }
@@ -355,6 +407,11 @@ pub fn agent(
         std::thread::Builder::new()
             .name("shipper-read".into())
             .spawn(move || {
+                stats.live.start(Worker::Reader);
+                let _guard = ExitGuard(stats.clone(), Worker::Reader);
+                if wedge != Wedge::None {
+                    return wedge_reader(wedge, &stop);
+                }
                 read_loop(
                     tail_cfg,
                     enc,
@@ -369,7 +426,14 @@ pub fn agent(
             })?
     };
 
+    if let Some(s) = &status {
+        s.ready.store(true, Ordering::Relaxed);
+    }
     runtime.block_on(shutdown);
+    stats.live.stopping();
+    if let Some(s) = &status {
+        s.ready.store(false, Ordering::Relaxed);
+    }
     tracing::info!("stopping: no more reading; flushing the buffer");
     stop.store(true, Ordering::Relaxed);
     let read_result = reader
@@ -391,6 +455,79 @@ pub fn agent(
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(kube);
     Ok(stats)
+}
+
+/// Binds the metrics/health listener (unless disabled) and serves it on `runtime`.
+fn start_status(
+    cfg: &Config,
+    runtime: &tokio::runtime::Runtime,
+    stats: &Arc<Stats>,
+    shipper: &Arc<crate::ship::Shipper>,
+) -> anyhow::Result<Option<Arc<crate::status::Status>>> {
+    use crate::metrics::{GaugeFn, Metrics};
+    if !cfg.metrics.enabled {
+        tracing::info!("metrics listener disabled (metrics.enabled = false)");
+        return Ok(None);
+    }
+    let max_bytes = cfg.buffer.max_bytes as f64;
+    let limiter = shipper.limiter.clone();
+    let limiter2 = shipper.limiter.clone();
+    let (s1, s2) = (shipper.clone(), shipper.clone());
+    let gauges: Vec<(&'static str, &'static str, GaugeFn)> = vec![
+        (
+            "shipper_buffer_max_bytes",
+            "Size cap of the buffer (buffer.max_bytes).",
+            Box::new(move || max_bytes),
+        ),
+        (
+            "shipper_bulk_in_flight",
+            "Bulk requests in flight.",
+            Box::new(move || limiter.in_flight() as f64),
+        ),
+        (
+            "shipper_bulk_concurrency_limit",
+            "Adaptive limit of bulk requests in flight (halves on 429 or slow answers).",
+            Box::new(move || limiter2.limit() as f64),
+        ),
+        (
+            "shipper_es_endpoints",
+            "Elasticsearch endpoints configured.",
+            Box::new(move || s1.client().endpoints() as f64),
+        ),
+        (
+            "shipper_es_endpoints_healthy",
+            "Elasticsearch endpoints whose last request was answered (below 500).",
+            Box::new(move || s2.client().answering_endpoints() as f64),
+        ),
+    ];
+    let metrics = Metrics::new(stats.clone(), gauges).context("building the metrics registry")?;
+    let listener = crate::status::bind(&cfg.metrics.addr)?;
+    let addr = listener
+        .local_addr()
+        .context("reading the metrics listener's address")?;
+    let status = Arc::new(crate::status::Status {
+        metrics,
+        stats: stats.clone(),
+        ready: AtomicBool::new(false),
+        liveness_timeout: Duration::from_millis(cfg.metrics.liveness_timeout_ms),
+    });
+    // Registering the listener with the reactor needs the runtime's context.
+    let _entered = runtime.enter();
+    runtime.spawn(crate::status::serve(listener, status.clone()));
+    tracing::info!(%addr, "metrics listening");
+    Ok(Some(status))
+}
+
+/// The reader as [`TEST_WEDGE_ENV`] asks: stuck without heartbeats until shutdown, or
+/// gone at once.
+fn wedge_reader(wedge: Wedge, stop: &AtomicBool) -> anyhow::Result<()> {
+    if wedge == Wedge::Exit {
+        anyhow::bail!("{TEST_WEDGE_ENV}=reader-exit: the reader ends here");
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn save_checkpoints(c: &mut Checkpoints, stats: &Stats) {
@@ -445,6 +582,7 @@ fn read_loop(
         let b = Batch {
             ndjson: Vec::new(),
             records: 0,
+            newest_record_ms: 0,
             positions: Vec::new(),
             closed: Vec::new(),
             discovered,
@@ -459,6 +597,7 @@ fn read_loop(
     let mut last_scan = Instant::now();
     let idle_wait = Duration::from_millis(100).min(linger.max(Duration::from_millis(10)));
     loop {
+        stats.live.beat(Worker::Reader);
         let stopping = stop.load(Ordering::Relaxed);
         let snapshot = lock(&cps);
         if last_scan.elapsed() >= rescan_every {
@@ -483,6 +622,7 @@ fn read_loop(
             let mut batch = Batch {
                 ndjson: std::mem::replace(&mut out, Vec::with_capacity(batch_bytes + (1 << 20))),
                 records: u32::try_from(records).unwrap_or(u32::MAX),
+                newest_record_ms: stats.batch_newest_record_ms.swap(0, Ordering::Relaxed),
                 positions: tailer.positions(),
                 closed: tailer.take_closed(),
                 discovered: tailer.take_new(),
@@ -494,6 +634,8 @@ fn read_loop(
                     Ok(()) => break,
                     Err(TrySendError::Full(b)) => {
                         batch = b;
+                        // Waiting for room is not being stuck.
+                        stats.live.beat(Worker::Reader);
                         std::thread::sleep(Duration::from_millis(20));
                         if last_scan.elapsed() >= rescan_every {
                             tailer.rescan(&lock(&cps));

@@ -377,7 +377,7 @@ impl FileTail {
                 let before = last_time.replace(parsed.time);
                 if let Some(rec) = merger.push(offset, parsed, before) {
                     let truncated = rec.truncated || cut;
-                    Stats::add(&stats.records, 1);
+                    stats.record(ctx.level, rec.time.unix_nanos());
                     Stats::add(&stats.partials_merged, u64::from(rec.chunks - 1));
                     Stats::add(&stats.truncated, u64::from(truncated));
                     let doc = Doc {
@@ -400,7 +400,7 @@ impl FileTail {
                     .unwrap_or_else(Timestamp::now);
                 let (text, capped) = cap_text(Text::Raw(line), merger.cap());
                 let truncated = capped || cut;
-                Stats::add(&stats.records, 1);
+                stats.record(ctx.level, time.unix_nanos());
                 Stats::add(&stats.parse_errors, 1);
                 Stats::add(&stats.truncated, u64::from(truncated));
                 let doc = Doc {
@@ -420,7 +420,7 @@ impl FileTail {
     pub fn flush(&mut self, enc: &Encoder, out: &mut Vec<u8>, stats: &Stats) {
         let Some(ctx) = &self.ctx else { return };
         for rec in self.merger.flush() {
-            Stats::add(&stats.records, 1);
+            stats.record(ctx.level, rec.time.unix_nanos());
             Stats::add(&stats.partials_merged, u64::from(rec.chunks - 1));
             Stats::add(&stats.truncated, u64::from(rec.truncated));
             let doc = Doc {

@@ -169,7 +169,7 @@ impl Tailer {
         }
         for (path, err) in &report.errors {
             Stats::add(&self.stats.read_errors, 1);
-            tracing::warn!(path = %path.display(), error = %err, "cannot read log path");
+            crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %err, "cannot read log path");
         }
         candidates
     }
@@ -260,7 +260,7 @@ impl Tailer {
             }
             Err(e) => {
                 Stats::add(&self.stats.read_errors, 1);
-                tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
+                crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %e, "cannot open log file");
                 None
             }
         }
@@ -291,7 +291,7 @@ impl Tailer {
             Ok(None) => {}
             Err(e) => {
                 Stats::add(&self.stats.read_errors, 1);
-                tracing::warn!(path = %f.path.display(), error = %e, "cannot read log file");
+                crate::log_every!(crate::logging::EVERY, warn, path = %f.path.display(), error = %e, "cannot read log file");
             }
         }
     }
@@ -461,7 +461,7 @@ impl Tailer {
             Ok(p) => p,
             Err(e) => {
                 Stats::add(&stats.read_errors, 1);
-                tracing::warn!(path = %f.path.display(), error = %e, "error reading log file");
+                crate::log_every!(crate::logging::EVERY, warn, path = %f.path.display(), error = %e, "error reading log file");
                 Progress {
                     bytes: 0,
                     eof: true,
