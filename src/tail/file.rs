@@ -168,6 +168,11 @@ impl FileTail {
         self.excluded = excluded;
     }
 
+    /// The size seen by the last [`FileTail::size_changed`] call.
+    pub fn checked_len(&self) -> u64 {
+        self.checked_len
+    }
+
     /// Whether the size differs from the last call's (and remembers this one).
     pub fn size_changed(&mut self, len: u64) -> bool {
         std::mem::replace(&mut self.checked_len, len) != len
