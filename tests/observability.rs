@@ -279,6 +279,35 @@ fn healthz_fails_when_the_reader_is_gone() {
 }
 
 #[test]
+fn a_metrics_address_in_use_fails_the_start_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let o = run(shipper()
+        .args([
+            "--docker-root",
+            "/nonexistent",
+            "--pods-root",
+            "/nonexistent",
+        ])
+        .args(["--no-kubernetes", "--metrics-addr", &addr, "--data-dir"])
+        .arg(data.path())
+        .args(["--es-url", &closed_port_url()]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("metrics.addr") && e.contains(&addr), "{e}");
+    let o = run(shipper()
+        .args(["--metrics-addr", "localhost", "--data-dir"])
+        .arg(data.path()));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`localhost` is not an address"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn metrics_listener_can_be_disabled() {
     let mut node = Node::new();
     node.write(0, 5, 8);
@@ -428,6 +457,31 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let dashboard = std::fs::read_to_string(monitoring_file("shipper-dashboard.json")).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
     assert!(!parsed["panels"].as_array().unwrap().is_empty());
+    // The PodMonitor selects the DaemonSet's Pods by labels they carry, on a port they name.
+    let pm: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(monitoring_file("shipper-podmonitor.yaml")).unwrap(),
+    )
+    .unwrap();
+    let ds = std::fs::read_to_string(repo().join("deploy/31-shipper.yaml")).unwrap();
+    let ds: serde_yaml_ng::Value = serde_yaml_ng::Deserializer::from_str(&ds)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_yaml_ng::Value| d["kind"] == "DaemonSet")
+        .expect("the DaemonSet");
+    let pod = &ds["spec"]["template"];
+    let selector = pm["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
+    for (k, v) in selector {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "label {k:?}");
+    }
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(pod["spec"]["containers"][0]["ports"][0]["name"], "metrics");
+    assert_eq!(
+        pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"],
+        "/healthz"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
     let rules = std::fs::read_to_string(monitoring_file("shipper.rules.yaml")).unwrap();
     for (file, text) in [("dashboard", &dashboard), ("rules", &rules)] {
         let used = referenced_metrics(text);
