@@ -290,7 +290,7 @@ pub fn agent(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let status = start_status(cfg, &runtime, &stats, &shipper)?;
+    let status = crate::status::start(cfg, &runtime, &stats, &shipper)?;
     stats.live.start(Worker::Runtime);
     runtime.spawn({
         let stats = stats.clone();
@@ -455,67 +455,6 @@ pub fn agent(
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(kube);
     Ok(stats)
-}
-
-/// Binds the metrics/health listener (unless disabled) and serves it on `runtime`.
-fn start_status(
-    cfg: &Config,
-    runtime: &tokio::runtime::Runtime,
-    stats: &Arc<Stats>,
-    shipper: &Arc<crate::ship::Shipper>,
-) -> anyhow::Result<Option<Arc<crate::status::Status>>> {
-    use crate::metrics::{GaugeFn, Metrics};
-    if !cfg.metrics.enabled {
-        tracing::info!("metrics listener disabled (metrics.enabled = false)");
-        return Ok(None);
-    }
-    let max_bytes = cfg.buffer.max_bytes as f64;
-    let limiter = shipper.limiter.clone();
-    let limiter2 = shipper.limiter.clone();
-    let (s1, s2) = (shipper.clone(), shipper.clone());
-    let gauges: Vec<(&'static str, &'static str, GaugeFn)> = vec![
-        (
-            "shipper_buffer_max_bytes",
-            "Size cap of the buffer (buffer.max_bytes).",
-            Box::new(move || max_bytes),
-        ),
-        (
-            "shipper_bulk_in_flight",
-            "Bulk requests in flight.",
-            Box::new(move || limiter.in_flight() as f64),
-        ),
-        (
-            "shipper_bulk_concurrency_limit",
-            "Adaptive limit of bulk requests in flight (halves on 429 or slow answers).",
-            Box::new(move || limiter2.limit() as f64),
-        ),
-        (
-            "shipper_es_endpoints",
-            "Elasticsearch endpoints configured.",
-            Box::new(move || s1.client().endpoints() as f64),
-        ),
-        (
-            "shipper_es_endpoints_healthy",
-            "Elasticsearch endpoints whose last request was answered (below 500).",
-            Box::new(move || s2.client().answering_endpoints() as f64),
-        ),
-    ];
-    let metrics = Metrics::new(stats.clone(), gauges).context("building the metrics registry")?;
-    let listener = crate::status::bind(&cfg.metrics.addr)?;
-    let addr = listener
-        .local_addr()
-        .context("reading the metrics listener's address")?;
-    let status = Arc::new(crate::status::Status {
-        metrics,
-        stats: stats.clone(),
-        ready: AtomicBool::new(false),
-        liveness_timeout: Duration::from_millis(cfg.metrics.liveness_timeout_ms),
-    });
-    // Registering the listener with the reactor needs the runtime's context.
-    let _entered = runtime.enter();
-    runtime.spawn(crate::status::serve(listener, status.clone()));
-    tracing::info!(%addr, "metrics listening");
-    Ok(Some(status))
 }
 
 /// The reader as [`TEST_WEDGE_ENV`] asks: stuck without heartbeats until shutdown, or

@@ -339,6 +339,13 @@ impl Worker {
         Worker::Runtime,
     ];
 
+    /// Whether a stale heartbeat means stuck. Not for the shipper: it waits on
+    /// Elasticsearch (backoff, slow answers, a full set of requests in flight), so only
+    /// whether its task is alive counts.
+    fn must_beat(self) -> bool {
+        self != Worker::Shipper
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Worker::Reader => "reader",
@@ -363,9 +370,6 @@ pub struct Liveness {
     /// Milliseconds since `epoch` of each worker's last beat.
     beats: [AtomicU64; Worker::ALL.len()],
     state: [AtomicU8; Worker::ALL.len()],
-    /// Also beats without being watched: shipping waits on Elasticsearch, so only
-    /// whether the task is alive counts.
-    progress_exempt: [bool; Worker::ALL.len()],
     stopping: std::sync::atomic::AtomicBool,
 }
 
@@ -375,7 +379,6 @@ impl Default for Liveness {
             epoch: Instant::now(),
             beats: Default::default(),
             state: Default::default(),
-            progress_exempt: [false, false, true, false, false],
             stopping: Default::default(),
         }
     }
@@ -433,7 +436,7 @@ impl Liveness {
         let mut bad = Vec::new();
         for w in Worker::ALL {
             match self.state[w as usize].load(Ordering::Acquire) {
-                RUNNING if !self.progress_exempt[w as usize] => {
+                RUNNING if w.must_beat() => {
                     let age = Duration::from_millis(
                         now.saturating_sub(self.beats[w as usize].load(Ordering::Relaxed)),
                     );

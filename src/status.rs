@@ -9,6 +9,7 @@
 //! would only add load.
 
 use crate::metrics::{Metrics, Stats, CONTENT_TYPE};
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Response, StatusCode};
@@ -94,6 +95,67 @@ impl Status {
             }
         }
     }
+}
+
+/// Binds the metrics/health listener (unless disabled) and serves it on `runtime`.
+pub fn start(
+    cfg: &crate::config::Config,
+    runtime: &tokio::runtime::Runtime,
+    stats: &Arc<Stats>,
+    shipper: &Arc<crate::ship::Shipper>,
+) -> anyhow::Result<Option<Arc<Status>>> {
+    use crate::metrics::GaugeFn;
+    if !cfg.metrics.enabled {
+        tracing::info!("metrics listener disabled (metrics.enabled = false)");
+        return Ok(None);
+    }
+    let max_bytes = cfg.buffer.max_bytes as f64;
+    let limiter = shipper.limiter.clone();
+    let limiter2 = shipper.limiter.clone();
+    let (s1, s2) = (shipper.clone(), shipper.clone());
+    let gauges: Vec<(&'static str, &'static str, GaugeFn)> = vec![
+        (
+            "shipper_buffer_max_bytes",
+            "Size cap of the buffer (buffer.max_bytes).",
+            Box::new(move || max_bytes),
+        ),
+        (
+            "shipper_bulk_in_flight",
+            "Bulk requests in flight.",
+            Box::new(move || limiter.in_flight() as f64),
+        ),
+        (
+            "shipper_bulk_concurrency_limit",
+            "Adaptive limit of bulk requests in flight (halves on 429 or slow answers).",
+            Box::new(move || limiter2.limit() as f64),
+        ),
+        (
+            "shipper_es_endpoints",
+            "Elasticsearch endpoints configured.",
+            Box::new(move || s1.client().endpoints() as f64),
+        ),
+        (
+            "shipper_es_endpoints_healthy",
+            "Elasticsearch endpoints whose last request was answered (below 500).",
+            Box::new(move || s2.client().answering_endpoints() as f64),
+        ),
+    ];
+    let metrics = Metrics::new(stats.clone(), gauges).context("building the metrics registry")?;
+    let listener = bind(&cfg.metrics.addr)?;
+    let addr = listener
+        .local_addr()
+        .context("reading the metrics listener's address")?;
+    let status = Arc::new(Status {
+        metrics,
+        stats: stats.clone(),
+        ready: AtomicBool::new(false),
+        liveness_timeout: Duration::from_millis(cfg.metrics.liveness_timeout_ms),
+    });
+    // Registering the listener with the reactor needs the runtime's context.
+    let _entered = runtime.enter();
+    runtime.spawn(serve(listener, status.clone()));
+    tracing::info!(%addr, "metrics listening");
+    Ok(Some(status))
 }
 
 /// Parses and binds `addr` (synchronously, so a bad address fails the start).
