@@ -6,7 +6,7 @@ use crate::discover::{Roots, Waker};
 use crate::encode::Encoder;
 use crate::enrich::kube::{api_source, spawn_watch, WatchHandle, WatchOptions};
 use crate::enrich::{KubeCache, PodIndex};
-use crate::metrics::Stats;
+use crate::metrics::{ExitGuard, Stats, Worker};
 use crate::tail::{ReadLimits, TailConfig, Tailer};
 use anyhow::Context;
 use std::io::{self, Write};
@@ -196,6 +196,20 @@ fn follow(
     Ok(())
 }
 
+/// Test hook, read once at start: `reader` makes the reader thread stop (it blocks
+/// without heartbeats until shutdown), `reader-exit` makes it end at once, so tests of the
+/// real binary can see `/healthz` fail. Nothing sets it in production; the agent logs a
+/// warning when it is set.
+pub const TEST_WEDGE_ENV: &str = "SHIPPER_TEST_WEDGE";
+
+/// What [`TEST_WEDGE_ENV`] asks of the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wedge {
+    None,
+    Block,
+    Exit,
+}
+
 /// From the reader to the buffer writer. A batch (one buffer frame, one bulk request)
 /// arrives as [`ToBuffer::Data`] chunks and ends with [`ToBuffer::End`], so a whole
 /// batch of NDJSON is never held in memory: the writer compresses chunks as they come.
@@ -206,11 +220,24 @@ enum ToBuffer {
     End {
         positions: Vec<(crate::tail::FileId, crate::checkpoint::Position)>,
         closed: Vec<crate::tail::FileId>,
+        /// Newest record timestamp in the batch (unix milliseconds), for
+        /// `shipper_lag_seconds`.
+        newest_record_ms: u64,
     },
     /// Files just identified, at their start positions: saved at once (see
     /// [`Tailer::take_new`]).
     Discovered(Vec<(crate::tail::FileId, crate::checkpoint::Position)>),
 }
+
+/// The reader gave up handing over a message because the agent is stopping and the
+/// buffer is full.
+#[derive(Debug, thiserror::Error)]
+#[error("stopping with the buffer full")]
+struct Abandoned;
+
+/// How long a stopping reader or writer waits for room in a full buffer before leaving
+/// the rest in the log files.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// The reader hands NDJSON to the buffer writer in chunks of about this size.
 const CHUNK_BYTES: usize = 256 << 10;
@@ -332,7 +359,37 @@ pub fn agent(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let ship_task = runtime.spawn(shipper.clone().run());
+    let status = crate::status::start(cfg, &runtime, &stats, &shipper)?;
+    stats.live.start(Worker::Runtime);
+    runtime.spawn({
+        let stats = stats.clone();
+        async move {
+            loop {
+                stats.live.beat(Worker::Runtime);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    stats.live.start(Worker::Shipper);
+    let ship_task = runtime.spawn({
+        let guard = ExitGuard(stats.clone(), Worker::Shipper);
+        let run = shipper.clone().run();
+        async move {
+            run.await;
+            drop(guard);
+        }
+    });
+    let wedge = match std::env::var(TEST_WEDGE_ENV).as_deref() {
+        Ok("reader") => Wedge::Block,
+        Ok("reader-exit") => Wedge::Exit,
+        Ok(other) => anyhow::bail!("{TEST_WEDGE_ENV}=`{other}`: expected reader or reader-exit"),
+        Err(_) => Wedge::None,
+    };
+    if wedge != Wedge::None {
+        tracing::warn!(
+            "{TEST_WEDGE_ENV} is set: the reader will stop (a test hook; never set it in production)"
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::bounded::<ToBuffer>(CHUNKS_QUEUED);
@@ -344,14 +401,20 @@ pub fn agent(
     let appender = {
         let cps = cps.clone();
         let stats = stats.clone();
+        let stop = stop.clone();
         let gzip = es.compression;
         std::thread::Builder::new()
             .name("shipper-buffer".into())
             .spawn(move || -> anyhow::Result<buffer::Writer> {
+                stats.live.start(Worker::Appender);
+                let _guard = ExitGuard(stats.clone(), Worker::Appender);
                 let mut last_save = Instant::now();
                 let mut frame = FrameBuilder::new(gzip);
-                loop {
-                    let msg = match rx.recv_timeout(CHECKPOINT_EVERY) {
+                let mut stopping_since: Option<Instant> = None;
+                'messages: loop {
+                    let received = rx.recv_timeout(CHECKPOINT_EVERY);
+                    stats.live.beat(Worker::Appender);
+                    let msg = match received {
                         Ok(m) => m,
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                             // Quiet files still get their checkpoints written promptly.
@@ -384,7 +447,11 @@ pub fn agent(
                             save_checkpoints(&mut c, &stats);
                             last_save = Instant::now();
                         }
-                        ToBuffer::End { positions, closed } => {
+                        ToBuffer::End {
+                            positions,
+                            closed,
+                            newest_record_ms,
+                        } => {
                             let records = frame.records;
                             if records > 0 {
                                 let payload = frame.finish()?;
@@ -392,8 +459,20 @@ pub fn agent(
                                     payload.len() as u64,
                                     Duration::from_millis(500),
                                 )? {
+                                    // Waiting for room is not being stuck.
+                                    stats.live.beat(Worker::Appender);
                                     tracing::debug!("buffer full; reading paused");
+                                    if stop.load(Ordering::Relaxed)
+                                        && stopping_since
+                                            .get_or_insert_with(Instant::now)
+                                            .elapsed()
+                                            >= STOP_WAIT
+                                    {
+                                        tracing::warn!(records, "stopping with the buffer full: the last batch stays in the log files and is read again at the next start");
+                                        break 'messages;
+                                    }
                                 }
+                                writer.set_newest_record_ms(newest_record_ms);
                                 writer.append(payload, records, gzip)?;
                                 Stats::add(&stats.batches, 1);
                             }
@@ -434,6 +513,11 @@ pub fn agent(
         std::thread::Builder::new()
             .name("shipper-read".into())
             .spawn(move || {
+                stats.live.start(Worker::Reader);
+                let _guard = ExitGuard(stats.clone(), Worker::Reader);
+                if wedge != Wedge::None {
+                    return wedge_reader(wedge, &stop);
+                }
                 read_loop(
                     tail_cfg,
                     enc,
@@ -448,7 +532,14 @@ pub fn agent(
             })?
     };
 
+    if let Some(s) = &status {
+        s.ready.store(true, Ordering::Relaxed);
+    }
     runtime.block_on(shutdown);
+    stats.live.stopping();
+    if let Some(s) = &status {
+        s.ready.store(false, Ordering::Relaxed);
+    }
     tracing::info!("stopping: no more reading; flushing the buffer");
     stop.store(true, Ordering::Relaxed);
     let read_result = reader
@@ -457,7 +548,10 @@ pub fn agent(
     let writer = appender
         .join()
         .map_err(|_| anyhow::anyhow!("buffer thread panicked"))??;
-    read_result?;
+    match read_result {
+        Err(e) if e.is::<Abandoned>() => {}
+        other => other?,
+    }
     writer.close();
     let deadline = Duration::from_millis(cfg.agent.shutdown_deadline_ms);
     match runtime.block_on(async { tokio::time::timeout(deadline, ship_task).await }) {
@@ -470,6 +564,18 @@ pub fn agent(
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(kube);
     Ok(stats)
+}
+
+/// The reader as [`TEST_WEDGE_ENV`] asks: stuck without heartbeats until shutdown, or
+/// gone at once.
+fn wedge_reader(wedge: Wedge, stop: &AtomicBool) -> anyhow::Result<()> {
+    if wedge == Wedge::Exit {
+        anyhow::bail!("{TEST_WEDGE_ENV}=reader-exit: the reader ends here");
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn save_checkpoints(c: &mut Checkpoints, stats: &Stats) {
@@ -513,16 +619,30 @@ fn read_loop(
     // Hands a message to the buffer writer. While the buffer is full the writer stops
     // taking them: keep scanning (so every file is open and nothing rotates away unseen)
     // but read nothing more.
+    // Stopping with the buffer full, the writer gives up its batch and the reader its
+    // message ([`Abandoned`]): checkpoints have not moved past them, so those records
+    // are read again at the next start.
     let mut send = |tailer: &mut Tailer, mut msg: ToBuffer| -> anyhow::Result<()> {
+        let mut stopping_since: Option<Instant> = None;
         loop {
             match tx.send_timeout(msg, Duration::from_millis(100)) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(m)) => {
                     msg = m;
+                    // Waiting for room is not being stuck.
+                    stats.live.beat(Worker::Reader);
+                    if stop.load(Ordering::Relaxed)
+                        && stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_WAIT
+                    {
+                        return Err(Abandoned.into());
+                    }
                     if last_scan.elapsed() >= rescan_every {
                         tailer.rescan(&lock(&cps));
                         last_scan = Instant::now();
                     }
+                }
+                Err(SendTimeoutError::Disconnected(_)) if stop.load(Ordering::Relaxed) => {
+                    return Err(Abandoned.into());
                 }
                 Err(SendTimeoutError::Disconnected(_)) => {
                     anyhow::bail!("the buffer writer stopped")
@@ -551,6 +671,7 @@ fn read_loop(
     let mut next_scan = Instant::now() + rescan_every;
     let idle_wait = Duration::from_millis(100).min(linger.max(Duration::from_millis(10)));
     loop {
+        stats.live.beat(Worker::Reader);
         let stopping = stop.load(Ordering::Relaxed);
         let snapshot = lock(&cps);
         if Instant::now() >= next_scan {
@@ -583,6 +704,7 @@ fn read_loop(
         }
         if due && (batch_len > 0 || stopping) {
             let end = ToBuffer::End {
+                newest_record_ms: stats.batch_newest_record_ms.swap(0, Ordering::Relaxed),
                 positions: tailer.positions(),
                 closed: tailer.take_closed(),
             };

@@ -92,6 +92,21 @@ pub struct Args {
     /// filters override it.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Format of the agent's own logs on stderr [default: json when stderr is not a
+    /// terminal (in a container), text on a terminal and for --dry-run] (also
+    /// SHIPPER_LOG_FORMAT).
+    #[arg(long, value_enum, value_name = "FORMAT", env = "SHIPPER_LOG_FORMAT")]
+    pub log_format: Option<crate::logging::Format>,
+
+    /// Address of the /metrics, /healthz and /readyz listener [metrics.addr; default
+    /// 0.0.0.0:2020]; port 0 picks a free port, logged as `metrics listening addr=...`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
+    /// No /metrics, /healthz or /readyz listener [metrics.enabled=false].
+    #[arg(long, conflicts_with = "metrics_addr")]
+    pub no_metrics: bool,
 }
 
 /// Tools beside the agent.
@@ -137,6 +152,12 @@ impl Args {
         }
         if self.no_kubernetes {
             out.push(("kubernetes.enabled", toml::Value::Boolean(false)));
+        }
+        if let Some(a) = &self.metrics_addr {
+            out.push(("metrics.addr", toml::Value::String(a.clone())));
+        }
+        if self.no_metrics {
+            out.push(("metrics.enabled", toml::Value::Boolean(false)));
         }
         if let Some(n) = self.max_record_bytes {
             out.push((
@@ -188,6 +209,9 @@ mod tests {
             "--config",
             "--kubeconfig",
             "--no-kubernetes",
+            "--metrics-addr",
+            "--no-metrics",
+            "--log-format",
         ] {
             assert!(help.contains(flag), "{flag} undocumented");
         }

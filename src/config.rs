@@ -76,6 +76,15 @@ pub const DEFAULT_PENDING_WAIT_MS: u64 = 2_000;
 /// Snapshot the metadata cache at most this often: a restart loses at most this much
 /// of the API's history, and a busy node does not fsync on every pod update.
 pub const DEFAULT_SNAPSHOT_INTERVAL_MS: u64 = 10_000;
+/// The metrics/health listener is on unless turned off.
+pub const DEFAULT_METRICS_ENABLED: bool = true;
+/// All interfaces, so Prometheus and the kubelet's probes reach it at the Pod IP; 2020 is
+/// the port the generated DaemonSet names `metrics` (Fluent Bit's customary port).
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:2020";
+/// A worker without a heartbeat for this long fails `/healthz`. Workers beat about every
+/// second; 30 s rides out a slow fsync or a long metadata wait, and the probe's own
+/// failure threshold adds more before the kubelet restarts anything.
+pub const DEFAULT_LIVENESS_TIMEOUT_MS: u64 = 30_000;
 /// The downward API's conventional variable for the node name; accepted as an alias of
 /// `SHIPPER_KUBERNETES_NODE_NAME` (which wins when both are set).
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
@@ -83,7 +92,13 @@ pub const NODE_NAME_ENV: &str = "NODE_NAME";
 /// Environment variables with this prefix are configuration.
 pub const ENV_PREFIX: &str = "SHIPPER_";
 /// Environment variables with the prefix that are not `section.key` settings.
-pub const ENV_RESERVED: &[&str] = &["SHIPPER_CONFIG", "SHIPPER_LOG"];
+/// `SHIPPER_TEST_WEDGE` is the test hook documented at [`crate::app::TEST_WEDGE_ENV`].
+pub const ENV_RESERVED: &[&str] = &[
+    "SHIPPER_CONFIG",
+    "SHIPPER_LOG",
+    "SHIPPER_LOG_FORMAT",
+    "SHIPPER_TEST_WEDGE",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -112,6 +127,29 @@ pub struct Config {
     pub elasticsearch: Elasticsearch,
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve the listener at all (`false`: no metrics, and no HTTP probes possible).
+    pub enabled: bool,
+    /// `host:port` to listen on; port 0 picks a free one (logged at start).
+    pub addr: String,
+    /// A worker without a heartbeat for this long fails `/healthz` (milliseconds).
+    pub liveness_timeout_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            enabled: DEFAULT_METRICS_ENABLED,
+            addr: DEFAULT_METRICS_ADDR.into(),
+            liveness_timeout_ms: DEFAULT_LIVENESS_TIMEOUT_MS,
+        }
+    }
 }
 
 /// `[input]`: where logs are and how they are read.
@@ -646,6 +684,22 @@ impl Config {
                 format!("`{}` is not a node name", k.node_name),
             );
         }
+        let m = &self.metrics;
+        if m.addr.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "metrics.addr",
+                format!(
+                    "`{}` is not an address (host:port, e.g. 0.0.0.0:2020)",
+                    m.addr
+                ),
+            );
+        }
+        if !(1_000..=3_600_000).contains(&m.liveness_timeout_ms) {
+            return bad(
+                "metrics.liveness_timeout_ms",
+                format!("{} is outside 1000..=3600000", m.liveness_timeout_ms),
+            );
+        }
         let es = &self.elasticsearch;
         if let Err(why) = crate::encode::index::check_name(&es.index_prefix) {
             let what = if es.data_stream {
@@ -852,6 +906,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("input.max_record_bytes"), "{e}");
+    }
+
+    #[test]
+    fn metrics_section() {
+        let c = load(
+            None,
+            env(&[
+                ("SHIPPER_METRICS_ENABLED", "false"),
+                ("SHIPPER_METRICS_ADDR", "127.0.0.1:0"),
+                ("SHIPPER_TEST_WEDGE", "reader"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.addr, "127.0.0.1:0");
+        for (var, value, key) in [
+            ("SHIPPER_METRICS_ADDR", "localhost", "metrics.addr"),
+            (
+                "SHIPPER_METRICS_LIVENESS_TIMEOUT_MS",
+                "10",
+                "metrics.liveness_timeout_ms",
+            ),
+        ] {
+            let e = load(None, env(&[(var, value)]), vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

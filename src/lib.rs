@@ -12,7 +12,9 @@
 //!   and outages).
 //! - [`encode`]: one bulk `create` action + document per record, deterministic `_id`.
 //! - [`checkpoint`]: per-file positions on disk, written atomically ([`state_file`] format).
-//! - [`metrics`]: the counters.
+//! - [`metrics`]: the counters, worker heartbeats and their Prometheus rendering;
+//!   [`status`] serves them (`/metrics`, `/healthz`, `/readyz`); [`logging`]: the agent's
+//!   own logs.
 //! - [`config`], [`cli`], [`app`]: settings and wiring.
 //!
 //! Beside the agent: [`manifests`] (`shipper manifests`, the Kubernetes objects of the
@@ -26,10 +28,12 @@ pub mod config;
 pub mod discover;
 pub mod encode;
 pub mod enrich;
+pub mod logging;
 pub mod manifests;
 pub mod metrics;
 pub mod parse;
 pub mod retention;
 pub mod ship;
 pub mod state_file;
+pub mod status;
 pub mod tail;

@@ -3,7 +3,6 @@
 use clap::Parser;
 use shipper::cli::{Args, Command};
 use shipper::{app, config};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
@@ -101,19 +100,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn init_logging(args: &Args) {
-    use tracing_subscriber::EnvFilter;
     // The dry-run's stdout is data: its own logs stay quiet unless asked.
-    let default = args.log_level.clone().unwrap_or_else(|| {
-        if args.dry_run {
-            "warn".into()
-        } else {
-            "info".into()
-        }
-    });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let default = if args.dry_run { "warn" } else { "info" };
+    let level = args.log_level.as_deref().unwrap_or(default);
+    shipper::logging::init(args.log_format, level, args.dry_run);
 }

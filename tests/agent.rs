@@ -13,9 +13,9 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(90);
 
 /// A node's log tree and the agent's data directory, with the lines written so far.
-struct Node {
+pub(crate) struct Node {
     dir: tempfile::TempDir,
-    written: BTreeSet<String>,
+    pub(crate) written: BTreeSet<String>,
     seq: u64,
     /// Every agent started, killed when the test ends, even by a panic: a stray agent
     /// would keep shipping into whatever later listens on its port.
@@ -34,7 +34,7 @@ impl Drop for Node {
 }
 
 impl Node {
-    fn new() -> Node {
+    pub(crate) fn new() -> Node {
         Node {
             dir: tempfile::tempdir().unwrap(),
             written: BTreeSet::new(),
@@ -43,21 +43,21 @@ impl Node {
         }
     }
 
-    fn docker(&self) -> PathBuf {
+    pub(crate) fn docker(&self) -> PathBuf {
         self.dir.path().join("docker")
     }
 
-    fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn log(&self, c: usize) -> PathBuf {
+    pub(crate) fn log(&self, c: usize) -> PathBuf {
         let id = format!("{c:0>4}feed");
         self.docker().join(&id).join(format!("{id}-json.log"))
     }
 
     /// Appends `n` unique lines to container `c`, dated `day` (2024-07-DD).
-    fn write(&mut self, c: usize, n: usize, day: u32) {
+    pub(crate) fn write(&mut self, c: usize, n: usize, day: u32) {
         let path = self.log(c);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut f = std::fs::OpenOptions::new()
@@ -126,7 +126,7 @@ impl Node {
         std::fs::File::create(&live).unwrap();
     }
 
-    fn agent(&self, es_url: &str, prefix: &str, env: &[(&str, &str)]) -> Child {
+    pub(crate) fn agent(&self, es_url: &str, prefix: &str, env: &[(&str, &str)]) -> Child {
         let mut cmd = shipper();
         cmd.args([
             "--pods-root",
@@ -144,6 +144,10 @@ impl Node {
         .env("SHIPPER_INPUT_DRAIN_GRACE_MS", "100")
         .env("SHIPPER_ELASTICSEARCH_MAX_BACKOFF_MS", "300")
         .env("SHIPPER_AGENT_SHUTDOWN_DEADLINE_MS", "5000")
+        // Text logs, which the assertions read; a free port for /metrics (see
+        // `metrics_addr`). Either can be overridden through `env`.
+        .env("SHIPPER_LOG_FORMAT", "text")
+        .env("SHIPPER_METRICS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(self.dir.path().join("agent.log")).unwrap());
         for (k, v) in env {
@@ -155,12 +159,12 @@ impl Node {
         child
     }
 
-    fn agent_log(&self) -> String {
+    pub(crate) fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
     /// Waits until Elasticsearch holds exactly the lines written, and checks them.
-    fn assert_all_indexed(&self, es: &str, prefix: &str) {
+    pub(crate) fn assert_all_indexed(&self, es: &str, prefix: &str) {
         let want = self.written.len() as u64;
         let deadline = std::time::Instant::now() + LONG;
         while es_count(es, &format!("{prefix}-*")) < want {
@@ -194,6 +198,28 @@ impl Node {
         );
     }
 
+    /// The address the agent's metrics listener bound, from its `metrics listening` log
+    /// line (text or JSON).
+    pub(crate) fn metrics_addr(&self) -> String {
+        let mut addr = None;
+        wait_until("the agent's metrics address in its log", LONG, || {
+            addr = self
+                .agent_log()
+                .lines()
+                .filter(|l| l.contains("metrics listening"))
+                .find_map(|l| {
+                    let rest = l
+                        .split_once("addr=")
+                        .or_else(|| l.split_once("\"addr\":\""))?
+                        .1;
+                    let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+                    Some(rest[..end].to_owned())
+                });
+            addr.is_some()
+        });
+        addr.unwrap_or_default()
+    }
+
     fn buffer_bytes(&self) -> u64 {
         std::fs::read_dir(self.data().join("buffer"))
             .map(|d| {
@@ -206,7 +232,7 @@ impl Node {
     }
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -224,7 +250,7 @@ fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-fn kill9(child: &mut Child) {
+pub(crate) fn kill9(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -287,6 +313,8 @@ fn elasticsearch_down_at_start_and_mid_run() {
     node.assert_all_indexed(&es.url, "down");
     p.set(|f| f.drop_connections = true);
     node.write(1, 300, 8);
+    // A file rotated away before any agent saw it is outside what a tailer can promise.
+    wait_until("the agent to see container 1's file", LONG, || node.seen(1));
     node.rotate(1);
     node.write(1, 100, 8);
     wait_until("failed requests while connections drop", LONG, || {

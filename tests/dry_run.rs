@@ -407,3 +407,42 @@ fn labels_app_and_app_kubernetes_io_name_index_without_conflict() {
     assert_eq!(r["errors"], false, "{r}");
     assert_eq!(es_count(&es.url, "logstash-*"), pairs.len() as u64);
 }
+
+/// The example tree's counters as `/metrics` renders them: exact lines.
+#[test]
+fn example_tree_counters_in_prometheus_text() {
+    let mut cfg = shipper::config::Config::default();
+    cfg.input.docker_root = repo().join("examples/node/docker/containers");
+    cfg.input.pods_root = repo().join("examples/node/pods");
+    let opts = shipper::app::DryRun {
+        pods: Some(repo().join("examples/node/pods.json")),
+        follow: false,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stats = shipper::app::dry_run(&cfg, &opts, &mut std::io::sink(), &stop).unwrap();
+    let text = shipper::metrics::Metrics::new(stats, vec![])
+        .unwrap()
+        .render();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    for want in [
+        "shipper_files_opened_total 4",
+        "shipper_files_watched 4",
+        "shipper_lines_read_total 50",
+        "shipper_read_bytes_total 65652",
+        "shipper_records_read_total 45",
+        "shipper_partial_lines_merged_total 5",
+        "shipper_records_parse_error_total 2",
+        "shipper_records_truncated_total 0",
+        "shipper_read_errors_total 0",
+        "shipper_records_total{outcome=\"excluded\"} 0",
+        "shipper_records_total{outcome=\"indexed\"} 0",
+        "shipper_bulk_requests_total{result=\"success\"} 0",
+        "shipper_bulk_request_duration_seconds_count 0",
+        // Every pod is in the pod list.
+        "shipper_metadata_total{status=\"complete\"} 45",
+        "shipper_metadata_total{status=\"partial\"} 0",
+        "shipper_metadata_total{status=\"none\"} 0",
+    ] {
+        assert!(lines.contains(&want), "missing `{want}` in:\n{text}");
+    }
+}

@@ -394,3 +394,53 @@ fn copytruncate_reads_the_rest_from_the_copy() {
     ];
     check(&ops).unwrap();
 }
+
+/// A file truncated in place before its last bytes were read, with no copy beside it:
+/// those bytes are gone, and counted. With a copy, nothing is counted (it is read).
+#[test]
+fn truncation_without_a_copy_counts_the_unread_bytes() {
+    for with_copy in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let id = "0000beef";
+        let live = root.path().join(id).join(format!("{id}-json.log"));
+        std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+        let line = |n: u32| docker_line(&format!("line {n}\n"), "stdout", "2024-07-08T03:42:57Z");
+        std::fs::write(&live, (1..=3).map(line).collect::<String>()).unwrap();
+        let mut cfg = shipper::config::Config::default();
+        cfg.input.docker_root = root.path().to_owned();
+        cfg.input.pods_root = root.path().join("no-pods");
+        let stats = Arc::new(Stats::default());
+        let mut t = Tailer::new(
+            shipper::app::tail_config(&cfg),
+            Encoder::new("t"),
+            None,
+            stats.clone(),
+        );
+        let cps = Checkpoints::in_memory();
+        t.start(&cps);
+        let mut out = Vec::new();
+        while t.poll_round(&cps, &mut out) > 0 {}
+        assert_eq!(Stats::get(&stats.lines), 3);
+        // Two more lines, seen by a rescan but not read yet.
+        let more: String = (4..=5).map(line).collect();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&live)
+            .unwrap()
+            .write_all(more.as_bytes())
+            .unwrap();
+        t.rescan(&cps);
+        if with_copy {
+            std::fs::copy(&live, live.with_extension("log.1")).unwrap();
+        }
+        std::fs::write(&live, line(6)).unwrap();
+        t.rescan(&cps);
+        assert_eq!(Stats::get(&stats.files_truncated), 1);
+        let want = if with_copy { 0 } else { more.len() as u64 };
+        assert_eq!(
+            Stats::get(&stats.rotated_unread_bytes),
+            want,
+            "with a copy: {with_copy}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod dry_run;
 mod kube;
 mod kube_api;
 mod manifests;
+mod observability;
 mod proxy;
 mod retention;
 mod roundtrip;

@@ -71,6 +71,12 @@ struct FrameMeta {
     len: u64,
     records: u32,
     acked: bool,
+    /// Unix milliseconds of the append (for recovered frames: their segment's mtime).
+    /// Kept in memory only, for `shipper_buffer_oldest_record_age_seconds`.
+    appended_ms: u64,
+    /// Newest record timestamp in the frame (unix milliseconds, 0 if unknown, as for
+    /// recovered frames). In memory only, for `shipper_lag_seconds`.
+    newest_record_ms: u64,
 }
 
 #[derive(Debug)]
@@ -121,6 +127,8 @@ pub struct Writer {
     file: File,
     seq: u64,
     len: u64,
+    /// Newest record timestamp of the next frame (see [`Writer::set_newest_record_ms`]).
+    newest_record_ms: u64,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -160,6 +168,11 @@ pub fn open(
             source,
         })?;
         let (found, damage) = frame::scan(&bytes);
+        let mtime_ms = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(crate::metrics::unix_ms, |d| d.as_millis() as u64);
         if damage.bytes > 0 {
             Stats::add(&stats.buffer_damaged_regions, damage.regions);
             Stats::add(&stats.buffer_records_lost, damage.records);
@@ -183,6 +196,8 @@ pub fn open(
                 len: f.header.frame_len(),
                 records: f.header.records,
                 acked: false,
+                appended_ms: mtime_ms,
+                newest_record_ms: 0,
             })
             .collect();
         let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
@@ -227,6 +242,7 @@ pub fn open(
         file,
         seq,
         len: 0,
+        newest_record_ms: 0,
     };
     Ok((Buffer { shared }, writer))
 }
@@ -256,6 +272,13 @@ impl Shared {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.buffer_bytes.store(s.bytes, Relaxed);
         self.stats.buffer_records.store(s.records, Relaxed);
+        let oldest = s
+            .segments
+            .iter()
+            .filter(|g| g.acked < g.frames.len())
+            .find_map(|g| g.frames.iter().find(|f| !f.acked))
+            .map_or(0, |f| f.appended_ms.max(1));
+        self.stats.buffer_oldest_append_ms.store(oldest, Relaxed);
     }
 }
 
@@ -298,6 +321,12 @@ impl Writer {
         }
     }
 
+    /// The newest record timestamp (unix milliseconds) of the next frame appended: when
+    /// that frame is acknowledged, `shipper_lag_seconds` is measured from it.
+    pub fn set_newest_record_ms(&mut self, ms: u64) {
+        self.newest_record_ms = ms;
+    }
+
     /// Appends one batch. Returns once it is written (and synced, per the policy).
     pub fn append(
         &mut self,
@@ -338,6 +367,8 @@ impl Writer {
                     len,
                     records,
                     acked: false,
+                    appended_ms: crate::metrics::unix_ms(),
+                    newest_record_ms: std::mem::take(&mut self.newest_record_ms),
                 });
                 seg.bytes += len;
                 seg.frames.len() - 1
@@ -495,6 +526,7 @@ impl Buffer {
             return;
         }
         m.acked = true;
+        self.shared.stats.acknowledged(m.newest_record_ms);
         let records = u64::from(m.records);
         seg.acked += 1;
         s.records -= records;

@@ -22,7 +22,7 @@
 
 use super::cache::{now_ms, Change, KubeCache, NamespaceEntry};
 use super::PodEntry;
-use crate::metrics::Stats;
+use crate::metrics::{ExitGuard, Stats, Worker};
 use ::kube::runtime::watcher::{self, watcher, Event};
 use ::kube::runtime::WatchStreamExt;
 use ::kube::{Api, Client};
@@ -168,7 +168,14 @@ pub async fn run(
         |p: &Pod| Some(PodEntry::from_pod(p)),
         {
             let cache = cache.clone();
-            move |c| cache.apply_pods(c, now_ms())
+            let stats = stats.clone();
+            move |c| {
+                cache.apply_pods(c, now_ms());
+                let pods = cache.len().0 as u64;
+                stats
+                    .kube_cache_pods
+                    .store(pods, std::sync::atomic::Ordering::Relaxed);
+            }
         },
         &stats,
     );
@@ -187,9 +194,16 @@ pub async fn run(
     let mut shutdown = pin!(shutdown);
     let mut ticks = tokio::time::interval(opts.snapshot_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The watch's own runtime answering is what liveness can know; the API server being
+    // unreachable is retried, never a reason to restart the agent.
+    stats.live.start(Worker::Kube);
+    let _guard = ExitGuard(stats.clone(), Worker::Kube);
+    let mut beats = tokio::time::interval(Duration::from_secs(1));
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = beats.tick() => stats.live.beat(Worker::Kube),
             () = &mut pods => break,
             () = &mut namespaces => break,
             _ = ticks.tick() => {
@@ -215,9 +229,17 @@ async fn drive<K, E>(
 ) {
     let mut stream = pin!(stream);
     let mut listed: Vec<E> = Vec::new();
+    let mut lists = 0u64;
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => listed.clear(),
+            Ok(Event::Init) => {
+                // Every list after the first is the watch starting over.
+                if lists > 0 {
+                    Stats::add(&stats.kube_watch_restarts, 1);
+                }
+                lists += 1;
+                listed.clear();
+            }
             Ok(Event::InitApply(obj)) => listed.extend(convert(&obj)),
             Ok(Event::InitDone) => {
                 tracing::info!(what, count = listed.len(), "listed");
@@ -235,7 +257,7 @@ async fn drive<K, E>(
             }
             Err(e) => {
                 Stats::add(&stats.kube_errors, 1);
-                tracing::warn!(what, error = %e, "Kubernetes API watch failed; retrying with backoff, metadata comes from the cache meanwhile");
+                crate::log_every!(crate::logging::EVERY, warn, what, error = %e, "Kubernetes API watch failed; retrying with backoff, metadata comes from the cache meanwhile");
             }
         }
     }

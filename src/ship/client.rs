@@ -124,6 +124,9 @@ pub struct Client {
     auth: Option<HeaderValue>,
     next: AtomicUsize,
     health: Mutex<Vec<Health>>,
+    /// Endpoints whose last request got an answer below 500; kept beside `health` so
+    /// metrics read it without that lock.
+    answering: AtomicUsize,
 }
 
 impl std::fmt::Debug for Client {
@@ -235,12 +238,14 @@ impl Client {
                 retry_at: None,
             })
             .collect();
+        let answering = AtomicUsize::new(endpoints.len());
         Ok(Client {
             http,
             endpoints,
             auth,
             next: AtomicUsize::new(0),
             health: Mutex::new(health),
+            answering,
         })
     }
 
@@ -268,6 +273,18 @@ impl Client {
             let backoff = Duration::from_millis(250u64 << h.failures.min(7));
             h.retry_at = Some(Instant::now() + backoff);
         }
+        let answering = health.iter().filter(|h| h.failures == 0).count();
+        self.answering.store(answering, Ordering::Relaxed);
+    }
+
+    /// Endpoints configured.
+    pub fn endpoints(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Endpoints whose last request was answered (below 500); lock-free, for metrics.
+    pub fn answering_endpoints(&self) -> usize {
+        self.answering.load(Ordering::Relaxed)
     }
 
     /// Endpoints currently considered healthy.

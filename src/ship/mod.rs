@@ -17,7 +17,7 @@ pub mod dead_letter;
 pub mod template;
 
 use crate::buffer::{Buffer, Frame};
-use crate::metrics::Stats;
+use crate::metrics::{BulkResult, Stats};
 use bytes::Bytes;
 use client::Client;
 use dead_letter::DeadLetter;
@@ -256,7 +256,7 @@ impl Shipper {
                 Ok(v) => break v,
                 Err(e) => {
                     Stats::add(&self.stats.es_request_failures, 1);
-                    tracing::warn!(error = %e, "Elasticsearch not reachable yet; reading continues into the buffer");
+                    crate::log_every!(crate::logging::EVERY, warn, error = %e, "Elasticsearch not reachable yet; reading continues into the buffer");
                     tokio::time::sleep(backoff(attempt, self.cfg.max_backoff)).await;
                     attempt += 1;
                 }
@@ -345,9 +345,13 @@ impl Shipper {
                                 continue;
                             }
                         },
-                        Err(e) => format!("{}: {e}", self.client.endpoint_url(a.endpoint)),
+                        Err(e) => {
+                            self.stats.bulk_result(BulkResult::Network, latency);
+                            format!("{}: {e}", self.client.endpoint_url(a.endpoint))
+                        }
                     },
                     Ok(a) if a.status == 413 && part.docs > 1 => {
+                        self.stats.bulk_result(BulkResult::ClientError, latency);
                         Stats::add(&self.stats.bulk_split, 1);
                         let half = part.docs / 2;
                         let first: Vec<usize> = (0..half).collect();
@@ -362,10 +366,13 @@ impl Shipper {
                         }
                     }
                     Ok(a) if a.status == 413 => {
+                        self.stats.bulk_result(BulkResult::ClientError, latency);
                         self.reject_all(&mut part, 413, r#"{"type":"request_too_large","reason":"a single document is larger than the cluster accepts (http.max_content_length)"}"#).await;
                         break;
                     }
                     Ok(a) => {
+                        self.stats
+                            .bulk_result(BulkResult::from_status(a.status), latency);
                         if a.status == 429 {
                             self.limiter.throttled();
                         }
@@ -376,16 +383,16 @@ impl Shipper {
                             client::snippet(&a.body)
                         )
                     }
-                    Err(e) => e.to_string(),
+                    Err(e) => {
+                        self.stats.bulk_result(BulkResult::Network, latency);
+                        e.to_string()
+                    }
                 };
                 Stats::add(&self.stats.bulk_failures, 1);
                 Stats::add(&self.stats.docs_retried, part.docs as u64);
                 let delay = backoff(attempt, self.cfg.max_backoff);
-                // Loud, but not once per second per frame: every attempt early on, then
-                // every 10th.
-                if attempt < 3 || attempt.is_multiple_of(10) {
-                    tracing::warn!(attempt, docs = part.docs, retry_in_ms = delay.as_millis() as u64, error = %retry_reason, "bulk request failed; retrying");
-                }
+                // Loud, but not once per attempt per frame through a long outage.
+                crate::log_every!(crate::logging::EVERY, warn, attempt, docs = part.docs, retry_in_ms = delay.as_millis() as u64, error = %retry_reason, "bulk request failed; retrying");
                 attempt = attempt.saturating_add(1);
                 tokio::time::sleep(delay).await;
             }
@@ -398,6 +405,15 @@ impl Shipper {
         Stats::add(&self.stats.bulk_requests, 1);
         Stats::add(&self.stats.records_indexed, report.indexed as u64);
         Stats::add(&self.stats.records_duplicate, report.duplicate as u64);
+        let clean = report.retry.is_empty() && report.reject.is_empty();
+        self.stats.bulk_result(
+            if clean {
+                BulkResult::Success
+            } else {
+                BulkResult::Partial
+            },
+            latency,
+        );
         if !report.reject.is_empty() {
             self.dead_letter(part, &report.reject).await;
         }
@@ -444,8 +460,8 @@ impl Shipper {
                 )
             })
             .collect();
-        for (status, err, _, _) in owned.iter().take(3) {
-            tracing::warn!(status, error = %err, "Elasticsearch rejected a document; written to the dead-letter file");
+        if let Some((status, err, _, _)) = owned.first() {
+            crate::log_every!(crate::logging::EVERY, warn, status, error = %err, docs = owned.len(), "Elasticsearch rejected documents; written to the dead-letter file");
         }
         let dead = self.dead.clone();
         let res = tokio::task::spawn_blocking(move || {

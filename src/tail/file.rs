@@ -168,6 +168,11 @@ impl FileTail {
         self.excluded = excluded;
     }
 
+    /// The size seen by the last [`FileTail::size_changed`] call.
+    pub fn checked_len(&self) -> u64 {
+        self.checked_len
+    }
+
     /// Whether the size differs from the last call's (and remembers this one).
     pub fn size_changed(&mut self, len: u64) -> bool {
         std::mem::replace(&mut self.checked_len, len) != len
@@ -377,7 +382,7 @@ impl FileTail {
                 let before = last_time.replace(parsed.time);
                 if let Some(rec) = merger.push(offset, parsed, before) {
                     let truncated = rec.truncated || cut;
-                    Stats::add(&stats.records, 1);
+                    stats.record(ctx.level, rec.time.unix_nanos());
                     Stats::add(&stats.partials_merged, u64::from(rec.chunks - 1));
                     Stats::add(&stats.truncated, u64::from(truncated));
                     let doc = Doc {
@@ -400,7 +405,7 @@ impl FileTail {
                     .unwrap_or_else(Timestamp::now);
                 let (text, capped) = cap_text(Text::Raw(line), merger.cap());
                 let truncated = capped || cut;
-                Stats::add(&stats.records, 1);
+                stats.record(ctx.level, time.unix_nanos());
                 Stats::add(&stats.parse_errors, 1);
                 Stats::add(&stats.truncated, u64::from(truncated));
                 let doc = Doc {
@@ -420,7 +425,7 @@ impl FileTail {
     pub fn flush(&mut self, enc: &Encoder, out: &mut Vec<u8>, stats: &Stats) {
         let Some(ctx) = &self.ctx else { return };
         for rec in self.merger.flush() {
-            Stats::add(&stats.records, 1);
+            stats.record(ctx.level, rec.time.unix_nanos());
             Stats::add(&stats.partials_merged, u64::from(rec.chunks - 1));
             Stats::add(&stats.truncated, u64::from(rec.truncated));
             let doc = Doc {

@@ -169,7 +169,7 @@ impl Tailer {
         }
         for (path, err) in &report.errors {
             Stats::add(&self.stats.read_errors, 1);
-            tracing::warn!(path = %path.display(), error = %err, "cannot read log path");
+            crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %err, "cannot read log path");
         }
         candidates
     }
@@ -260,7 +260,7 @@ impl Tailer {
             }
             Err(e) => {
                 Stats::add(&self.stats.read_errors, 1);
-                tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
+                crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %e, "cannot open log file");
                 None
             }
         }
@@ -291,7 +291,7 @@ impl Tailer {
             Ok(None) => {}
             Err(e) => {
                 Stats::add(&self.stats.read_errors, 1);
-                tracing::warn!(path = %f.path.display(), error = %e, "cannot read log file");
+                crate::log_every!(crate::logging::EVERY, warn, path = %f.path.display(), error = %e, "cannot read log file");
             }
         }
     }
@@ -305,6 +305,7 @@ impl Tailer {
         let f = &mut self.files[i];
         let Some(id) = f.id() else { return };
         let Ok(len) = f.size() else { return };
+        let last_seen = f.checked_len();
         let changed = f.size_changed(len);
         if !force && !changed && len <= f.offset() {
             return;
@@ -323,17 +324,29 @@ impl Tailer {
         Stats::add(&self.stats.files_truncated, 1);
         tracing::info!(path = %f.path.display(), "file truncated or rewritten; reading it again from the start");
         let old = f.position();
+        // What the file was last seen to hold past our position.
+        let unread = if truncated {
+            last_seen.saturating_sub(f.offset())
+        } else {
+            0
+        };
         self.closed.push(id);
         f.restart();
         // logrotate's copytruncate copied the file aside before truncating it: the bytes
         // we had not read yet are in that copy, under the old identity.
-        if let Some((old_id, pos)) = old {
-            self.drain_copy(i, old_id, &pos);
+        let copied = match old {
+            Some((old_id, pos)) => self.drain_copy(i, old_id, &pos),
+            None => false,
+        };
+        if !copied && unread > 0 {
+            Stats::add(&self.stats.rotated_unread_bytes, unread);
+            tracing::warn!(path = %self.files[i].path.display(), bytes = unread, "file truncated before its last bytes were read, and no copy of it found");
         }
         self.identify(i, cps);
     }
 
-    fn drain_copy(&mut self, i: usize, old_id: FileId, pos: &Position) {
+    /// Opens the copy of a truncated file, if one is beside it; returns whether it did.
+    fn drain_copy(&mut self, i: usize, old_id: FileId, pos: &Position) -> bool {
         for sibling in discover::rotated_siblings(&self.files[i].path) {
             let Ok(mut copy) = self.files[i].sibling(sibling.clone(), &self.cfg.limits) else {
                 continue;
@@ -350,8 +363,9 @@ impl Tailer {
             self.new.extend(copy.position());
             Stats::add(&self.stats.files_opened, 1);
             self.files.push(copy);
-            return;
+            return true;
         }
+        false
     }
 
     /// Brings file `i`'s metadata up to date with the live cache if the cache changed.
@@ -461,7 +475,7 @@ impl Tailer {
             Ok(p) => p,
             Err(e) => {
                 Stats::add(&stats.read_errors, 1);
-                tracing::warn!(path = %f.path.display(), error = %e, "error reading log file");
+                crate::log_every!(crate::logging::EVERY, warn, path = %f.path.display(), error = %e, "error reading log file");
                 Progress {
                     bytes: 0,
                     eof: true,
