@@ -161,7 +161,7 @@ impl Stats {
     }
 
     /// Counts one record produced by the reader, with its metadata level and timestamp.
-    pub fn record(&self, level: crate::enrich::Level, unix_nanos: i64) {
+    pub fn record(&self, level: crate::enrich::Level, unix_millis: i64) {
         use crate::enrich::Level;
         Stats::add(&self.records, 1);
         Stats::add(
@@ -173,7 +173,7 @@ impl Stats {
             1,
         );
         // Only the reader thread writes it: a load and a store, no read-modify-write.
-        let ms = u64::try_from(unix_nanos / 1_000_000).unwrap_or(0);
+        let ms = u64::try_from(unix_millis).unwrap_or(0);
         if ms > self.batch_newest_record_ms.load(Ordering::Relaxed) {
             self.batch_newest_record_ms.store(ms, Ordering::Relaxed);
         }

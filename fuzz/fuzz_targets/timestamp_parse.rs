@@ -99,5 +99,6 @@ fuzz_target!(|data: &[u8]| {
         if let Some(n) = ours.timestamp_nanos_opt() {
             assert_eq!(ts.unix_nanos(), n, "unix_nanos of {ts:?}");
         }
+        assert_eq!(ts.unix_millis(), ours.timestamp_millis(), "unix_millis of {ts:?}");
     }
 });

@@ -382,7 +382,7 @@ impl FileTail {
                 let before = last_time.replace(parsed.time);
                 if let Some(rec) = merger.push(offset, parsed, before) {
                     let truncated = rec.truncated || cut;
-                    stats.record(ctx.level, rec.time.unix_nanos());
+                    stats.record(ctx.level, rec.time.unix_millis());
                     Stats::add(&stats.partials_merged, u64::from(rec.chunks - 1));
                     Stats::add(&stats.truncated, u64::from(truncated));
                     let doc = Doc {
@@ -405,7 +405,7 @@ impl FileTail {
                     .unwrap_or_else(Timestamp::now);
                 let (text, capped) = cap_text(Text::Raw(line), merger.cap());
                 let truncated = capped || cut;
-                stats.record(ctx.level, time.unix_nanos());
+                stats.record(ctx.level, time.unix_millis());
                 Stats::add(&stats.parse_errors, 1);
                 Stats::add(&stats.truncated, u64::from(truncated));
                 let doc = Doc {
@@ -425,7 +425,7 @@ impl FileTail {
     pub fn flush(&mut self, enc: &Encoder, out: &mut Vec<u8>, stats: &Stats) {
         let Some(ctx) = &self.ctx else { return };
         for rec in self.merger.flush() {
-            stats.record(ctx.level, rec.time.unix_nanos());
+            stats.record(ctx.level, rec.time.unix_millis());
             Stats::add(&stats.partials_merged, u64::from(rec.chunks - 1));
             Stats::add(&stats.truncated, u64::from(rec.truncated));
             let doc = Doc {
