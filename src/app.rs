@@ -343,7 +343,10 @@ pub fn agent(
         max_backoff: Duration::from_millis(es.max_backoff_ms),
         target: es.target(),
         template: es.template,
-        timestamp_nanos: es.timestamp_nanos,
+        template_options: crate::ship::template::Options {
+            nanos: es.timestamp_nanos,
+            ilm_policy: es.ilm_policy.clone(),
+        },
         compression: es.compression,
     };
     let dead = DeadLetter::new(
@@ -398,14 +401,20 @@ pub fn agent(
 
     // Appender: compress as chunks arrive, append a batch whole, then (and only then)
     // move checkpoints.
+    // Set when the reader or the buffer writer ends on its own (an error): the agent
+    // then stops as on SIGTERM and exits non-zero, so it is restarted, rather than
+    // staying up with a dead pipeline.
+    let died = Arc::new(tokio::sync::Notify::new());
     let appender = {
         let cps = cps.clone();
         let stats = stats.clone();
         let stop = stop.clone();
+        let died = died.clone();
         let gzip = es.compression;
         std::thread::Builder::new()
             .name("shipper-buffer".into())
             .spawn(move || -> anyhow::Result<buffer::Writer> {
+                let result = (|| -> anyhow::Result<buffer::Writer> {
                 stats.live.start(Worker::Appender);
                 let _guard = ExitGuard(stats.clone(), Worker::Appender);
                 let mut last_save = Instant::now();
@@ -491,9 +500,16 @@ pub fn agent(
                         }
                     }
                 }
-                // The reader always ends with `End`, so no batch is left half built.
+                // A batch still half built here (the reader stopped with the buffer full,
+                // or failed) is dropped: its checkpoints never moved, so it is read again.
                 save_checkpoints(&mut cps.lock().unwrap_or_else(|p| p.into_inner()), &stats);
                 Ok(writer)
+                })();
+                if let Err(e) = &result {
+                    tracing::error!(error = format!("{e:#}"), "the buffer writer failed; stopping");
+                    died.notify_one();
+                }
+                result
             })?
     };
 
@@ -510,32 +526,47 @@ pub fn agent(
             Duration::from_millis(es.linger_ms),
         );
         let rescan_every = Duration::from_millis(cfg.input.rescan_interval_ms);
+        let died = died.clone();
         std::thread::Builder::new()
             .name("shipper-read".into())
             .spawn(move || {
                 stats.live.start(Worker::Reader);
                 let _guard = ExitGuard(stats.clone(), Worker::Reader);
-                if wedge != Wedge::None {
-                    return wedge_reader(wedge, &stop);
+                let result = if wedge != Wedge::None {
+                    wedge_reader(wedge, &stop)
+                } else {
+                    read_loop(
+                        tail_cfg,
+                        enc,
+                        stats,
+                        cps,
+                        (tx, pool_rx),
+                        &stop,
+                        limits,
+                        rescan_every,
+                        kube_cache,
+                    )
+                };
+                match &result {
+                    Err(e) if !e.is::<Abandoned>() => {
+                        tracing::error!(error = format!("{e:#}"), "the reader failed; stopping");
+                        died.notify_one();
+                    }
+                    _ => {}
                 }
-                read_loop(
-                    tail_cfg,
-                    enc,
-                    stats,
-                    cps,
-                    (tx, pool_rx),
-                    &stop,
-                    limits,
-                    rescan_every,
-                    kube_cache,
-                )
+                result
             })?
     };
 
     if let Some(s) = &status {
         s.ready.store(true, Ordering::Relaxed);
     }
-    runtime.block_on(shutdown);
+    let failed = runtime.block_on(async {
+        tokio::select! {
+            () = shutdown => false,
+            () = died.notified() => true,
+        }
+    });
     stats.live.stopping();
     if let Some(s) = &status {
         s.ready.store(false, Ordering::Relaxed);
@@ -544,15 +575,24 @@ pub fn agent(
     stop.store(true, Ordering::Relaxed);
     let read_result = reader
         .join()
-        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
-    let writer = appender
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))
+        .and_then(|r| r);
+    let writer_result = appender
         .join()
-        .map_err(|_| anyhow::anyhow!("buffer thread panicked"))??;
-    match read_result {
-        Err(e) if e.is::<Abandoned>() => {}
-        other => other?,
+        .map_err(|_| anyhow::anyhow!("buffer thread panicked"))
+        .and_then(|r| r);
+    // Deliver what is in the buffer (until the deadline) even after a failure.
+    let mut failure = match read_result {
+        Err(e) if !e.is::<Abandoned>() => Some(e),
+        _ => None,
+    };
+    match writer_result {
+        Ok(writer) => writer.close(),
+        Err(e) => failure = Some(failure.unwrap_or(e)),
     }
-    writer.close();
+    if failed && failure.is_none() {
+        failure = Some(anyhow::anyhow!("a worker stopped unexpectedly"));
+    }
     let deadline = Duration::from_millis(cfg.agent.shutdown_deadline_ms);
     match runtime.block_on(async { tokio::time::timeout(deadline, ship_task).await }) {
         Ok(_) => tracing::info!("buffer delivered; exiting"),
@@ -563,7 +603,10 @@ pub fn agent(
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(kube);
-    Ok(stats)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
 }
 
 /// The reader as [`TEST_WEDGE_ENV`] asks: stuck without heartbeats until shutdown, or
@@ -717,6 +760,12 @@ fn read_loop(
             return Ok(());
         }
         if n == 0 {
+            if batch_len == 0 && out.is_empty() && Stats::get(&stats.buffer_records) == 0 {
+                // Caught up: every byte written to the logs so far has been read and
+                // delivered. The lag of the last delivered batch no longer describes
+                // the node (an idle node would keep it forever).
+                stats.lag_ms.store(0, Ordering::Relaxed);
+            }
             let wait = match started {
                 Some(t) => linger.saturating_sub(t.elapsed()).min(idle_wait),
                 None => idle_wait,

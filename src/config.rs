@@ -237,6 +237,11 @@ pub struct Elasticsearch {
     pub data_stream: bool,
     /// Install an index template for the indices (or the data stream) at start.
     pub template: bool,
+    /// Elasticsearch lifecycle (ILM) policy the template gives the indices or the data
+    /// stream's backing indices (`index.lifecycle.name`): how a data stream rolls over
+    /// and ages out. The policy itself is created in Elasticsearch. Ignored on OpenSearch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ilm_policy: Option<String>,
     /// Map `@timestamp` as `date_nanos` (keeps nanosecond order); `false` maps `date`.
     pub timestamp_nanos: bool,
     /// gzip request bodies (compressed once, in the buffer).
@@ -297,6 +302,7 @@ impl Default for Elasticsearch {
             index_date_format: crate::encode::index::DEFAULT_DATE_FORMAT.into(),
             data_stream: false,
             template: true,
+            ilm_policy: None,
             timestamp_nanos: true,
             compression: true,
             batch_bytes: DEFAULT_BATCH_BYTES,
@@ -544,6 +550,7 @@ impl Config {
         e.api_key = Some(Secret(String::new()));
         e.api_key_file = Some(PathBuf::new());
         e.ca_file = Some(PathBuf::new());
+        e.ilm_policy = Some(String::new());
         c
     }
 
@@ -709,8 +716,29 @@ impl Config {
             };
             return bad("elasticsearch.index_prefix", format!("{what}: {why}"));
         }
-        if let Err(why) = crate::encode::index::DateFormat::parse(&es.index_date_format) {
-            return bad("elasticsearch.index_date_format", why);
+        if es
+            .ilm_policy
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return bad(
+                "elasticsearch.ilm_policy",
+                "is empty; leave it out for no policy".into(),
+            );
+        }
+        match crate::encode::index::DateFormat::parse(&es.index_date_format) {
+            Err(why) => return bad("elasticsearch.index_date_format", why),
+            // Elasticsearch refuses index names over 255 bytes.
+            Ok(f) if !es.data_stream && es.index_prefix.len() + 1 + f.rendered_len() > 255 => {
+                return bad(
+                    "elasticsearch.index_prefix",
+                    format!(
+                        "`{}-{}` would be longer than the 255 bytes an index name may have",
+                        es.index_prefix, es.index_date_format
+                    ),
+                )
+            }
+            Ok(_) => {}
         }
         Ok(())
     }

@@ -139,7 +139,8 @@ counters! {
         buffer_oldest_append_ms: AtomicU64,
         /// Delivery delay of the newest acknowledged batch: acknowledgement time minus the
         /// newest record timestamp in it, in milliseconds (gauge; 0 until a batch is
-        /// acknowledged).
+        /// acknowledged, and 0 again whenever the agent is caught up: nothing left to
+        /// read or to deliver).
         lag_ms: AtomicU64,
         /// Newest record timestamp (unix milliseconds) of the batch being cut; only the
         /// reader writes it, and takes it (back to 0) when it cuts the batch.
@@ -554,7 +555,7 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         ("shipper_kube_errors_total", "Errors from the Kubernetes API (each retried with backoff).", C, |s| counter(&s.kube_errors)),
         ("shipper_kube_cache_pods", "Pods in the metadata cache (deleted ones in their grace period included).", G, |s| counter(&s.kube_cache_pods)),
         ("shipper_metadata_waits_total", "Files that waited (bounded) for their pod to appear in the metadata cache.", C, |s| counter(&s.metadata_waits)),
-        ("shipper_lag_seconds", "Acknowledgement time minus the newest record timestamp of the last batch Elasticsearch acknowledged.", G, |s| s.lag_ms.load(Ordering::Relaxed) as f64 / 1e3),
+        ("shipper_lag_seconds", "Acknowledgement time minus the newest record timestamp of the last batch Elasticsearch acknowledged; 0 when caught up (nothing left to read or deliver).", G, |s| s.lag_ms.load(Ordering::Relaxed) as f64 / 1e3),
     ]
 };
 
@@ -750,7 +751,7 @@ mod tests {
         Stats::add(&stats.records_duplicate, 2);
         Stats::add(&stats.excluded_lines, 3);
         Stats::add(&stats.lines, 12);
-        stats.record(crate::enrich::Level::Partial, 1_720_000_000_123_456_789);
+        stats.record(crate::enrich::Level::Partial, 1_720_000_000_123);
         stats.bulk_result(BulkResult::Success, Duration::from_millis(3));
         stats.bulk_result(BulkResult::from_status(429), Duration::from_millis(40));
         stats.bulk_result(BulkResult::from_status(503), Duration::from_secs(100));

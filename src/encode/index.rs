@@ -60,10 +60,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > 200 {
         return Err(format!("{name:?} is longer than 200 bytes"));
     }
-    if let Some(c) = name.bytes().find(|&b| forbidden(b)) {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_uppercase() || (c.is_ascii() && forbidden(c as u8)))
+    {
         return Err(format!(
-            "{name:?} contains {:?}; index names are lowercase without \\ / * ? \" < > | , # : or spaces",
-            c as char
+            "{name:?} contains {c:?}; index names are lowercase without \\ / * ? \" < > | , # : or spaces"
         ));
     }
     Ok(())
@@ -129,7 +131,7 @@ impl DateFormat {
     }
 
     /// Bytes of a rendered date (every item has a fixed width).
-    fn rendered_len(&self) -> usize {
+    pub fn rendered_len(&self) -> usize {
         self.items
             .iter()
             .map(|i| match i {
@@ -288,6 +290,11 @@ mod tests {
         assert!(check_name("_logs").is_err());
         assert!(check_name("a b").is_err());
         assert!(check_name("").is_err());
+        assert!(
+            check_name("journ\u{c9}e").is_err(),
+            "uppercase beyond ASCII"
+        );
+        assert!(check_name("journ\u{e9}e").is_ok());
     }
 
     #[test]

@@ -225,6 +225,9 @@ pub fn documents(plan: &Plan, security: Option<&Security>) -> Result<Vec<Documen
         // readiness is config loaded and buffer open.
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         readiness_probe: Some(http_probe("/readyz", 10, 3)),
+        // The listener starts once the buffer is open, and opening checks every frame
+        // on disk (up to buffer.max_bytes): up to 5 minutes before liveness counts.
+        startup_probe: Some(http_probe("/healthz", 5, 60)),
         resources: Some(common::resources("100m", common::mib(256))),
         security_context: Some(security_context),
         volume_mounts: Some(mounts),

@@ -303,7 +303,14 @@ impl Client {
         let base = u.path().trim_end_matches('/').to_owned();
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         u.set_path(&format!("{base}{path}"));
-        u.set_query((!query.is_empty()).then_some(query));
+        if !query.is_empty() {
+            // Keep a query the endpoint itself carries (a gateway's token, say).
+            let merged = match u.query() {
+                Some(own) if !own.is_empty() => format!("{own}&{query}"),
+                _ => query.to_owned(),
+            };
+            u.set_query(Some(&merged));
+        }
         u
     }
 
@@ -372,9 +379,9 @@ impl Client {
         &self,
         v: &Version,
         target: &crate::encode::index::Target,
-        nanos: bool,
+        opts: &super::template::Options,
     ) -> Result<(), ClientError> {
-        let (path, body) = super::template::request(v, target, nanos);
+        let (path, body) = super::template::request(v, target, opts);
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let a = self
@@ -496,5 +503,29 @@ mod tests {
         let _ = c.pick();
         c.mark(0, true);
         assert_eq!(c.pick(), 0);
+    }
+
+    #[test]
+    fn request_urls_keep_the_endpoint_path_and_query() {
+        let cfg = Elasticsearch {
+            urls: vec![
+                "http://127.0.0.1:9200".into(),
+                "https://gw.example/es/?token=abc".into(),
+            ],
+            ..Elasticsearch::default()
+        };
+        let c = Client::new(&cfg).unwrap();
+        assert_eq!(
+            c.url(0, BULK_PATH).as_str(),
+            "http://127.0.0.1:9200/_bulk?filter_path=errors,items.*.status,items.*.error"
+        );
+        assert_eq!(
+            c.url(1, BULK_PATH).as_str(),
+            "https://gw.example/es/_bulk?token=abc&filter_path=errors,items.*.status,items.*.error"
+        );
+        assert_eq!(
+            c.url(1, "/_index_template/x").as_str(),
+            "https://gw.example/es/_index_template/x?token=abc"
+        );
     }
 }

@@ -41,7 +41,7 @@ pub struct ShipConfig {
     pub max_backoff: Duration,
     pub target: crate::encode::index::Target,
     pub template: bool,
-    pub timestamp_nanos: bool,
+    pub template_options: template::Options,
     /// gzip bodies that are rebuilt for retries.
     pub compression: bool,
 }
@@ -271,10 +271,13 @@ impl Shipper {
                 tracing::error!(server = %version, data_stream = %name, "this server has no data streams (Elasticsearch 7.9+ or OpenSearch needed); documents go to a regular index of that name");
             }
         }
+        if self.cfg.template_options.ilm_policy.is_some() && version.opensearch {
+            tracing::warn!(server = %version, "elasticsearch.ilm_policy is ignored on OpenSearch: give an ISM policy an ism_template for these indices instead");
+        }
         if self.cfg.template {
             if let Err(e) = self
                 .client
-                .put_template(&version, &self.cfg.target, self.cfg.timestamp_nanos)
+                .put_template(&version, &self.cfg.target, &self.cfg.template_options)
                 .await
             {
                 tracing::error!(error = %e, "could not install the index template; shipping anyway with dynamic mappings");

@@ -10,9 +10,25 @@ use super::client::Version;
 use crate::encode::index::Target;
 use serde_json::json;
 
+/// What the template sets beyond the mappings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Map `@timestamp` as `date_nanos` (else `date`).
+    pub nanos: bool,
+    /// Elasticsearch index lifecycle policy for the indices (`index.lifecycle.name`):
+    /// rollover and deletion of a data stream's backing indices. Ignored on OpenSearch,
+    /// whose ISM policies attach themselves by index pattern.
+    pub ilm_policy: Option<String>,
+}
+
 /// `(path, body)` of the request that installs the template for `<prefix>-*` (dated
 /// indices) or for the data stream.
-pub fn request(v: &Version, target: &Target, nanos: bool) -> (String, Vec<u8>) {
+pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>) {
+    let nanos = opts.nanos;
+    let settings = match &opts.ilm_policy {
+        Some(policy) if !v.opensearch => json!({"index.lifecycle.name": policy}),
+        _ => json!({}),
+    };
     let mappings = json!({
         "dynamic_templates": [
             {"kubernetes_labels": {"path_match": "kubernetes.labels.*", "mapping": {"type": "keyword"}}},
@@ -41,18 +57,18 @@ pub fn request(v: &Version, target: &Target, nanos: bool) -> (String, Vec<u8>) {
         // server creates it on the first `create` into its name.
         (
             format!("/_index_template/{name}"),
-            json!({"index_patterns": [pattern], "data_stream": {}, "priority": 200, "template": {"mappings": mappings}}),
+            json!({"index_patterns": [pattern], "data_stream": {}, "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
         )
     } else if v.composable_templates() {
         (
             format!("/_index_template/{name}"),
-            json!({"index_patterns": [pattern], "priority": 200, "template": {"mappings": mappings}}),
+            json!({"index_patterns": [pattern], "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
         )
     } else {
         // Elasticsearch 7.0-7.7: the legacy API, typeless mappings (no `_type`, ever).
         (
             format!("/_template/{name}"),
-            json!({"index_patterns": [pattern], "order": 100, "mappings": mappings}),
+            json!({"index_patterns": [pattern], "order": 100, "settings": settings, "mappings": mappings}),
         )
     };
     (path, body.to_string().into_bytes())
@@ -62,6 +78,13 @@ pub fn request(v: &Version, target: &Target, nanos: bool) -> (String, Vec<u8>) {
 mod tests {
     use super::*;
 
+    fn nanos(nanos: bool) -> Options {
+        Options {
+            nanos,
+            ilm_policy: None,
+        }
+    }
+
     #[test]
     fn legacy_and_composable() {
         let v7 = Version {
@@ -69,7 +92,7 @@ mod tests {
             major: 7,
             minor: 2,
         };
-        let (path, body) = request(&v7, &Target::daily("logstash"), true);
+        let (path, body) = request(&v7, &Target::daily("logstash"), &nanos(true));
         assert_eq!(path, "/_template/shipper-logstash");
         let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(b["index_patterns"][0], "logstash-*");
@@ -82,7 +105,7 @@ mod tests {
             major: 8,
             minor: 15,
         };
-        let (path, body) = request(&v8, &Target::daily("k8s"), false);
+        let (path, body) = request(&v8, &Target::daily("k8s"), &nanos(false));
         assert_eq!(path, "/_index_template/shipper-k8s");
         let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
@@ -102,11 +125,31 @@ mod tests {
             major: 8,
             minor: 15,
         };
-        let (path, body) = request(&v, &Target::Fixed("logs-k8s-default".into()), true);
+        let opts = Options {
+            nanos: true,
+            ilm_policy: Some("logs-30d".into()),
+        };
+        let (path, body) = request(&v, &Target::Fixed("logs-k8s-default".into()), &opts);
         assert_eq!(path, "/_index_template/shipper-logs-k8s-default");
         let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(b["index_patterns"], serde_json::json!(["logs-k8s-default"]));
         assert_eq!(b["data_stream"], serde_json::json!({}));
+        assert_eq!(
+            b["template"]["settings"]["index.lifecycle.name"], "logs-30d",
+            "the data stream rolls over and ages out by its policy"
+        );
+        let os = Version {
+            opensearch: true,
+            major: 2,
+            minor: 19,
+        };
+        let (_, body) = request(&os, &Target::Fixed("logs-k8s-default".into()), &opts);
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            b["template"]["settings"],
+            serde_json::json!({}),
+            "no ILM on OpenSearch"
+        );
         assert_eq!(
             b["template"]["mappings"]["properties"]["@timestamp"]["type"],
             "date_nanos"
