@@ -245,11 +245,13 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// compressed, this bounds the NDJSON in memory to a few chunks).
 const CHUNKS_QUEUED: usize = 2;
 
-/// The batch being built by the buffer writer: NDJSON compressed as it arrives, or kept
-/// as is. Its output buffer is reused from batch to batch.
+/// The batch being built by the buffer writer: NDJSON compressed as it arrives (into
+/// an output buffer reused from batch to batch), or the reader's chunks kept as they
+/// are and written one after the other.
 struct FrameBuilder {
     gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
-    raw: Vec<u8>,
+    compressed: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
     compress: bool,
     records: u32,
 }
@@ -258,38 +260,47 @@ impl FrameBuilder {
     fn new(compress: bool) -> FrameBuilder {
         FrameBuilder {
             gzip: None,
-            raw: Vec::new(),
+            compressed: Vec::new(),
+            chunks: Vec::new(),
             compress,
             records: 0,
         }
     }
 
-    fn write(&mut self, ndjson: &[u8], records: u32) -> io::Result<()> {
+    /// Takes a chunk; returns it when done with it (compressed), to be reused.
+    fn write(&mut self, ndjson: Vec<u8>, records: u32) -> io::Result<Option<Vec<u8>>> {
         self.records = self.records.saturating_add(records);
         if !self.compress {
-            self.raw.extend_from_slice(ndjson);
-            return Ok(());
+            self.chunks.push(ndjson);
+            return Ok(None);
         }
-        let raw = &mut self.raw;
+        let out = &mut self.compressed;
         self.gzip
             .get_or_insert_with(|| {
-                flate2::write::GzEncoder::new(std::mem::take(raw), flate2::Compression::fast())
+                flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast())
             })
-            .write_all(ndjson)
+            .write_all(&ndjson)?;
+        Ok(Some(ndjson))
     }
 
-    /// The finished payload (empty when no record came), valid until the next call.
-    fn finish(&mut self) -> io::Result<&[u8]> {
+    /// The finished payload, in parts (none when no record came).
+    fn finish(&mut self) -> io::Result<Vec<&[u8]>> {
         if let Some(enc) = self.gzip.take() {
-            self.raw = enc.finish()?;
+            self.compressed = enc.finish()?;
         }
-        Ok(&self.raw)
+        Ok(if self.compress {
+            vec![&self.compressed[..]]
+        } else {
+            self.chunks.iter().map(Vec::as_slice).collect()
+        })
     }
 
-    /// Starts the next batch, keeping the output buffer's memory.
-    fn reset(&mut self) {
-        self.raw.clear();
+    /// Starts the next batch, keeping the compressed buffer's memory; hands back the
+    /// chunks kept.
+    fn reset(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.compressed.clear();
         self.records = 0;
+        self.chunks.drain(..)
     }
 }
 
@@ -397,7 +408,9 @@ pub fn agent(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::bounded::<ToBuffer>(CHUNKS_QUEUED);
     // Emptied chunks go back to the reader, so chunk memory is allocated once.
-    let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS_QUEUED + 1);
+    // Without compression a batch is kept as its chunks until appended: room for all.
+    let pool_size = usize::try_from(es.batch_bytes).unwrap_or(usize::MAX) / CHUNK_BYTES + 4;
+    let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(pool_size.min(512));
 
     // Appender: compress as chunks arrive, append a batch whole, then (and only then)
     // move checkpoints.
@@ -437,13 +450,11 @@ pub fn agent(
                         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                     };
                     match msg {
-                        ToBuffer::Data {
-                            mut ndjson,
-                            records,
-                        } => {
-                            frame.write(&ndjson, records)?;
-                            ndjson.clear();
-                            let _ = pool_tx.try_send(ndjson);
+                        ToBuffer::Data { ndjson, records } => {
+                            if let Some(mut done) = frame.write(ndjson, records)? {
+                                done.clear();
+                                let _ = pool_tx.try_send(done);
+                            }
                         }
                         ToBuffer::Discovered(found) => {
                             let mut c = cps.lock().unwrap_or_else(|p| p.into_inner());
@@ -463,9 +474,10 @@ pub fn agent(
                         } => {
                             let records = frame.records;
                             if records > 0 {
-                                let payload = frame.finish()?;
+                                let parts = frame.finish()?;
+                                let len: usize = parts.iter().map(|p| p.len()).sum();
                                 while !writer.wait_for_room(
-                                    payload.len() as u64,
+                                    len as u64,
                                     Duration::from_millis(500),
                                 )? {
                                     // Waiting for room is not being stuck.
@@ -482,10 +494,13 @@ pub fn agent(
                                     }
                                 }
                                 writer.set_newest_record_ms(newest_record_ms);
-                                writer.append(payload, records, gzip)?;
+                                writer.append_parts(&parts, records, gzip)?;
                                 Stats::add(&stats.batches, 1);
                             }
-                            frame.reset();
+                            for mut chunk in frame.reset() {
+                                chunk.clear();
+                                let _ = pool_tx.try_send(chunk);
+                            }
                             let mut c = cps.lock().unwrap_or_else(|p| p.into_inner());
                             for id in &closed {
                                 c.remove(id);

@@ -50,7 +50,17 @@ pub enum FrameError {
 
 /// The header of a frame holding `payload`.
 pub fn header(flags: u8, records: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    header_of_parts(flags, records, &[payload])
+}
+
+/// The header of a frame whose payload is `parts` one after the other.
+pub fn header_of_parts(flags: u8, records: u32, parts: &[&[u8]]) -> [u8; HEADER_LEN] {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    let mut crc = crc32fast::Hasher::new();
+    for p in parts {
+        crc.update(p);
+    }
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(MAGIC);
     h[4] = flags;
@@ -58,7 +68,7 @@ pub fn header(flags: u8, records: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
     h[9..13].copy_from_slice(&len.to_le_bytes());
     let hcrc = crc32fast::hash(&h[..13]);
     h[13..17].copy_from_slice(&hcrc.to_le_bytes());
-    h[17..21].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h[17..21].copy_from_slice(&crc.finalize().to_le_bytes());
     h
 }
 
