@@ -63,7 +63,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// runtime's workers and blocking pool): freed batch memory then sits in many arenas
 /// at once. Two arenas keep the resident set nearer what is live (measured on the
 /// shipping benchmark with compression off: 55-59 MiB peak with glibc's default,
-/// 43-50 MiB with two) at no measurable CPU cost. `MALLOC_ARENA_MAX` in the environment still wins.
+/// 43-50 MiB with two) at no measurable CPU cost. `MALLOC_ARENA_MAX` in the environment
+/// still wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
