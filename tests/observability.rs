@@ -501,6 +501,28 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         assert_eq!(&pod["metadata"]["labels"][k], v, "label {k:?}");
     }
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    // The alternative ServiceMonitor: its Service selects the same Pods, and the
+    // ServiceMonitor selects that Service, on the port it names.
+    let sm_file = std::fs::read_to_string(monitoring_file("shipper-servicemonitor.yaml")).unwrap();
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&sm_file)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let svc = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    let sm = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
+    for (k, v) in svc["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "Service selector {k:?}");
+    }
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "ServiceMonitor selector {k:?}"
+        );
+    }
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
     assert_eq!(pod["spec"]["containers"][0]["ports"][0]["name"], "metrics");
     assert_eq!(
         pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"],
