@@ -631,29 +631,56 @@ fn tls_with_a_private_ca_and_basic_auth_never_leaks_the_password() {
     ];
     let mut agent = node.agent(&p.url, "tls", &env);
     node.assert_all_indexed(&es.url, "tls");
-    // Wrong password: retried (never dead-lettered), and never printed.
     assert!(sigterm(&mut agent).success());
-    std::fs::write(&pw_file, "wrong-password-123").unwrap();
-    node.write(0, 10, 8);
-    let mut agent = node.agent(&p.url, "tls", &env);
-    wait_until("401s", LONG, || {
-        p.seen
-            .unauthorized
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 2
-    });
-    kill9(&mut agent);
-    let log = node.agent_log();
-    assert!(log.contains("401"), "{log}");
-    assert!(
-        !log.contains(password) && !log.contains("wrong-password-123"),
-        "a password reached the log"
-    );
-    assert!(!node.data().join("dead-letter.ndjson").exists());
-    std::fs::write(&pw_file, password).unwrap();
-    let mut agent = node.agent(&p.url, "tls", &env);
-    node.assert_all_indexed(&es.url, "tls");
-    assert!(sigterm(&mut agent).success());
+    let run = Credentials {
+        file: &pw_file,
+        good: password,
+        wrong: "wrong-password-123",
+    };
+    run.wrong_is_retried_unlogged_then_good_delivers(&mut node, &p, &es.url, "tls", &env);
+}
+
+/// A credential in a file (a mounted Secret), replaced by a wrong one and back.
+struct Credentials<'a> {
+    file: &'a Path,
+    good: &'a str,
+    wrong: &'a str,
+}
+
+impl Credentials<'_> {
+    /// With the wrong credential every request is answered 401: retried (never
+    /// dead-lettered), and neither credential ever printed; with the good one back,
+    /// everything is delivered.
+    fn wrong_is_retried_unlogged_then_good_delivers(
+        &self,
+        node: &mut Node,
+        p: &proxy::Proxy,
+        es: &str,
+        prefix: &str,
+        env: &[(&str, &str)],
+    ) {
+        std::fs::write(self.file, self.wrong).unwrap();
+        node.write(0, 10, 8);
+        let mut agent = node.agent(&p.url, prefix, env);
+        wait_until("401s", LONG, || {
+            p.seen
+                .unauthorized
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 2
+        });
+        kill9(&mut agent);
+        let log = node.agent_log();
+        assert!(log.contains("401"), "{log}");
+        assert!(
+            !log.contains(self.good) && !log.contains(self.wrong),
+            "a credential reached the log"
+        );
+        assert!(!node.data().join("dead-letter.ndjson").exists());
+        std::fs::write(self.file, self.good).unwrap();
+        let mut agent = node.agent(&p.url, prefix, env);
+        node.assert_all_indexed(es, prefix);
+        assert!(sigterm(&mut agent).success());
+    }
 }
 
 fn rustls_pki_key(der: Vec<u8>) -> tokio_rustls::rustls::pki_types::PrivateKeyDer<'static> {
@@ -717,28 +744,13 @@ fn api_key_from_a_file_is_sent_and_never_logged() {
         0,
         "every request carried the key"
     );
-    // A revoked key: retried, never dead-lettered, never printed.
-    std::fs::write(&key_file, "cmV2b2tlZDprZXk=").unwrap();
-    node.write(0, 10, 8);
-    let mut agent = node.agent(&p.url, "apikey", &env);
-    wait_until("401s", LONG, || {
-        p.seen
-            .unauthorized
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 2
-    });
-    kill9(&mut agent);
-    let log = node.agent_log();
-    assert!(log.contains("401"), "{log}");
-    assert!(
-        !log.contains(&key) && !log.contains("cmV2b2tlZDprZXk="),
-        "an API key reached the log"
-    );
-    assert!(!node.data().join("dead-letter.ndjson").exists());
-    std::fs::write(&key_file, &key).unwrap();
-    let mut agent = node.agent(&p.url, "apikey", &env);
-    node.assert_all_indexed(&es.url, "apikey");
-    assert!(sigterm(&mut agent).success());
+    // A revoked key, then the good one back.
+    let run = Credentials {
+        file: &key_file,
+        good: &key,
+        wrong: "cmV2b2tlZDprZXk=",
+    };
+    run.wrong_is_retried_unlogged_then_good_delivers(&mut node, &p, &es.url, "apikey", &env);
 }
 
 /// The test server has no data streams (it answers each document 400
