@@ -412,12 +412,12 @@ pub fn agent(
     let pool_size = usize::try_from(es.batch_bytes).unwrap_or(usize::MAX) / CHUNK_BYTES + 4;
     let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(pool_size.min(512));
 
-    // Appender: compress as chunks arrive, append a batch whole, then (and only then)
-    // move checkpoints.
     // Set when the reader or the buffer writer ends on its own (an error): the agent
     // then stops as on SIGTERM and exits non-zero, so it is restarted, rather than
     // staying up with a dead pipeline.
     let died = Arc::new(tokio::sync::Notify::new());
+    // Appender: compress as chunks arrive, append a batch whole, then (and only then)
+    // move checkpoints.
     let appender = {
         let cps = cps.clone();
         let stats = stats.clone();
