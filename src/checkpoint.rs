@@ -19,27 +19,14 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 const FILE_NAME: &str = "checkpoints";
-const MAGIC: &str = "shipper-checkpoints";
-const VERSION: u32 = 1;
+const KIND: crate::state_file::Kind = crate::state_file::Kind {
+    name: "checkpoint file",
+    magic: "shipper-checkpoints",
+    version: 1,
+};
 
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("{path} is not a checkpoint file (bad header)")]
-    Header { path: PathBuf },
-    #[error("{path} has version {found}, this build reads version {VERSION}")]
-    Version { path: PathBuf, found: u32 },
-    #[error("{path} is corrupt (checksum mismatch)")]
-    Checksum { path: PathBuf },
-    #[error("{path} is corrupt: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
+/// Why checkpoints could not be read or written.
+pub type CheckpointError = crate::state_file::StateFileError;
 
 /// Where to resume one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,27 +171,12 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
     };
     // Serialising plain structs of strings and integers cannot fail.
     let json = serde_json::to_vec_pretty(&body).unwrap_or_default();
-    crate::state_file::encode(MAGIC, VERSION, &json)
+    KIND.encode(&json)
 }
 
 /// Parses a checkpoint file. Pure, so it can be fuzzed.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, CheckpointError> {
-    let json = crate::state_file::decode(MAGIC, VERSION, bytes).map_err(|e| match e {
-        crate::state_file::HeaderError::Header => CheckpointError::Header {
-            path: path.to_owned(),
-        },
-        crate::state_file::HeaderError::Version(found) => CheckpointError::Version {
-            path: path.to_owned(),
-            found,
-        },
-        crate::state_file::HeaderError::Checksum => CheckpointError::Checksum {
-            path: path.to_owned(),
-        },
-    })?;
-    let body: Body = serde_json::from_slice(json).map_err(|source| CheckpointError::Json {
-        path: path.to_owned(),
-        source,
-    })?;
+    let body: Body = KIND.decode(path, bytes)?;
     let mut map = BTreeMap::new();
     for e in body.files {
         let bad = |what: &str| CheckpointError::Json {
@@ -310,7 +282,7 @@ mod tests {
             Err(CheckpointError::Version { found: 9, .. })
         ));
         let body = br#"{"files":[{"id":"zz","offset":1,"path":"/x"}]}"#;
-        let mut bad_id = format!("{MAGIC} 1 {:08x}\n", crc32fast::hash(body)).into_bytes();
+        let mut bad_id = format!("{} 1 {:08x}\n", KIND.magic, crc32fast::hash(body)).into_bytes();
         bad_id.extend_from_slice(body);
         assert!(matches!(
             decode(p, &bad_id),

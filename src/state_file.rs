@@ -4,6 +4,74 @@
 //! checksum catches a torn or damaged body. Files are written with
 //! [`crate::checkpoint::write_atomic`].
 
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{path} is not a {kind} (bad header)")]
+    Header { path: PathBuf, kind: &'static str },
+    #[error("{path} has version {found}, this build reads version {want}")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        want: u32,
+    },
+    #[error("{path} is corrupt (checksum mismatch)")]
+    Checksum { path: PathBuf },
+    #[error("{path} is corrupt: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// One kind of state file.
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    /// For errors: "checkpoint file", "metadata snapshot".
+    pub name: &'static str,
+    pub magic: &'static str,
+    pub version: u32,
+}
+
+impl Kind {
+    /// Checks the header of `bytes` (read from `path`) and parses the JSON body.
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<T, StateFileError> {
+        let path = || path.to_owned();
+        let json = decode(self.magic, self.version, bytes).map_err(|e| match e {
+            HeaderError::Header => StateFileError::Header {
+                path: path(),
+                kind: self.name,
+            },
+            HeaderError::Version(found) => StateFileError::Version {
+                path: path(),
+                found,
+                want: self.version,
+            },
+            HeaderError::Checksum => StateFileError::Checksum { path: path() },
+        })?;
+        serde_json::from_slice(json).map_err(|source| StateFileError::Json {
+            path: path(),
+            source,
+        })
+    }
+
+    /// Header line + JSON body.
+    pub fn encode(&self, json: &[u8]) -> Vec<u8> {
+        encode(self.magic, self.version, json)
+    }
+}
+
 /// Why bytes are not a state file of the expected kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderError {

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,27 +30,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const NAMESPACE_EXCLUDE_LABEL: &str = "shipper.io/exclude";
 /// The snapshot's file name in the data directory.
 pub const SNAPSHOT_FILE: &str = "kubernetes-cache";
-const MAGIC: &str = "shipper-kubernetes-cache";
-const VERSION: u32 = 1;
+const KIND: crate::state_file::Kind = crate::state_file::Kind {
+    name: "metadata snapshot",
+    magic: "shipper-kubernetes-cache",
+    version: 1,
+};
 
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("{path} is not a metadata snapshot (bad header)")]
-    Header { path: PathBuf },
-    #[error("{path} has version {found}, this build reads version {VERSION}")]
-    Version { path: PathBuf, found: u32 },
-    #[error("{path} is corrupt (checksum mismatch)")]
-    Checksum { path: PathBuf },
-    #[error("{path} is corrupt: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
+/// Why the metadata snapshot could not be read or written.
+pub type CacheError = crate::state_file::StateFileError;
 
 /// What is kept of a namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -447,27 +434,12 @@ fn deletion(old: Option<u64>, new: Option<u64>) -> Option<u64> {
 fn encode(body: &Body) -> Vec<u8> {
     // Serialising plain structs of strings, maps and integers cannot fail.
     let json = serde_json::to_vec(body).unwrap_or_default();
-    crate::state_file::encode(MAGIC, VERSION, &json)
+    KIND.encode(&json)
 }
 
 /// Parses a snapshot. Pure, so corruption can be tested (and fuzzed) without disk.
 fn decode(path: &Path, bytes: &[u8]) -> Result<Body, CacheError> {
-    let json = crate::state_file::decode(MAGIC, VERSION, bytes).map_err(|e| match e {
-        crate::state_file::HeaderError::Header => CacheError::Header {
-            path: path.to_owned(),
-        },
-        crate::state_file::HeaderError::Version(found) => CacheError::Version {
-            path: path.to_owned(),
-            found,
-        },
-        crate::state_file::HeaderError::Checksum => CacheError::Checksum {
-            path: path.to_owned(),
-        },
-    })?;
-    serde_json::from_slice(json).map_err(|source| CacheError::Json {
-        path: path.to_owned(),
-        source,
-    })
+    KIND.decode(path, bytes)
 }
 
 #[cfg(test)]
@@ -627,7 +599,7 @@ mod tests {
             Err(CacheError::Version { found: 7, .. })
         ));
         let body = b"{\"pods\":7,\"namespaces\":[]}";
-        let mut bad = format!("{MAGIC} 1 {:08x}\n", crc32fast::hash(body)).into_bytes();
+        let mut bad = format!("{} 1 {:08x}\n", KIND.magic, crc32fast::hash(body)).into_bytes();
         bad.extend_from_slice(body);
         assert!(matches!(decode(&p, &bad), Err(CacheError::Json { .. })));
         std::fs::write(&p, &flipped).unwrap();
