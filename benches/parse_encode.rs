@@ -9,16 +9,10 @@
 //! from a fixed seed, so runs compare.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shipper::checkpoint::Checkpoints;
-use shipper::discover::Roots;
-use shipper::encode::{Doc, Encoder, FileContext};
-use shipper::enrich::Level;
-use shipper::metrics::Stats;
-use shipper::parse::partial::Merger;
-use shipper::parse::{cri, docker, Line, ParseError, Stream, Text};
-use shipper::tail::{FileId, ReadLimits, TailConfig, Tailer};
+use shipper::{cri, docker, Line, ParseError, Stream, Text};
+use shipper::{Doc, Encoder, FileContext, FileId, Level, Merger, MetaSource, Reader, Stats};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -402,22 +396,28 @@ fn write_docker_tree(root: &Path) -> u64 {
     text.len() as u64
 }
 
+/// The two log roots of a node.
+struct Roots {
+    docker: PathBuf,
+    pods: PathBuf,
+}
+
 fn read_all(roots: &Roots) -> (Arc<Stats>, usize) {
-    let cfg = TailConfig {
-        annotations: false,
-        roots: roots.clone(),
-        limits: ReadLimits {
-            max_record_bytes: MAX_RECORD_BYTES,
-            read_bytes: 256 << 10,
-        },
-        budget: 1 << 20,
-        drain_grace: Duration::from_secs(5),
-        dedot: false,
-    };
+    let mut cfg = shipper::config::Config::default();
+    cfg.input.docker_root = roots.docker.clone();
+    cfg.input.pods_root = roots.pods.clone();
+    cfg.input.max_record_bytes = MAX_RECORD_BYTES as u64;
+    cfg.input.read_bytes = 256 << 10;
+    cfg.input.turn_budget_bytes = 1 << 20;
+    cfg.kubernetes.dedot_labels = false;
     let stats = Arc::new(Stats::default());
-    let mut tailer = Tailer::new(cfg, Encoder::new("logstash"), None, stats.clone());
-    let cps = Checkpoints::in_memory();
-    tailer.start(&cps);
+    let mut reader = Reader::new(
+        shipper::reader_settings(&cfg),
+        MetaSource::Node,
+        Default::default(),
+        stats.clone(),
+    );
+    reader.start();
     let mut out = Vec::with_capacity(2 << 20);
     let mut encoded = 0;
     let mut sink = |b: &mut Vec<u8>| {
@@ -425,9 +425,7 @@ fn read_all(roots: &Roots) -> (Arc<Stats>, usize) {
         b.clear();
         Ok(())
     };
-    tailer
-        .read_all_in_order(&cps, &mut out, 1 << 20, &mut sink)
-        .unwrap();
+    reader.read_in_order(&mut out, 1 << 20, &mut sink).unwrap();
     encoded += out.len();
     (stats, encoded)
 }

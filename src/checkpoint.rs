@@ -3,19 +3,20 @@
 //! A checkpoint says "every record of file `id` that starts before `offset` is safe";
 //! the caller decides what safe means (durable in the buffer) and only then calls
 //! [`Checkpoints::update`]. Files are keyed by their content identity
-//! ([`crate::tail::FileId`]), never by path or inode, so a checkpoint follows a file
+//! ([`crate::ids::FileId`]), never by path or inode, so a checkpoint follows a file
 //! through renames and restarts, and a new file that reuses an inode starts at 0.
 //!
 //! On disk: one header line `shipper-checkpoints <version> <crc32 of the body>` and a
 //! JSON body. Writes go to a temp file that is fsynced and renamed over the old one, then
 //! the directory is fsynced, so a crash leaves either the old or the new file, whole.
 
-use crate::parse::Timestamp;
-use crate::tail::FileId;
+use crate::ids::FileId;
+use crate::state_file::write_atomic;
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 const FILE_NAME: &str = "checkpoints";
@@ -94,13 +95,9 @@ impl Checkpoints {
         }
     }
 
-    /// An in-memory copy (never written) for readers.
-    pub fn snapshot(&self) -> Checkpoints {
-        Checkpoints {
-            path: None,
-            map: self.map.clone(),
-            dirty: false,
-        }
+    /// The positions, for a reader to resume files at.
+    pub fn table(&self) -> BTreeMap<FileId, Position> {
+        self.map.clone()
     }
 
     pub fn get(&self, id: &FileId) -> Option<&Position> {
@@ -139,6 +136,21 @@ impl Checkpoints {
         self.dirty |= self.map.len() != before;
     }
 
+    /// The table encoded for its file, if it changed since the last call (to be written
+    /// by a [`Saver`]). A table that is never written returns `None`.
+    pub fn take_changes(&mut self) -> Option<Vec<u8>> {
+        if self.path.is_none() || !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        Some(encode(&self.map))
+    }
+
+    /// Where the table is written (`None`: never).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// Writes the table if it changed. Returns whether a write happened.
     pub fn save(&mut self) -> Result<bool, CheckpointError> {
         let Some(path) = &self.path else {
@@ -154,6 +166,110 @@ impl Checkpoints {
         })?;
         self.dirty = false;
         Ok(true)
+    }
+}
+
+/// Writes checkpoint files on a thread of its own, so that two fsyncs never hold up the
+/// appender (and, through it, the reader). Only the newest table waits to be written: an
+/// older one not written yet is superseded, which is safe because every table offered
+/// describes data that is already durable. A failed write is retried.
+pub struct Saver {
+    shared: std::sync::Arc<SaverShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct SaverShared {
+    state: std::sync::Mutex<SaverState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SaverState {
+    next: Option<Vec<u8>>,
+    closed: bool,
+}
+
+/// How long a failed checkpoint write waits before it is tried again.
+const SAVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Saver {
+    /// Starts the writer thread for the checkpoint file at `path`.
+    pub fn spawn(path: PathBuf, stats: std::sync::Arc<crate::metrics::Stats>) -> io::Result<Saver> {
+        let shared = std::sync::Arc::new(SaverShared {
+            state: std::sync::Mutex::new(SaverState::default()),
+            wake: std::sync::Condvar::new(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("shipper-ckpt".into())
+            .spawn(move || s.run(&path, &stats))?;
+        Ok(Saver {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands over the newest table (from [`Checkpoints::take_changes`]).
+    pub fn offer(&self, bytes: Vec<u8>) {
+        let mut st = self.shared.lock();
+        st.next = Some(bytes);
+        self.shared.wake.notify_all();
+    }
+
+    /// Writes the last table offered, then stops the thread.
+    pub fn close(mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl SaverShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SaverState> {
+        // The state is a slot and two flags: consistent whatever a panicking holder did.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, path: &Path, stats: &crate::metrics::Stats) {
+        let mut st = self.lock();
+        loop {
+            let Some(bytes) = st.next.take() else {
+                if st.closed {
+                    return;
+                }
+                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            drop(st);
+            let result = write_atomic(path, &bytes);
+            st = self.lock();
+            match result {
+                Ok(()) => crate::metrics::Stats::add(&stats.checkpoint_writes, 1),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write checkpoints; will retry");
+                    // Retry this table unless a newer one came meanwhile.
+                    st.next.get_or_insert(bytes);
+                    if !st.closed {
+                        st = self
+                            .wake
+                            .wait_timeout(st, SAVE_RETRY)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    } else {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -198,19 +314,6 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
         );
     }
     Ok(map)
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

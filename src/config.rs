@@ -282,8 +282,8 @@ pub struct Elasticsearch {
 
 impl Elasticsearch {
     /// Where documents go (the config is validated, so the date format parses).
-    pub fn target(&self) -> crate::encode::index::Target {
-        use crate::encode::index::{DateFormat, Target};
+    pub fn target(&self) -> crate::index::Target {
+        use crate::index::{DateFormat, Target};
         if self.data_stream {
             return Target::Fixed(self.index_prefix.clone());
         }
@@ -299,7 +299,7 @@ impl Default for Elasticsearch {
         Elasticsearch {
             urls: vec![DEFAULT_ES_URL.into()],
             index_prefix: DEFAULT_INDEX_PREFIX.into(),
-            index_date_format: crate::encode::index::DEFAULT_DATE_FORMAT.into(),
+            index_date_format: crate::index::DEFAULT_DATE_FORMAT.into(),
             data_stream: false,
             template: true,
             ilm_policy: None,
@@ -708,7 +708,7 @@ impl Config {
             );
         }
         let es = &self.elasticsearch;
-        if let Err(why) = crate::encode::index::check_name(&es.index_prefix) {
+        if let Err(why) = crate::index::check_name(&es.index_prefix) {
             let what = if es.data_stream {
                 "is not a valid data stream name"
             } else {
@@ -726,7 +726,7 @@ impl Config {
                 "is empty; leave it out for no policy".into(),
             );
         }
-        match crate::encode::index::DateFormat::parse(&es.index_date_format) {
+        match crate::index::DateFormat::parse(&es.index_date_format) {
             Err(why) => return bad("elasticsearch.index_date_format", why),
             // Elasticsearch refuses index names over 255 bytes.
             Ok(f) if !es.data_stream && es.index_prefix.len() + 1 + f.rendered_len() > 255 => {
@@ -924,7 +924,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             ok.elasticsearch.target(),
-            crate::encode::index::Target::Fixed("logs-k8s-default".into())
+            crate::index::Target::Fixed("logs-k8s-default".into())
         );
         let e = load(
             None,

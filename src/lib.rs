@@ -1,39 +1,87 @@
 //! `shipper`: a Kubernetes node agent that reads every container's log files and turns
 //! them into Elasticsearch bulk requests, with nothing lost and nothing duplicated.
 //!
-//! # Layout, in data-path order
+//! # Layout
 //!
+//! Entry and wiring (may use any module below):
+//! - [`cli`]: flags. [`app`]: builds the pipeline from the config and runs it.
+//! - [`shutdown`]: the stop order, the signals, workers that fail.
+//! - [`manifests`]: `shipper manifests`, the Kubernetes objects of the whole EFK stack.
+//! - [`retention`]: `shipper retention`, deletes old daily indices.
+//! - [`fuzzing`]: the invariants the fuzz targets check (also replayed by `cargo test`).
+//!
+//! The data path, top to bottom (a stage uses only the stages after it and the shared
+//! modules; it never reaches back up):
+//! - [`reader`]: the read loop; drives discovery, the tail and the record streams.
 //! - [`discover`]: finds log files under the Docker and CRI roots (scan + inotify waker).
-//! - [`tail`]: reads each file from its checkpoint; identity, rotation, truncation,
-//!   fairness.
-//! - [`parse`]: Docker json-file and CRI line parsers, timestamps, partial-line merging.
-//! - [`enrich`]: pod/namespace metadata from paths, Docker config, pod lists and the
-//!   Kubernetes API (a node-scoped watch into a cache that survives deletions, restarts
-//!   and outages).
-//! - [`encode`]: one bulk `create` action + document per record, deterministic `_id`.
-//! - [`checkpoint`]: per-file positions on disk, written atomically ([`state_file`] format).
-//! - [`metrics`]: the counters, worker heartbeats and their Prometheus rendering;
-//!   [`status`] serves them (`/metrics`, `/healthz`, `/readyz`); [`logging`]: the agent's
-//!   own logs.
-//! - [`config`], [`cli`], [`app`]: settings and wiring.
+//! - [`tail`]: bytes, identity, rotation, truncation and fairness of the open files.
+//! - [`enrich`]: which pod, namespace and container a file belongs to (paths, a pod
+//!   list, or the Kubernetes API through a node-scoped watch cache).
+//! - [`record`]: per file, parse → partial merge → encode: lines in, documents out.
+//! - [`encode`]: the document and its bulk action (the one place that renders them).
+//! - [`batch`]: cuts documents into batches that count their own documents.
+//! - [`appender`]: appends a batch to the buffer, makes it durable, then moves the
+//!   checkpoints.
+//! - [`ship`]: frames from the buffer to Elasticsearch, acknowledged item by item.
 //!
-//! Beside the agent: [`manifests`] (`shipper manifests`, the Kubernetes objects of the
-//! whole EFK stack) and [`retention`] (`shipper retention`, deletes old daily indices).
+//! Shared (used by the stages; each uses only the shared modules after it):
+//! - [`status`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`config`]: settings from the TOML file, the environment and flags.
+//! - [`buffer`]: the disk buffer of CRC-framed segments between appender and shipper.
+//! - [`checkpoint`]: per-file positions on disk.
+//! - [`index`]: index names (prefix, date format).
+//! - [`ids`]: file identity and document ids.
+//! - [`timestamp`]: RFC 3339 timestamps in UTC with the source's precision.
+//! - [`state_file`]: the format and atomic writes of the small state files.
+//! - [`metrics`]: the counters, heartbeats and their Prometheus rendering.
+//! - [`logging`]: the agent's own logs.
 
-pub mod app;
-pub mod buffer;
-pub mod checkpoint;
-pub mod cli;
+mod app;
+mod cli;
 pub mod config;
-pub mod discover;
-pub mod encode;
-pub mod enrich;
-pub mod logging;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifests;
-pub mod metrics;
-pub mod parse;
 pub mod retention;
-pub mod ship;
-pub mod state_file;
-pub mod status;
-pub mod tail;
+mod shutdown;
+
+mod appender;
+mod batch;
+mod discover;
+mod encode;
+mod enrich;
+mod reader;
+mod record;
+mod ship;
+mod tail;
+
+mod buffer;
+mod checkpoint;
+mod ids;
+mod index;
+mod logging;
+mod metrics;
+mod state_file;
+mod status;
+mod timestamp;
+
+// The commands: what `main.rs` runs.
+pub use app::{agent, dry_run, reader_settings, DryRun, TEST_WEDGE_ENV};
+pub use cli::{Args, Command};
+pub use logging::{init as init_logging, Format as LogFormat};
+pub use metrics::{Metrics, Stats};
+
+// For the integration tests, benchmarks and fuzz targets: the stages' pieces that they
+// drive directly.
+pub use buffer::frame;
+pub use checkpoint::{decode as decode_checkpoints, Checkpoints, Position};
+pub use encode::{Doc, Encoder, FileContext, Level, Stream, Text};
+pub use enrich::kube::{spawn_watch, ApiSource, WatchOptions};
+pub use enrich::{KubeCache, MetaSource, SNAPSHOT_FILE};
+pub use ids::{FileId, RECORD_ID_LEN};
+pub use index::DateFormat;
+pub use reader::{Polled, Reader, ReaderSettings};
+pub use record::parse::{cri, docker, Line, ParseError};
+pub use record::partial::{Merged, Merger};
+pub use ship::bulk;
+pub use timestamp::Timestamp;

@@ -1,8 +1,7 @@
 //! The `shipper` binary: flags → config → run. Errors are printed with their causes.
 
 use clap::Parser;
-use shipper::cli::{Args, Command};
-use shipper::{app, config};
+use shipper::{config, Args, Command};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
@@ -36,18 +35,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let cfg = config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     if !args.dry_run {
-        let stats = app::agent(&cfg, shutdown_signal())?;
+        let stats = shipper::agent(&cfg)?;
         tracing::info!(%stats, "stopped");
         return Ok(ExitCode::SUCCESS);
     }
-    let opts = app::DryRun {
+    let opts = shipper::DryRun {
         pods: args.pods.clone(),
         follow: args.follow,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let stop = AtomicBool::new(false);
-    match app::dry_run(&cfg, &opts, &mut out, &stop) {
+    match shipper::dry_run(&cfg, &opts, &mut out, &stop) {
         Ok(stats) => {
             eprintln!("shipper dry-run: {stats}");
             Ok(ExitCode::SUCCESS)
@@ -76,23 +75,6 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// Resolves on SIGTERM (Kubernetes stopping the Pod) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the agent cleanly");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -104,5 +86,5 @@ fn init_logging(args: &Args) {
     // The dry-run's stdout is data: its own logs stay quiet unless asked.
     let default = if args.dry_run { "warn" } else { "info" };
     let level = args.log_level.as_deref().unwrap_or(default);
-    shipper::logging::init(args.log_format, level, args.dry_run);
+    shipper::init_logging(args.log_format, level, args.dry_run);
 }

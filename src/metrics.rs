@@ -138,13 +138,13 @@ counters! {
         /// 0 when the buffer is empty (gauge).
         buffer_oldest_append_ms: AtomicU64,
         /// Delivery delay of the newest acknowledged batch: acknowledgement time minus the
-        /// newest record timestamp in it, in milliseconds (gauge; 0 until a batch is
-        /// acknowledged, and 0 again whenever the agent is caught up: nothing left to
+        /// newest record timestamp in it, in milliseconds (0 until a batch is
+        /// acknowledged; rendered as 0 whenever the agent is caught up: nothing left to
         /// read or to deliver).
         lag_ms: AtomicU64,
-        /// Newest record timestamp (unix milliseconds) of the batch being cut; only the
-        /// reader writes it, and takes it (back to 0) when it cuts the batch.
-        batch_newest_record_ms: AtomicU64,
+        /// The reader has handed over everything it read (only the reader writes it): with
+        /// an empty buffer, the agent is caught up and `shipper_lag_seconds` is 0.
+        caught_up: std::sync::atomic::AtomicBool,
         /// Duration of bulk requests.
         bulk_duration: LatencyHistogram,
         /// Heartbeats of the long-lived workers, for `/healthz`.
@@ -159,25 +159,6 @@ impl Stats {
 
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
-    }
-
-    /// Counts one record produced by the reader, with its metadata level and timestamp.
-    pub fn record(&self, level: crate::enrich::Level, unix_millis: i64) {
-        use crate::enrich::Level;
-        Stats::add(&self.records, 1);
-        Stats::add(
-            match level {
-                Level::Complete => &self.metadata_complete,
-                Level::Partial => &self.metadata_partial,
-                Level::None => &self.metadata_none,
-            },
-            1,
-        );
-        // Only the reader thread writes it: a load and a store, no read-modify-write.
-        let ms = u64::try_from(unix_millis).unwrap_or(0);
-        if ms > self.batch_newest_record_ms.load(Ordering::Relaxed) {
-            self.batch_newest_record_ms.store(ms, Ordering::Relaxed);
-        }
     }
 
     /// Counts one bulk request by how it ended, and how long it took.
@@ -555,7 +536,10 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         ("shipper_kube_errors_total", "Errors from the Kubernetes API (each retried with backoff).", C, |s| counter(&s.kube_errors)),
         ("shipper_kube_cache_pods", "Pods in the metadata cache (deleted ones in their grace period included).", G, |s| counter(&s.kube_cache_pods)),
         ("shipper_metadata_waits_total", "Files that waited (bounded) for their pod to appear in the metadata cache.", C, |s| counter(&s.metadata_waits)),
-        ("shipper_lag_seconds", "Acknowledgement time minus the newest record timestamp of the last batch Elasticsearch acknowledged; 0 when caught up (nothing left to read or deliver).", G, |s| s.lag_ms.load(Ordering::Relaxed) as f64 / 1e3),
+        ("shipper_lag_seconds", "Acknowledgement time minus the newest record timestamp of the last batch Elasticsearch acknowledged; 0 when caught up (nothing left to read or deliver).", G, |s| {
+            let caught_up = s.caught_up.load(Ordering::Relaxed) && s.buffer_records.load(Ordering::Relaxed) == 0;
+            if caught_up { 0.0 } else { s.lag_ms.load(Ordering::Relaxed) as f64 / 1e3 }
+        }),
     ]
 };
 
@@ -751,7 +735,8 @@ mod tests {
         Stats::add(&stats.records_duplicate, 2);
         Stats::add(&stats.excluded_lines, 3);
         Stats::add(&stats.lines, 12);
-        stats.record(crate::enrich::Level::Partial, 1_720_000_000_123);
+        Stats::add(&stats.records, 1);
+        Stats::add(&stats.metadata_partial, 1);
         stats.bulk_result(BulkResult::Success, Duration::from_millis(3));
         stats.bulk_result(BulkResult::from_status(429), Duration::from_millis(40));
         stats.bulk_result(BulkResult::from_status(503), Duration::from_secs(100));
@@ -799,11 +784,6 @@ mod tests {
         assert!(text.contains("# TYPE shipper_records_total counter"));
         assert!(text.contains("# TYPE shipper_files_watched gauge"));
         assert!(text.contains("# TYPE shipper_bulk_request_duration_seconds histogram"));
-        assert_eq!(
-            Stats::get(&stats.batch_newest_record_ms),
-            1_720_000_000_123,
-            "the record's timestamp, for the lag of its batch"
-        );
         for l in &got {
             let name = l.split(['{', ' ']).next().unwrap();
             assert!(name.starts_with("shipper_"), "{l}");

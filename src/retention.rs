@@ -10,7 +10,7 @@
 //! are never touched.
 
 use crate::config::DEFAULT_INDEX_PREFIX;
-use crate::encode::index::DateFormat;
+use crate::index::DateFormat;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub struct Options {
 
     /// The date part of index names, as the agent's elasticsearch.index_date_format; it
     /// must name a day (%Y with %m and %d, or %j), e.g. %Y.%m.%d or %Y.%m.%d.%H.
-    #[arg(long, value_name = "FORMAT", default_value = crate::encode::index::DEFAULT_DATE_FORMAT)]
+    #[arg(long, value_name = "FORMAT", default_value = crate::index::DEFAULT_DATE_FORMAT)]
     pub date_format: String,
 
     /// PEM file of the CA that signed the server's certificate (the system roots are

@@ -1,10 +1,11 @@
 //! The format of the agent's small state files (checkpoints, the metadata snapshot): a
 //! header line `<magic> <version> <crc32 of the body, hex>` and a JSON body. The magic
 //! says which file it is, the version lets a newer build refuse an older layout, and the
-//! checksum catches a torn or damaged body. Files are written with
-//! [`crate::checkpoint::write_atomic`].
+//! checksum catches a torn or damaged body. Files are written with [`write_atomic`]: a
+//! crash leaves either the old or the new file, whole.
 
-use std::io;
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Why a state file could not be read or written.
@@ -118,6 +119,19 @@ pub fn decode<'a>(magic: &str, version: u32, bytes: &'a [u8]) -> Result<&'a [u8]
         return Err(HeaderError::Checksum);
     }
     Ok(body)
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! does not bring a cluster back, and every agent restarting at once during an outage
 //! would only add load.
 
-use crate::metrics::{Metrics, Stats, CONTENT_TYPE};
+use crate::metrics::{GaugeFn, Metrics, Stats, CONTENT_TYPE};
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -97,49 +97,18 @@ impl Status {
     }
 }
 
-/// Binds the metrics/health listener (unless disabled) and serves it on `runtime`.
+/// Binds the metrics/health listener (unless disabled) and serves it on `runtime`: the
+/// counters in `stats` plus `gauges` read at scrape time (name, help, value).
 pub fn start(
     cfg: &crate::config::Config,
     runtime: &tokio::runtime::Runtime,
     stats: &Arc<Stats>,
-    shipper: &Arc<crate::ship::Shipper>,
+    gauges: Vec<(&'static str, &'static str, GaugeFn)>,
 ) -> anyhow::Result<Option<Arc<Status>>> {
-    use crate::metrics::GaugeFn;
     if !cfg.metrics.enabled {
         tracing::info!("metrics listener disabled (metrics.enabled = false)");
         return Ok(None);
     }
-    let max_bytes = cfg.buffer.max_bytes as f64;
-    let limiter = shipper.limiter.clone();
-    let limiter2 = shipper.limiter.clone();
-    let (s1, s2) = (shipper.clone(), shipper.clone());
-    let gauges: Vec<(&'static str, &'static str, GaugeFn)> = vec![
-        (
-            "shipper_buffer_max_bytes",
-            "Size cap of the buffer (buffer.max_bytes).",
-            Box::new(move || max_bytes),
-        ),
-        (
-            "shipper_bulk_in_flight",
-            "Bulk requests in flight.",
-            Box::new(move || limiter.in_flight() as f64),
-        ),
-        (
-            "shipper_bulk_concurrency_limit",
-            "Adaptive limit of bulk requests in flight (halves on 429 or slow answers).",
-            Box::new(move || limiter2.limit() as f64),
-        ),
-        (
-            "shipper_es_endpoints",
-            "Elasticsearch endpoints configured.",
-            Box::new(move || s1.client().endpoints() as f64),
-        ),
-        (
-            "shipper_es_endpoints_healthy",
-            "Elasticsearch endpoints whose last request was answered (below 500).",
-            Box::new(move || s2.client().answering_endpoints() as f64),
-        ),
-    ];
     let metrics = Metrics::new(stats.clone(), gauges).context("building the metrics registry")?;
     let listener = bind(&cfg.metrics.addr)?;
     let addr = listener

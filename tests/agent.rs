@@ -99,7 +99,7 @@ impl Node {
             return false;
         };
         let id = format!("{c:0>4}feed");
-        let fid = shipper::tail::FileId::compute(&format!("docker:{id}"), &bytes[..nl]).to_hex();
+        let fid = shipper::FileId::compute(&format!("docker:{id}"), &bytes[..nl]).to_hex();
         std::fs::read_to_string(self.data().join("checkpoints")).is_ok_and(|t| t.contains(&fid))
     }
 

@@ -282,7 +282,7 @@ fn unterminated_last_line_waits() {
 /// `--follow` keeps reading: appended lines, a rename rotation and a new container.
 #[test]
 fn follow_picks_up_appends_rotations_and_new_files() {
-    use shipper::app::{dry_run, DryRun};
+    use shipper::{dry_run, DryRun};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
@@ -373,7 +373,7 @@ fn follow_picks_up_appends_rotations_and_new_files() {
     let mut got = logs();
     got.sort();
     assert_eq!(got, ["five", "four", "one", "three", "two"]);
-    assert_eq!(shipper::metrics::Stats::get(&stats.files_rotated), 1);
+    assert_eq!(shipper::Stats::get(&stats.files_rotated), 1);
 }
 
 /// Labels `app` and `app.kubernetes.io/name` on one pod: the de-dotted documents index into
@@ -414,15 +414,13 @@ fn example_tree_counters_in_prometheus_text() {
     let mut cfg = shipper::config::Config::default();
     cfg.input.docker_root = repo().join("examples/node/docker/containers");
     cfg.input.pods_root = repo().join("examples/node/pods");
-    let opts = shipper::app::DryRun {
+    let opts = shipper::DryRun {
         pods: Some(repo().join("examples/node/pods.json")),
         follow: false,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let stats = shipper::app::dry_run(&cfg, &opts, &mut std::io::sink(), &stop).unwrap();
-    let text = shipper::metrics::Metrics::new(stats, vec![])
-        .unwrap()
-        .render();
+    let stats = shipper::dry_run(&cfg, &opts, &mut std::io::sink(), &stop).unwrap();
+    let text = shipper::Metrics::new(stats, vec![]).unwrap().render();
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     for want in [
         "shipper_files_opened_total 4",

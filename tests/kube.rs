@@ -5,11 +5,11 @@
 use crate::kube_api::{namespace, pod, wait_until, FakeApi, Kind};
 use crate::util::*;
 use serde_json::{json, Value};
-use shipper::app::{dry_run, DryRun};
 use shipper::config::Config;
-use shipper::enrich::kube::{spawn_watch, ApiSource, WatchOptions};
-use shipper::enrich::{KubeCache, SNAPSHOT_FILE};
-use shipper::metrics::Stats;
+use shipper::Stats;
+use shipper::{dry_run, DryRun};
+use shipper::{spawn_watch, ApiSource, WatchOptions};
+use shipper::{KubeCache, SNAPSHOT_FILE};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

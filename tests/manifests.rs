@@ -567,9 +567,9 @@ fn retention_cron_job() {
             .clone()
             .unwrap(),
     );
-    let parsed = <shipper::cli::Args as clap::Parser>::try_parse_from(argv).unwrap();
+    let parsed = <shipper::Args as clap::Parser>::try_parse_from(argv).unwrap();
     assert!(
-        matches!(parsed.command, Some(shipper::cli::Command::Retention(ref r)) if r.keep_days == 14 && r.index_prefix == "k8s")
+        matches!(parsed.command, Some(shipper::Command::Retention(ref r)) if r.keep_days == 14 && r.index_prefix == "k8s")
     );
 
     let s = stack(&["--retention-days", "0"]);

@@ -3,11 +3,11 @@
 //! original message.
 
 use proptest::prelude::*;
-use shipper::encode::{Doc, Encoder, FileContext};
-use shipper::enrich::Level;
-use shipper::parse::partial::Merger;
-use shipper::parse::{cri, docker, Line};
-use shipper::tail::FileId;
+use shipper::FileId;
+use shipper::Level;
+use shipper::Merger;
+use shipper::{cri, docker, Line};
+use shipper::{Doc, Encoder, FileContext};
 
 const TIME: &str = "2024-07-08T03:42:57.123456789Z";
 

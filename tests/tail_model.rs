@@ -8,16 +8,11 @@
 
 use crate::util::docker_line;
 use proptest::prelude::*;
-use shipper::checkpoint::Checkpoints;
-use shipper::discover::Roots;
-use shipper::encode::Encoder;
-use shipper::metrics::Stats;
-use shipper::tail::{ReadLimits, TailConfig, Tailer};
+use shipper::{Checkpoints, MetaSource, Reader, ReaderSettings, Stats};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 const CONTAINERS: usize = 3;
 
@@ -75,7 +70,7 @@ struct World {
     root: tempfile::TempDir,
     data: tempfile::TempDir,
     containers: Vec<Container>,
-    tailer: Option<Tailer>,
+    tailer: Option<Reader>,
     cps: Checkpoints,
     written: Vec<String>,
     /// Lines excused because their file was deleted before the agent could read it.
@@ -118,37 +113,31 @@ impl World {
         self.root.path().join(id).join(format!("{id}-json.log"))
     }
 
-    fn config(&self) -> TailConfig {
-        TailConfig {
-            roots: Roots {
-                docker: self.root.path().to_owned(),
-                pods: self.root.path().join("no-pods"),
-            },
-            // Small reads and budgets so lines straddle buffers and turns.
-            limits: ReadLimits {
-                max_record_bytes: 4096,
-                read_bytes: 256,
-            },
-            budget: 300,
-            drain_grace: Duration::ZERO,
-            dedot: true,
-            annotations: false,
-        }
+    fn config(&self) -> ReaderSettings {
+        let mut cfg = shipper::config::Config::default();
+        cfg.input.docker_root = self.root.path().to_owned();
+        cfg.input.pods_root = self.root.path().join("no-pods");
+        // Small reads and budgets so lines straddle buffers and turns.
+        cfg.input.max_record_bytes = 4096;
+        cfg.input.read_bytes = 256;
+        cfg.input.turn_budget_bytes = 300;
+        cfg.input.drain_grace_ms = 0;
+        shipper::reader_settings(&cfg)
     }
 
     fn start(&mut self) {
-        let mut t = Tailer::new(
+        let mut t = Reader::new(
             self.config(),
-            Encoder::new("logstash"),
-            None,
+            MetaSource::Node,
+            self.cps.table(),
             Arc::new(Stats::default()),
         );
-        t.start(&self.cps);
+        t.start();
         self.tailer = Some(t);
         self.commit(Vec::new(), true);
     }
 
-    fn tailer(&mut self) -> &mut Tailer {
+    fn tailer(&mut self) -> &mut Reader {
         self.tailer.as_mut().unwrap()
     }
 
@@ -178,17 +167,13 @@ impl World {
     }
 
     fn rescan(&mut self) {
-        let cps = std::mem::take(&mut self.cps);
-        self.tailer().rescan(&cps);
-        self.cps = cps;
+        self.tailer().rescan();
         self.commit(Vec::new(), true);
     }
 
     fn poll(&mut self) -> u64 {
-        let cps = std::mem::take(&mut self.cps);
         let mut out = Vec::new();
-        let n = self.tailer().poll_round(&cps, &mut out);
-        self.cps = cps;
+        let n = self.tailer().poll(&mut out, u64::MAX).bytes;
         self.commit(out, false);
         n
     }
@@ -410,16 +395,15 @@ fn truncation_without_a_copy_counts_the_unread_bytes() {
         cfg.input.docker_root = root.path().to_owned();
         cfg.input.pods_root = root.path().join("no-pods");
         let stats = Arc::new(Stats::default());
-        let mut t = Tailer::new(
-            shipper::app::tail_config(&cfg),
-            Encoder::new("t"),
-            None,
+        let mut t = Reader::new(
+            shipper::reader_settings(&cfg),
+            MetaSource::Node,
+            Default::default(),
             stats.clone(),
         );
-        let cps = Checkpoints::in_memory();
-        t.start(&cps);
+        t.start();
         let mut out = Vec::new();
-        while t.poll_round(&cps, &mut out) > 0 {}
+        while t.poll(&mut out, u64::MAX).bytes > 0 {}
         assert_eq!(Stats::get(&stats.lines), 3);
         // Two more lines, seen by a rescan but not read yet.
         let more: String = (4..=5).map(line).collect();
@@ -429,12 +413,12 @@ fn truncation_without_a_copy_counts_the_unread_bytes() {
             .unwrap()
             .write_all(more.as_bytes())
             .unwrap();
-        t.rescan(&cps);
+        t.rescan();
         if with_copy {
             std::fs::copy(&live, live.with_extension("log.1")).unwrap();
         }
         std::fs::write(&live, line(6)).unwrap();
-        t.rescan(&cps);
+        t.rescan();
         assert_eq!(Stats::get(&stats.files_truncated), 1);
         let want = if with_copy { 0 } else { more.len() as u64 };
         assert_eq!(

@@ -328,6 +328,7 @@ impl Writer {
     }
 
     /// Appends one batch. Returns once it is written (and synced, per the policy).
+    #[cfg(test)]
     pub fn append(
         &mut self,
         payload: &[u8],
@@ -511,6 +512,7 @@ impl Buffer {
     }
 
     /// Whether nothing is left unacknowledged.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         lock(&self.shared.state).records == 0
     }
@@ -521,6 +523,7 @@ impl Buffer {
     }
 
     /// Bytes of segments on disk.
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         lock(&self.shared.state).bytes
     }

@@ -7,8 +7,9 @@
 //! next poll happen sooner, because inotify drops events under load and on some
 //! filesystems. On Docker nodes the CRI paths are symlinks to Docker's files: a scan
 //! returns each file once, keyed by the target's (dev, inode), with both paths' facts.
-//! Rotated siblings (`-json.log.1`, `0.log.<timestamp>`) are not sources of their own;
-//! [`rotated_siblings`] lists them for the start-up check. `.gz` and `.tmp` are ignored.
+//! Rotated siblings (`-json.log.1`, `0.log.<timestamp>`) are not sources of their own
+//! (the tail reads them: [`crate::tail::rotated_siblings`]); `.gz` and `.tmp` files are
+//! never matched.
 
 use crate::enrich::SourceInfo;
 use std::collections::HashMap;
@@ -166,31 +167,6 @@ fn docker_target(path: &Path) -> Option<(String, PathBuf)> {
     (dir.file_name()?.to_str()? == id).then(|| (id.to_owned(), dir.to_owned()))
 }
 
-/// Whether a file name is never a log source (compressed or temporary rotations).
-pub fn is_ignored(name: &str) -> bool {
-    name.ends_with(".gz") || name.ends_with(".tmp")
-}
-
-/// Rotated siblings of a live log file (`x-json.log.1`, `0.log.20240708-034200`),
-/// sorted by name. Compressed and temporary files are left out.
-pub fn rotated_siblings(live: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) else {
-        return Vec::new();
-    };
-    let prefix = format!("{name}.");
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            (n.len() > prefix.len() && n.starts_with(&prefix) && !is_ignored(&n)).then(|| e.path())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Wakes the read loop when something changes under a root. Holds the watcher alive.
 pub struct Waker {
     _watcher: Option<notify::RecommendedWatcher>,
@@ -297,7 +273,7 @@ mod tests {
         assert_eq!(d.info.namespace.as_deref(), Some("shop"));
         assert_eq!(d.info.pod.as_deref(), Some("web"));
         assert_eq!(
-            rotated_siblings(&c2.join("0.log")),
+            crate::tail::rotated_siblings(&c2.join("0.log")),
             vec![c2.join("0.log.20240708-034200")]
         );
     }

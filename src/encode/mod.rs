@@ -1,17 +1,60 @@
-//! Bulk encoding: one `create` action line and one document line per record (NDJSON).
+//! The document: one bulk `create` action line and one document line per record (NDJSON).
 //!
 //! The document follows the schema fluentd-kubernetes-daemonset users already have in
 //! Kibana: `@timestamp, log, stream, docker.container_id, kubernetes.*`, plus the agent's
-//! own flags under `shipper`. A file's metadata is rendered to JSON once per file (see
-//! [`crate::enrich`]) and copied into each document; Docker's `log` value is copied still
-//! escaped. So the hot path is a handful of `extend_from_slice` calls per record.
+//! own flags under `shipper`. This module is the one place that renders it: a file's
+//! metadata ([`meta`]) once per file, copied into each document; Docker's `log` value
+//! copied still escaped ([`escaped`]). So the hot path is a handful of
+//! `extend_from_slice` calls per record.
 
-pub mod index;
+pub mod escaped;
+pub mod meta;
 
-use crate::enrich::Level;
-use crate::parse::escaped;
-use crate::parse::{Stream, Text, Timestamp};
-use crate::tail::FileId;
+pub use meta::{Level, Metadata, Owner};
+
+use crate::ids::FileId;
+use crate::index;
+use crate::timestamp::Timestamp;
+
+/// The stream a line was written to (the document's `stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    pub fn parse(s: &[u8]) -> Option<Stream> {
+        match s {
+            b"stdout" => Some(Stream::Stdout),
+            b"stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A message body as it will be written into the document's `log` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text<'a> {
+    /// Already valid JSON string content (Docker's escaped `log` value).
+    Escaped(&'a [u8]),
+    /// Raw bytes that still need JSON escaping (CRI messages, raw lines); invalid UTF-8
+    /// is replaced when escaped.
+    Raw(&'a [u8]),
+    /// Unescaped text produced by a real JSON parser (Docker lines off the fast path).
+    Owned(String),
+}
 
 /// What every record of one file shares.
 #[derive(Debug, Clone)]
@@ -40,6 +83,10 @@ pub struct Encoder {
     action_head: Vec<u8>,
     /// The date suffix, for dated indices.
     date: Option<index::DateFormat>,
+    /// De-dot label keys (see [`Metadata::render`]).
+    dedot: bool,
+    /// Render pod annotations.
+    annotations: bool,
 }
 
 impl Encoder {
@@ -48,6 +95,7 @@ impl Encoder {
         Encoder::for_target(&index::Target::daily(index_prefix))
     }
 
+    /// Documents for `target`, with de-dotted label keys and no annotations.
     pub fn for_target(target: &index::Target) -> Encoder {
         let mut action_head = br#"{"create":{"_index":""#.to_vec();
         let (name, date) = match target {
@@ -58,7 +106,28 @@ impl Encoder {
         if date.is_some() {
             action_head.push(b'-');
         }
-        Encoder { action_head, date }
+        Encoder {
+            action_head,
+            date,
+            dedot: true,
+            annotations: false,
+        }
+    }
+
+    /// How labels and annotations are rendered (see [`Metadata::render`]).
+    pub fn with_labels(mut self, dedot: bool, annotations: bool) -> Encoder {
+        self.dedot = dedot;
+        self.annotations = annotations;
+        self
+    }
+
+    /// What every record of file `id` with metadata `meta` shares, rendered once.
+    pub fn file_context(&self, id: FileId, meta: &Metadata) -> FileContext {
+        FileContext {
+            id,
+            meta: meta.render(self.dedot, self.annotations),
+            level: meta.level(),
+        }
     }
 
     /// Appends the action and document lines of `doc` to `out`.

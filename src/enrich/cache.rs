@@ -15,8 +15,9 @@
 //!   enriches. Deletion times are wall-clock, so the grace period continues across a
 //!   restart.
 
-use super::{Metadata, PodEntry, PodIndex, SourceInfo};
-use crate::checkpoint::write_atomic;
+use super::{PodEntry, PodIndex, SourceInfo};
+use crate::encode::Metadata;
+use crate::state_file::write_atomic;
 use k8s_openapi::api::core::v1::Namespace;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -445,7 +446,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Body, CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::ContainerEntry;
+    use crate::enrich::pods::ContainerEntry;
 
     fn pod(uid: &str, ns: &str, container_id: &str) -> PodEntry {
         PodEntry {
@@ -511,8 +512,10 @@ mod tests {
     fn exclusion_by_pod_container_and_namespace() {
         let c = KubeCache::new(GRACE);
         let mut p = pod("u1", "shop", "c1");
-        p.annotations
-            .insert(crate::enrich::EXCLUDE_CONTAINERS_KEY.into(), "app".into());
+        p.annotations.insert(
+            crate::enrich::pods::EXCLUDE_CONTAINERS_KEY.into(),
+            "app".into(),
+        );
         c.apply_pods(Change::Apply(p), 0);
         c.apply_pods(Change::Apply(pod("u2", "quiet", "c2")), 0);
         assert!(c.describe(&SourceInfo::from_docker_id("c1")).excluded);

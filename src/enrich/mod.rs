@@ -1,218 +1,175 @@
-//! Metadata for each log file, rendered into the document fragment
-//! `,"docker":{...},"kubernetes":{...}` that every record of the file carries.
+//! Metadata for each log file: which pod, namespace and container its records belong to.
 //!
 //! Sources, best first: the Kubernetes API (a node-scoped watch of Pods and a watch of
 //! Namespaces feeding [`KubeCache`], see [`self::kube`]), or a pod list (`--pods`, the
 //! output of `kubectl get pods -A -o json`); then what the node itself says: the
 //! `/var/log/pods/<ns>_<pod>_<uid>/<container>` path (CRI) or the `io.kubernetes.*` labels
-//! in Docker's `config.v2.json` next to the log. The document says which it got:
-//! `shipper.metadata` is `complete` (pod found), `partial` (path/config only) or `none`.
+//! in Docker's `config.v2.json` next to the log. The document says which it got
+//! (`shipper.metadata`: `complete`, `partial` or `none`; rendered by [`crate::encode`]).
 //!
-//! The fragment is rendered once per file, not per record. With the live cache a file
-//! remembers the cache's change counter and the revision of what it rendered, and
-//! renders again only when its pod or namespace changed (see [`crate::tail`]).
+//! The three sources reach the read loop through one type, [`MetaSource`]; each file's
+//! metadata is a [`FileMeta`], looked up when the file opens and refreshed only when the
+//! live cache changed (one atomic load), never per record. A file never loses metadata it
+//! had: a pod that expired from the cache leaves it as it was.
 
 mod cache;
 pub mod kube;
 mod pods;
 mod source;
 
-pub use cache::{
-    now_ms, CacheError, Change, Described, KubeCache, NamespaceEntry, NAMESPACE_EXCLUDE_LABEL,
-    SNAPSHOT_FILE,
-};
-pub use pods::{
-    ContainerEntry, Owner, PodEntry, PodIndex, PodsError, EXCLUDE_CONTAINERS_KEY, EXCLUDE_KEY,
-};
+pub use cache::{now_ms, KubeCache, SNAPSHOT_FILE};
+pub use pods::{PodEntry, PodIndex};
 pub use source::{docker_config_labels, SourceInfo};
 
-use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::encode::{Level, Metadata};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// How much metadata a record carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Complete,
-    Partial,
-    None,
+/// Where metadata comes from.
+#[derive(Debug)]
+pub enum MetaSource {
+    /// The node alone: log paths and Docker's `config.v2.json`.
+    Node,
+    /// A pod list (`--pods`).
+    PodList(PodIndex),
+    /// The live cache fed by the API watch. A file whose pod is not in it yet waits up
+    /// to `wait` (its reads are held back) before it is read with what the node says.
+    Live {
+        cache: Arc<KubeCache>,
+        wait: Duration,
+    },
 }
 
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Complete => "complete",
-            Level::Partial => "partial",
-            Level::None => "none",
-        }
-    }
+/// One file's metadata, as of its last refresh.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    /// What the path and Docker's config say: the key to look the pod up by.
+    info: SourceInfo,
+    meta: Metadata,
+    excluded: bool,
+    /// The live cache's change counter when the metadata was last checked.
+    seen: u64,
+    /// Revision of the pod and namespace entries the metadata came from.
+    rev: u64,
+    /// The pod is not in the live cache yet: the file is not read before this instant
+    /// unless the pod shows up.
+    pending_until: Option<Instant>,
 }
 
-/// Everything known about one container, ready to render.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Metadata {
-    pub container_id: Option<String>,
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub pod_id: Option<String>,
-    pub container: Option<String>,
-    pub pod_ip: Option<String>,
-    pub host: Option<String>,
-    pub image: Option<String>,
-    pub image_id: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    /// Rendered only when annotations are asked for (`kubernetes.annotations`).
-    pub annotations: BTreeMap<String, String>,
-    /// The workload (Deployment, StatefulSet, DaemonSet, Job, ...): an extra field.
-    pub owner: Option<Owner>,
-    pub namespace_id: Option<String>,
-    pub namespace_labels: BTreeMap<String, String>,
-    /// The pod was found (in the API cache or a pod list): `complete`.
-    pub from_api: bool,
+/// What a refresh found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The metadata (or the exclusion) changed.
+    pub changed: bool,
+    /// A wait for the pod ended (found, or time up): counted in `metadata_waits`.
+    pub wait_ended: bool,
 }
 
-impl Metadata {
-    pub fn level(&self) -> Level {
-        if self.from_api {
-            Level::Complete
-        } else if self.namespace.is_some() || self.pod.is_some() || self.container.is_some() {
-            Level::Partial
-        } else {
-            Level::None
+impl MetaSource {
+    /// Metadata for a new file: `info` from its path(s), plus Docker's config labels
+    /// from `docker_dir` when there is one.
+    pub fn open(&self, mut info: SourceInfo, docker_dir: Option<&Path>, now: Instant) -> FileMeta {
+        if let Some(dir) = docker_dir {
+            match docker_config_labels(dir) {
+                Ok(labels) => info.merge(labels),
+                Err(e) => tracing::debug!(error = %e, "no kubernetes labels from docker config"),
+            }
         }
-    }
-
-    /// Renders `,"docker":{...},"kubernetes":{...}` (parts with nothing in them are left
-    /// out). Label and annotation keys are de-dotted (`app.kubernetes.io/name` →
-    /// `app_kubernetes_io/name`) when `dedot` is set, so `app` and `app.kubernetes.io/name`
-    /// never collide as object and keyword in the mapping. Annotations are rendered only
-    /// with `annotations` (they can be large and are rarely searched).
-    pub fn render(&self, dedot: bool, annotations: bool) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Docker<'a> {
-            container_id: &'a str,
-        }
-        #[derive(Serialize)]
-        struct Kubernetes<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            container_name: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            namespace_name: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pod_name: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pod_id: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pod_ip: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            host: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            container_image: Option<&'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            container_image_id: Option<&'a str>,
-            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-            labels: BTreeMap<String, &'a str>,
-            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-            annotations: BTreeMap<String, &'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            namespace_id: Option<&'a str>,
-            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-            namespace_labels: BTreeMap<String, &'a str>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            owner: Option<&'a Owner>,
-        }
-        fn keys(map: &BTreeMap<String, String>, dedot: bool) -> BTreeMap<String, &str> {
-            map.iter()
-                .map(|(k, v)| {
-                    (
-                        if dedot {
-                            k.replace('.', "_")
-                        } else {
-                            k.clone()
-                        },
-                        v.as_str(),
-                    )
-                })
-                .collect()
-        }
-        let mut out = Vec::new();
-        if let Some(id) = &self.container_id {
-            out.extend_from_slice(br#","docker":"#);
-            // Serialising plain strings into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, &Docker { container_id: id });
-        }
-        let k = Kubernetes {
-            container_name: self.container.as_deref(),
-            namespace_name: self.namespace.as_deref(),
-            pod_name: self.pod.as_deref(),
-            pod_id: self.pod_id.as_deref(),
-            pod_ip: self.pod_ip.as_deref(),
-            host: self.host.as_deref(),
-            container_image: self.image.as_deref(),
-            container_image_id: self.image_id.as_deref(),
-            labels: keys(&self.labels, dedot),
-            annotations: if annotations {
-                keys(&self.annotations, dedot)
-            } else {
-                BTreeMap::new()
+        let (meta, excluded, seen, rev, pending_until) = match self {
+            MetaSource::Live { cache, wait } => {
+                // Read the counter first: a change during the lookup is seen next time.
+                let seen = cache.changes();
+                let d = cache.describe(&info);
+                let lookable = info.container_id.is_some() || info.pod_uid.is_some();
+                let pending = (!d.known && !d.excluded && lookable).then(|| now + *wait);
+                (d.meta, d.excluded, seen, d.rev, pending)
+            }
+            MetaSource::PodList(pods) => match pods.find(&info) {
+                Some((pod, container)) => (
+                    pod.metadata(container, &info),
+                    pod.excludes(Some(container)),
+                    0,
+                    0,
+                    None,
+                ),
+                None => (info.to_metadata(), false, 0, 0, None),
             },
-            namespace_id: self.namespace_id.as_deref(),
-            namespace_labels: keys(&self.namespace_labels, dedot),
-            owner: self.owner.as_ref(),
+            MetaSource::Node => (info.to_metadata(), false, 0, 0, None),
         };
-        if k.container_name.is_some()
-            || k.namespace_name.is_some()
-            || k.pod_name.is_some()
-            || k.pod_id.is_some()
-        {
-            out.extend_from_slice(br#","kubernetes":"#);
-            let _ = serde_json::to_writer(&mut out, &k);
+        FileMeta {
+            info,
+            meta,
+            excluded,
+            seen,
+            rev,
+            pending_until,
         }
-        out
+    }
+
+    /// Brings `f` up to date with the live cache if the cache changed, and ends its wait
+    /// for the pod when the pod showed up or the wait ran out.
+    pub fn refresh(&self, f: &mut FileMeta, now: Instant) -> Refreshed {
+        let mut r = Refreshed::default();
+        let MetaSource::Live { cache, .. } = self else {
+            return r;
+        };
+        let changes = cache.changes();
+        if f.seen != changes {
+            f.seen = changes;
+            let d = cache.describe(&f.info);
+            // Never downgrade: a pod that expired from the cache leaves the file with
+            // the metadata it had.
+            if d.rev != f.rev && (d.known || f.meta.level() != Level::Complete) {
+                f.rev = d.rev;
+                if (d.known || d.excluded) && f.pending_until.take().is_some() {
+                    r.wait_ended = true;
+                }
+                f.meta = d.meta;
+                f.excluded = d.excluded;
+                r.changed = true;
+            }
+        }
+        if f.pending_until.is_some_and(|t| now >= t) {
+            f.pending_until = None;
+            r.wait_ended = true;
+            tracing::debug!(source = %f.info.source_key(), "pod still unknown; reading with the metadata the node gives");
+        }
+        r
+    }
+
+    /// Blocks until `f`'s pod may have shown up or its wait ran out (the dry-run reads
+    /// files one after the other and waits for each).
+    pub fn wait(&self, f: &FileMeta) {
+        if let (MetaSource::Live { cache, .. }, Some(until)) = (self, f.pending_until) {
+            cache.wait_change(f.seen, until);
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl FileMeta {
+    /// What the records carry.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
 
-    #[test]
-    fn render_and_levels() {
-        let mut m = Metadata::default();
-        assert_eq!(m.level(), Level::None);
-        assert!(m.render(true, true).is_empty());
-        m.container_id = Some("abc".into());
-        m.namespace = Some("shop".into());
-        m.labels
-            .insert("app.kubernetes.io/name".into(), "web".into());
-        m.labels.insert("app".into(), "web".into());
-        m.pod = Some("web-1".into());
-        assert_eq!(m.level(), Level::Partial);
-        m.annotations.insert("a.b/c".into(), "d".into());
-        m.namespace_labels.insert("env.x".into(), "prod".into());
-        m.namespace_id = Some("ns-uid".into());
-        m.owner = Some(Owner {
-            kind: "Deployment".into(),
-            name: "web".into(),
-        });
-        let json = format!(
-            "{{{}}}",
-            std::str::from_utf8(&m.render(true, false)[1..]).unwrap()
-        );
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["docker"]["container_id"], "abc");
-        assert_eq!(v["kubernetes"]["labels"]["app_kubernetes_io/name"], "web");
-        assert_eq!(v["kubernetes"]["labels"]["app"], "web");
-        assert_eq!(v["kubernetes"]["namespace_id"], "ns-uid");
-        assert_eq!(v["kubernetes"]["namespace_labels"]["env_x"], "prod");
-        assert_eq!(
-            v["kubernetes"]["owner"],
-            serde_json::json!({"kind": "Deployment", "name": "web"})
-        );
-        assert!(v["kubernetes"].get("annotations").is_none(), "opt-in");
-        m.from_api = true;
-        assert_eq!(m.level(), Level::Complete);
-        let raw = String::from_utf8(m.render(false, true)).unwrap();
-        assert!(raw.contains(r#""app.kubernetes.io/name":"web""#));
-        assert!(raw.contains(r#""annotations":{"a.b/c":"d"}"#), "{raw}");
+    /// The pod's annotations or its namespace's label exclude the file's logs.
+    pub fn excluded(&self) -> bool {
+        self.excluded
+    }
+
+    /// Still waiting for the pod to show up in the live cache.
+    pub fn pending(&self) -> bool {
+        self.pending_until.is_some()
+    }
+
+    /// When the wait for the pod ends at the latest.
+    pub fn pending_until(&self) -> Option<Instant> {
+        self.pending_until
+    }
+
+    /// The identity source: the container the file belongs to.
+    pub fn source_key(&self) -> String {
+        self.info.source_key()
     }
 }

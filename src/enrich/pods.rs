@@ -7,7 +7,8 @@
 //! conditions, and not the `kubectl.kubernetes.io/last-applied-configuration`
 //! annotation (often the largest part of a pod).
 
-use super::{Metadata, SourceInfo};
+use super::SourceInfo;
+use crate::encode::{Metadata, Owner};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -34,13 +35,6 @@ pub enum PodsError {
         path: PathBuf,
         source: serde_json::Error,
     },
-}
-
-/// The workload a pod belongs to (`Deployment` resolved through its ReplicaSet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    pub kind: String,
-    pub name: String,
 }
 
 /// One container of a pod.

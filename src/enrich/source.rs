@@ -1,6 +1,6 @@
 //! What a log file's location tells about its container, without any API.
 
-use super::Metadata;
+use crate::encode::Metadata;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;

@@ -40,17 +40,6 @@ pub enum ClientError {
     Info { url: String, reason: String },
 }
 
-impl ClientError {
-    /// A small fixed label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            ClientError::Http { .. } => "connection",
-            ClientError::Status { .. } => "status",
-            _ => "other",
-        }
-    }
-}
-
 /// Which server answered `GET /`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
@@ -288,6 +277,7 @@ impl Client {
     }
 
     /// Endpoints currently considered healthy.
+    #[cfg(test)]
     pub fn healthy_endpoints(&self) -> usize {
         let now = Instant::now();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -378,7 +368,7 @@ impl Client {
     pub async fn put_template(
         &self,
         v: &Version,
-        target: &crate::encode::index::Target,
+        target: &crate::index::Target,
         opts: &super::template::Options,
     ) -> Result<(), ClientError> {
         let (path, body) = super::template::request(v, target, opts);

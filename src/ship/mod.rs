@@ -9,17 +9,19 @@
 //! data meanwhile; nothing is dropped because Elasticsearch is down or slow.
 //!
 //! Concurrency adapts (AIMD): it halves on 429 or slow responses and grows by one after a
-//! run of fast, clean ones, between 1 and `max_concurrency`.
+//! run of fast, clean ones, between 1 and `max_concurrency` ([`control`], pure).
 
 pub mod bulk;
 pub mod client;
+pub mod control;
 pub mod dead_letter;
 pub mod template;
 
 use crate::buffer::{Buffer, Frame};
-use crate::metrics::{BulkResult, Stats};
+use crate::metrics::{BulkResult, GaugeFn, Stats};
 use bytes::Bytes;
 use client::Client;
+use control::Concurrency;
 use dead_letter::DeadLetter;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,32 +29,41 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// A response slower than this counts as back-pressure for adaptive concurrency.
-const SLOW_RESPONSE: Duration = Duration::from_secs(10);
-/// Clean responses in a row before concurrency grows by one.
-const GROW_AFTER: usize = 8;
-/// First retry delay; doubles per attempt up to the configured cap.
-const BASE_BACKOFF: Duration = Duration::from_millis(100);
-
 /// Settings of the shipper.
 #[derive(Debug, Clone)]
 pub struct ShipConfig {
     pub max_concurrency: usize,
     pub max_backoff: Duration,
-    pub target: crate::encode::index::Target,
+    pub target: crate::index::Target,
     pub template: bool,
     pub template_options: template::Options,
     /// gzip bodies that are rebuilt for retries.
     pub compression: bool,
 }
 
-/// Adaptive limit on requests in flight.
+impl From<&crate::config::Elasticsearch> for ShipConfig {
+    fn from(es: &crate::config::Elasticsearch) -> ShipConfig {
+        ShipConfig {
+            max_concurrency: usize::try_from(es.max_concurrency).unwrap_or(1),
+            max_backoff: Duration::from_millis(es.max_backoff_ms),
+            target: es.target(),
+            template: es.template,
+            template_options: template::Options {
+                nanos: es.timestamp_nanos,
+                ilm_policy: es.ilm_policy.clone(),
+            },
+            compression: es.compression,
+        }
+    }
+}
+
+/// Adaptive limit on requests in flight: [`Concurrency`] behind a lock, with waiters.
 #[derive(Debug)]
 pub struct Limiter {
+    control: Mutex<Concurrency>,
+    /// The current limit, readable without the lock (metrics, the fast path).
     limit: AtomicUsize,
-    max: usize,
     in_flight: AtomicUsize,
-    clean: AtomicUsize,
     changed: Notify,
 }
 
@@ -68,12 +79,11 @@ impl Drop for Permit {
 
 impl Limiter {
     pub fn new(max: usize) -> Arc<Limiter> {
-        let max = max.max(1);
+        let control = Concurrency::new(max);
         Arc::new(Limiter {
-            limit: AtomicUsize::new(max.div_ceil(2)),
-            max,
+            limit: AtomicUsize::new(control.limit()),
+            control: Mutex::new(control),
             in_flight: AtomicUsize::new(0),
-            clean: AtomicUsize::new(0),
             changed: Notify::new(),
         })
     }
@@ -102,38 +112,30 @@ impl Limiter {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    fn update(&self, f: impl FnOnce(&mut Concurrency)) {
+        let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c);
+        self.limit.store(c.limit(), Ordering::Release);
+        drop(c);
+        self.changed.notify_waiters();
+    }
+
     fn throttled(&self) {
-        self.clean.store(0, Ordering::Relaxed);
-        let _ = self
-            .limit
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
-                Some((l / 2).max(1))
-            });
+        self.update(|c| {
+            c.throttled();
+        });
     }
 
     fn success(&self, latency: Duration) {
-        if latency > SLOW_RESPONSE {
-            return self.throttled();
-        }
-        if self.clean.fetch_add(1, Ordering::AcqRel) + 1 >= GROW_AFTER {
-            self.clean.store(0, Ordering::Relaxed);
-            let _ = self
-                .limit
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
-                    Some((l + 1).min(self.max))
-                });
-            self.changed.notify_waiters();
-        }
+        self.update(|c| {
+            c.success(latency);
+        });
     }
 }
 
-/// Delay before retry number `attempt` (0-based): exponential, capped, with jitter in
-/// [50 %, 100 %] so a fleet of agents does not retry in lockstep.
+/// Delay before retry number `attempt` (0-based), with this process's random jitter.
 pub fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let exp = BASE_BACKOFF
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(cap);
-    exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    control::backoff(attempt, cap, fastrand::f64())
 }
 
 /// Part of a frame being delivered: the stored body, or selected NDJSON lines.
@@ -244,8 +246,32 @@ impl Shipper {
         })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The shipper's gauges, read at scrape time (name, help, value).
+    pub fn gauges(self: &Arc<Self>) -> Vec<(&'static str, &'static str, GaugeFn)> {
+        let (l1, l2) = (self.limiter.clone(), self.limiter.clone());
+        let (c1, c2) = (self.client.clone(), self.client.clone());
+        vec![
+            (
+                "shipper_bulk_in_flight",
+                "Bulk requests in flight.",
+                Box::new(move || l1.in_flight() as f64),
+            ),
+            (
+                "shipper_bulk_concurrency_limit",
+                "Adaptive limit of bulk requests in flight (halves on 429 or slow answers).",
+                Box::new(move || l2.limit() as f64),
+            ),
+            (
+                "shipper_es_endpoints",
+                "Elasticsearch endpoints configured.",
+                Box::new(move || c1.endpoints() as f64),
+            ),
+            (
+                "shipper_es_endpoints_healthy",
+                "Elasticsearch endpoints whose last request was answered (below 500).",
+                Box::new(move || c2.answering_endpoints() as f64),
+            ),
+        ]
     }
 
     /// Finds the server (retrying until it answers) and installs the template.
@@ -266,7 +292,7 @@ impl Shipper {
         if version.major < 7 && !version.opensearch {
             tracing::error!(server = %version, "Elasticsearch before 7.0 needs mapping types, which this agent never sends; bulk requests will likely fail");
         }
-        if let crate::encode::index::Target::Fixed(name) = &self.cfg.target {
+        if let crate::index::Target::Fixed(name) = &self.cfg.target {
             if !version.data_streams() {
                 tracing::error!(server = %version, data_stream = %name, "this server has no data streams (Elasticsearch 7.9+ or OpenSearch needed); documents go to a regular index of that name");
             }
@@ -506,17 +532,6 @@ enum Settled {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        let cap = Duration::from_secs(30);
-        for attempt in 0..40 {
-            let d = backoff(attempt, cap);
-            let exp = BASE_BACKOFF.saturating_mul(1 << attempt.min(16)).min(cap);
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
-        }
-        assert!(backoff(30, cap) <= cap);
-    }
-
     #[tokio::test]
     async fn limiter_halves_and_grows() {
         let l = Limiter::new(8);
@@ -536,11 +551,11 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        for _ in 0..GROW_AFTER * 20 {
+        for _ in 0..control::GROW_AFTER * 20 {
             l.success(Duration::from_millis(5));
         }
         assert_eq!(l.limit(), 8, "grows back to the cap");
-        l.success(SLOW_RESPONSE * 2);
+        l.success(control::SLOW_RESPONSE * 2);
         assert_eq!(l.limit(), 4, "a slow response counts as back-pressure");
     }
 

@@ -7,7 +7,7 @@
 //! collide as keyword and object).
 
 use super::client::Version;
-use crate::encode::index::Target;
+use crate::index::Target;
 use serde_json::json;
 
 /// What the template sets beyond the mappings.

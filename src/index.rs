@@ -6,7 +6,7 @@
 //! start so a typo is a config error, not a stream of rejected documents. The date is
 //! the record's `@timestamp` in UTC.
 
-use crate::parse::Timestamp;
+use crate::timestamp::Timestamp;
 
 /// The default: daily indices, `2024.07.08`.
 pub const DEFAULT_DATE_FORMAT: &str = "%Y.%m.%d";

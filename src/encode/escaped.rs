@@ -76,11 +76,6 @@ pub fn newline_suffix(s: &[u8]) -> Option<usize> {
     (backslashes % 2 == 1).then_some(len)
 }
 
-/// Whether valid escaped content ends with an escaped newline.
-pub fn ends_with_newline(s: &[u8]) -> bool {
-    newline_suffix(s).is_some()
-}
-
 /// The longest prefix of valid escaped content no longer than `max` bytes that ends on a
 /// boundary: not inside an escape sequence or a UTF-8 character, and not after a lone
 /// high surrogate escape (which Elasticsearch would reject without its pair).
@@ -162,11 +157,11 @@ mod tests {
 
     #[test]
     fn newline_detection_counts_backslashes() {
-        assert!(ends_with_newline(br"abc\n"));
-        assert!(!ends_with_newline(br"abc\\n"));
-        assert!(ends_with_newline(br"abc\\\n"));
-        assert!(!ends_with_newline(br"abc"));
-        assert!(ends_with_newline(br"\n"));
+        assert!(newline_suffix(br"abc\n").is_some());
+        assert!(newline_suffix(br"abc\\n").is_none());
+        assert!(newline_suffix(br"abc\\\n").is_some());
+        assert!(newline_suffix(br"abc").is_none());
+        assert!(newline_suffix(br"\n").is_some());
         assert_eq!(newline_suffix(br"abc\u000a"), Some(6));
         assert_eq!(newline_suffix(br"abc\u000A"), Some(6));
         assert_eq!(newline_suffix(br"abc\\u000a"), None);

@@ -8,7 +8,8 @@
 //!
 //! A `log` value without a trailing `\n` is a partial: dockerd splits messages at 16 KiB.
 
-use super::{escaped, Line, ParseError, Stream, Text, Timestamp};
+use super::{Line, ParseError, Stream, Text, Timestamp};
+use crate::encode::escaped;
 use serde::Deserialize;
 use std::borrow::Cow;
 

@@ -12,7 +12,8 @@
 //! While a record is pending, its first chunk's offset is where a restart must resume, so
 //! [`Merger::resume_point`] reports it for checkpoints.
 
-use super::{escaped, Line, Stream, Text, Timestamp};
+use super::parse::{Line, Stream, Text, Timestamp};
+use crate::encode::escaped;
 
 /// One reassembled record, borrowing either the line it came from or the merger's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

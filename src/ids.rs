@@ -1,4 +1,5 @@
-//! File identity: which file this is, independent of its path and inode.
+//! File identity: which file this is, independent of its path and inode, and the
+//! record ids derived from it.
 //!
 //! identity = xxh3-128(source, first complete line). The source is the container (Docker
 //! container id, or pod uid + container name for CRI) and the first line carries the

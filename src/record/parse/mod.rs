@@ -1,44 +1,14 @@
-//! Parsers for the two container log formats, and the partial-line merger.
+//! Parsers for the two container log formats.
 //!
 //! Parsers are pure: they take one physical line (without its `\n`) as `&[u8]` and return
-//! a view borrowing from it. The tailer owns the buffers. A line that does not parse is
-//! an `Err` carrying a short reason; the caller keeps the raw line as a document.
+//! a view borrowing from it. The read loop owns the buffers. A line that does not parse is
+//! an `Err` carrying a short reason; the record stream keeps the raw line as a document.
 
 pub mod cri;
 pub mod docker;
-pub mod escaped;
-pub mod partial;
-pub mod timestamp;
 
-pub use timestamp::Timestamp;
-
-/// The stream a line was written to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-
-    pub fn parse(s: &[u8]) -> Option<Stream> {
-        match s {
-            b"stdout" => Some(Stream::Stdout),
-            b"stderr" => Some(Stream::Stderr),
-            _ => None,
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::encode::{Stream, Text};
+pub use crate::timestamp::Timestamp;
 
 /// A log file's format, detected from its content (never from its path: on Docker nodes
 /// the `/var/log/pods` files are symlinks to Docker's json-file logs).
@@ -58,18 +28,6 @@ impl Format {
             _ => None,
         }
     }
-}
-
-/// A message body as it will be written into the document's `log` field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Text<'a> {
-    /// Already valid JSON string content (Docker's escaped `log` value).
-    Escaped(&'a [u8]),
-    /// Raw bytes that still need JSON escaping (CRI messages, raw lines); invalid UTF-8
-    /// is replaced when escaped.
-    Raw(&'a [u8]),
-    /// Unescaped text produced by a real JSON parser (Docker lines off the fast path).
-    Owned(String),
 }
 
 /// One parsed physical line.

@@ -1,0 +1,270 @@
+//! The appender: the one owner of the durability rule.
+//!
+//! **A file's checkpoint moves only after its lines are durable in the buffer.** Batches
+//! arrive from the reader as [`Chunk`]s (compressed as they come when request
+//! compression is on, so a batch is compressed once and sent as stored) and end with a
+//! [`Seal`]. On the seal the batch is appended to the buffer as one frame and synced
+//! (per `buffer.fsync`); only when that returned do the positions the seal carries enter
+//! the checkpoint table, which a [`Saver`] writes on its own thread at most every
+//! [`CHECKPOINT_EVERY`] (and at the end).
+//!
+//! When the buffer is full the appender waits for room, so the reader's hand-off blocks
+//! and reading pauses; the backlog stays in the log files. Stopping with the buffer full,
+//! it gives up the batch after [`STOP_WAIT`]: its positions never entered the table, so
+//! those records are read again at the next start.
+
+use crate::buffer::Writer;
+use crate::checkpoint::{Checkpoints, Position, Saver};
+use crate::ids::FileId;
+use crate::metrics::{Stats, Worker};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Checkpoints are written at most this often (and at the end); in between they are
+/// only in memory, which costs a few extra 409s after a crash, never data.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a stopping reader or appender waits for room in a full buffer before leaving
+/// the rest in the log files.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// From the reader to the appender.
+#[derive(Debug)]
+pub enum Handoff {
+    /// NDJSON of whole documents, part of the current batch.
+    Chunk(Chunk),
+    /// The current batch ends here.
+    Seal(Seal),
+    /// Files just identified, at their start positions: saved at once, so a restart
+    /// finds them among rotated siblings even if nothing of them was read yet.
+    Discovered(Vec<(FileId, Position)>),
+}
+
+/// Part of a batch: action and document lines of `docs` documents.
+#[derive(Debug)]
+pub struct Chunk {
+    pub ndjson: Vec<u8>,
+    pub docs: u64,
+}
+
+/// The end of a batch.
+#[derive(Debug, Default)]
+pub struct Seal {
+    /// Documents in the batch (the sum of its chunks').
+    pub docs: u64,
+    /// Resume points as of the batch's end: safe once it is durable.
+    pub positions: Vec<(FileId, Position)>,
+    /// Files closed (or restarted): their checkpoints go once the batch is durable.
+    pub closed: Vec<FileId>,
+    /// Newest record timestamp in the batch (Unix milliseconds), for the lag metric.
+    pub newest_ms: u64,
+}
+
+/// The batch being built: NDJSON compressed as it arrives (into an output buffer reused
+/// from batch to batch), or the reader's chunks kept as they are and written one after
+/// the other.
+struct FrameBuilder {
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    compressed: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    compress: bool,
+    docs: u64,
+}
+
+impl FrameBuilder {
+    fn new(compress: bool) -> FrameBuilder {
+        FrameBuilder {
+            gzip: None,
+            compressed: Vec::new(),
+            chunks: Vec::new(),
+            compress,
+            docs: 0,
+        }
+    }
+
+    /// Takes a chunk; returns it when done with it (compressed), to be reused.
+    fn write(&mut self, chunk: Chunk) -> io::Result<Option<Vec<u8>>> {
+        self.docs += chunk.docs;
+        if !self.compress {
+            self.chunks.push(chunk.ndjson);
+            return Ok(None);
+        }
+        let out = &mut self.compressed;
+        self.gzip
+            .get_or_insert_with(|| {
+                flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast())
+            })
+            .write_all(&chunk.ndjson)?;
+        Ok(Some(chunk.ndjson))
+    }
+
+    /// The finished payload, in parts.
+    fn finish(&mut self) -> io::Result<Vec<&[u8]>> {
+        if let Some(enc) = self.gzip.take() {
+            self.compressed = enc.finish()?;
+        }
+        Ok(if self.compress {
+            vec![&self.compressed[..]]
+        } else {
+            self.chunks.iter().map(Vec::as_slice).collect()
+        })
+    }
+
+    /// Starts the next batch, keeping the compressed buffer's memory; hands back the
+    /// chunks kept.
+    fn reset(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.compressed.clear();
+        self.docs = 0;
+        self.chunks.drain(..)
+    }
+}
+
+/// Appends batches and moves checkpoints; runs on a thread of its own.
+pub struct Appender {
+    writer: Writer,
+    frame: FrameBuilder,
+    cps: Checkpoints,
+    saver: Option<Saver>,
+    stats: Arc<Stats>,
+    last_save: Instant,
+}
+
+impl Appender {
+    /// An appender writing to `writer`, moving the checkpoints in `cps` (written by a
+    /// saver thread when `cps` has a file).
+    pub fn new(
+        writer: Writer,
+        cps: Checkpoints,
+        compress: bool,
+        stats: Arc<Stats>,
+    ) -> io::Result<Appender> {
+        let saver = match cps.path() {
+            Some(p) => Some(Saver::spawn(p.to_owned(), stats.clone())?),
+            None => None,
+        };
+        Ok(Appender {
+            writer,
+            frame: FrameBuilder::new(compress),
+            cps,
+            saver,
+            stats,
+            last_save: Instant::now(),
+        })
+    }
+
+    /// Takes hand-offs until the reader is gone, then writes the checkpoints a last
+    /// time. Emptied chunk buffers go back through `pool`. Returns the buffer writer
+    /// (for the caller to close).
+    pub fn run(
+        mut self,
+        rx: &Receiver<Handoff>,
+        pool: &Sender<Vec<u8>>,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<Writer> {
+        loop {
+            let received = rx.recv_timeout(CHECKPOINT_EVERY);
+            self.stats.live.beat(Worker::Appender);
+            match received {
+                Ok(Handoff::Chunk(chunk)) => {
+                    if let Some(mut done) = self.frame.write(chunk)? {
+                        done.clear();
+                        let _ = pool.try_send(done);
+                    }
+                }
+                Ok(Handoff::Discovered(found)) => {
+                    for (id, pos) in found {
+                        // Only adds files not known yet; never moves an offset.
+                        if self.cps.get(&id).is_none() {
+                            self.cps.update(id, pos);
+                        }
+                    }
+                    self.save();
+                }
+                Ok(Handoff::Seal(seal)) => {
+                    if !self.seal(seal, pool, stop)? {
+                        break;
+                    }
+                }
+                // Quiet files still get their checkpoints written promptly.
+                Err(RecvTimeoutError::Timeout) => self.save(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // A batch still half built here (the reader stopped with the buffer full, or
+        // failed) is dropped: its checkpoints never moved, so it is read again.
+        self.save();
+        if let Some(s) = self.saver.take() {
+            s.close();
+        }
+        Ok(self.writer)
+    }
+
+    /// Appends the batch and moves checkpoints. Returns `false` when it gave the batch
+    /// up (stopping with the buffer full).
+    fn seal(
+        &mut self,
+        seal: Seal,
+        pool: &Sender<Vec<u8>>,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<bool> {
+        let docs = self.frame.docs;
+        if docs != seal.docs {
+            // The batch and the chunks count the same documents; a difference is a bug,
+            // and the frame must carry what it holds.
+            tracing::error!(
+                chunks = docs,
+                batch = seal.docs,
+                "a batch's document count disagrees with its chunks'; using the chunks'"
+            );
+        }
+        if docs > 0 {
+            let records = u32::try_from(docs).unwrap_or(u32::MAX);
+            let compress = self.frame.compress;
+            let parts = self.frame.finish()?;
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            let mut stopping_since: Option<Instant> = None;
+            while !self
+                .writer
+                .wait_for_room(len as u64, Duration::from_millis(500))?
+            {
+                // Waiting for room is not being stuck.
+                self.stats.live.beat(Worker::Appender);
+                tracing::debug!("buffer full; reading paused");
+                if stop.load(Ordering::Relaxed)
+                    && stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_WAIT
+                {
+                    tracing::warn!(records, "stopping with the buffer full: the last batch stays in the log files and is read again at the next start");
+                    return Ok(false);
+                }
+            }
+            self.writer.set_newest_record_ms(seal.newest_ms);
+            self.writer.append_parts(&parts, records, compress)?;
+            Stats::add(&self.stats.batches, 1);
+        }
+        for mut chunk in self.frame.reset() {
+            chunk.clear();
+            let _ = pool.try_send(chunk);
+        }
+        // The batch is durable: its positions are safe.
+        for id in &seal.closed {
+            self.cps.remove(id);
+        }
+        for (id, pos) in seal.positions {
+            self.cps.update(id, pos);
+        }
+        if self.last_save.elapsed() >= CHECKPOINT_EVERY {
+            self.save();
+        }
+        Ok(true)
+    }
+
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        if let (Some(saver), Some(bytes)) = (&self.saver, self.cps.take_changes()) {
+            saver.offer(bytes);
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! The invariants the fuzz targets in `fuzz/` check, one function per target, each
+//! taking the fuzzer's raw input. They live in the crate so that `cargo test` replays
+//! every committed seed and regression input through exactly the same checks
+//! (`tests/fuzz_replay.rs`): a regression of a fixed fuzz crash fails CI without
+//! cargo-fuzz. A violated invariant panics.
+
+use crate::encode::{Doc, Encoder, FileContext, Level, Stream, Text};
+use crate::ids::{FileId, RECORD_ID_LEN};
+use crate::record::parse::Line;
+use crate::record::partial::{Merged, Merger};
+use crate::timestamp::Timestamp;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// A fuzz target's check.
+pub type Check = fn(&[u8]);
+
+/// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs`).
+pub const TARGETS: &[(&str, Check)] = &[
+    ("docker_parse", docker_parse),
+    ("cri_parse", cri_parse),
+    ("partial_merge", partial_merge),
+    ("checkpoint_decode", checkpoint_decode),
+    ("timestamp_parse", timestamp_parse),
+    ("index_date_format", index_date_format),
+    ("buffer_frames", buffer_frames),
+    ("bulk_response", bulk_response),
+];
+
+/// The encoder and file context every target encodes with.
+fn encoder() -> &'static (Encoder, FileContext) {
+    static ENC: OnceLock<(Encoder, FileContext)> = OnceLock::new();
+    ENC.get_or_init(|| {
+        (
+            Encoder::new("logstash"),
+            FileContext {
+                id: FileId::compute("docker:x", b"l"),
+                meta: Vec::new(),
+                level: Level::Partial,
+            },
+        )
+    })
+}
+
+/// Encodes one record and checks the bulk framing: exactly two NDJSON lines, both valid
+/// JSON, with the action pointing at the record's daily index and a 22-character `_id`,
+/// and the document carrying the record's timestamp and stream. Returns the document.
+pub fn encode_checked(time: Timestamp, stream: Stream, text: &Text<'_>, offset: u64) -> Value {
+    let (enc, ctx) = encoder();
+    let doc = Doc {
+        offset,
+        time,
+        stream: Some(stream),
+        text,
+        truncated: false,
+        parse_error: None,
+    };
+    let mut out = Vec::new();
+    enc.encode(&mut out, ctx, &doc);
+    let body = out
+        .strip_suffix(b"\n")
+        .expect("encoded record does not end with a newline");
+    let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "encoded record is not two lines: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let parse = |what: &str, line: &[u8]| -> Value {
+        serde_json::from_slice(line).unwrap_or_else(|e| {
+            panic!(
+                "{what} line is not valid JSON ({e}): {:?}",
+                String::from_utf8_lossy(line)
+            )
+        })
+    };
+    let action = parse("action", lines[0]);
+    let date = time.index_date();
+    let index = format!("logstash-{}", std::str::from_utf8(&date).unwrap());
+    assert_eq!(action["create"]["_index"].as_str(), Some(index.as_str()));
+    let id = ctx.id.record_id(offset);
+    assert_eq!(id.len(), RECORD_ID_LEN);
+    assert_eq!(
+        action["create"]["_id"].as_str().map(str::as_bytes),
+        Some(&id[..])
+    );
+    let doc = parse("document", lines[1]);
+    assert_eq!(doc["@timestamp"].as_str(), Some(time.as_str()));
+    assert_eq!(doc["stream"].as_str(), Some(stream.as_str()));
+    assert_eq!(doc["shipper"]["metadata"].as_str(), Some("partial"));
+    doc
+}
+
+#[derive(serde::Deserialize)]
+struct DockerFields {
+    log: Option<String>,
+    stream: Option<String>,
+    time: Option<String>,
+}
+
+/// `docker_parse`: on `Ok`, the message is what a real JSON parser reads from the same
+/// line (fast path and slow path agree), and it encodes into two valid NDJSON lines
+/// whose document's `log` is exactly that message.
+pub fn docker_parse(data: &[u8]) {
+    let Ok(line) = crate::record::parse::docker::parse(data) else {
+        return;
+    };
+    let text: String = match &line.text {
+        Text::Escaped(e) => {
+            let quoted = [b"\"", *e, b"\""].concat();
+            match serde_json::from_slice(&quoted) {
+                Ok(s) => s,
+                Err(err) => panic!(
+                    "fast path kept content that is not a JSON string ({err}): {:?}",
+                    String::from_utf8_lossy(e)
+                ),
+            }
+        }
+        Text::Owned(s) => s.clone(),
+        Text::Raw(_) => panic!("docker parser returned Text::Raw"),
+    };
+
+    let doc = encode_checked(line.time, line.stream, &line.text, 0);
+    assert_eq!(doc["log"].as_str(), Some(text.as_str()), "document log");
+
+    // A real JSON parser reads the same fields from the line. (A struct, not a `Value`:
+    // serde_json skips unknown fields without validating their strings, as the parser's
+    // slow path does, and that is fine.)
+    let v: DockerFields = serde_json::from_slice(data).expect("accepted a line that is not JSON");
+    let log = v.log.expect("accepted a line without a log");
+    assert_eq!(
+        line.partial,
+        !log.ends_with('\n'),
+        "partial flag disagrees with the log value {log:?}"
+    );
+    let whole = if line.partial {
+        &log[..]
+    } else {
+        &log[..log.len() - 1]
+    };
+    assert_eq!(text, whole, "parsed text disagrees with the JSON log value");
+    assert_eq!(v.stream.as_deref(), Some(line.stream.as_str()));
+    let time = v.time.expect("accepted a line without a time");
+    assert_eq!(Timestamp::parse(time.as_bytes()), Ok(line.time));
+}
+
+/// `cri_parse`: on `Ok`, the message is a suffix of the input and its fourth field,
+/// stream and tag match the line, the timestamp re-parses to itself, and the document
+/// carries the message.
+pub fn cri_parse(data: &[u8]) {
+    let Ok(line) = crate::record::parse::cri::parse(data) else {
+        return;
+    };
+    let Text::Raw(msg) = line.text else {
+        panic!("cri parser returned {:?}", line.text);
+    };
+    assert!(data.ends_with(msg), "message is not a suffix of the line");
+
+    let ts = line.time.as_bytes();
+    assert_eq!(ts.last(), Some(&b'Z'), "timestamp {:?}", line.time);
+    assert_eq!(Timestamp::parse(ts), Ok(line.time), "timestamp re-parse");
+
+    // The fields, split independently.
+    let mut fields = data.splitn(4, |&b| b == b' ');
+    let time = fields.next().unwrap();
+    assert_eq!(Timestamp::parse(time), Ok(line.time));
+    assert_eq!(Stream::parse(fields.next().unwrap()), Some(line.stream));
+    let tag = fields.next().expect("accepted a line without a tag");
+    let kind = tag.split(|&b| b == b':').next().unwrap();
+    assert_eq!(kind, if line.partial { b"P" } else { b"F" });
+    assert_eq!(fields.next().unwrap_or(b""), msg);
+
+    let doc = encode_checked(line.time, line.stream, &line.text, data.len() as u64);
+    assert_eq!(
+        doc["log"].as_str(),
+        Some(&*String::from_utf8_lossy(msg)),
+        "document log"
+    );
+}
+
+#[derive(Debug)]
+struct MergePending {
+    offset: u64,
+    time: Timestamp,
+    time_before: Option<Timestamp>,
+    bytes: Vec<u8>,
+    chunks: u32,
+}
+
+/// A distinct timestamp per operation (they repeat every 1000 operations).
+fn op_time(i: usize) -> Timestamp {
+    static TIMES: OnceLock<Vec<Timestamp>> = OnceLock::new();
+    TIMES.get_or_init(|| {
+        (0..1000)
+            .map(|n| Timestamp::parse(format!("2024-07-08T03:42:57.{n:03}Z").as_bytes()).unwrap())
+            .collect()
+    })[i % 1000]
+}
+
+fn stream_of(i: usize) -> Stream {
+    [Stream::Stdout, Stream::Stderr][i]
+}
+
+fn check_merged(got: &Merged<'_>, want: &MergePending, stream: Stream, cap: usize) {
+    assert_eq!(got.offset, want.offset, "offset of {want:?}");
+    assert_eq!(got.time, want.time, "time of {want:?}");
+    assert_eq!(got.stream, stream);
+    assert_eq!(got.chunks, want.chunks, "chunks of {want:?}");
+    let Text::Raw(out) = got.text else {
+        panic!("raw chunks merged into {:?}", got.text);
+    };
+    let all = &want.bytes[..];
+    if all.len() <= cap {
+        assert_eq!(out, all, "uncut record, cap {cap}");
+        assert!(!got.truncated, "flagged truncated but nothing was cut");
+        return;
+    }
+    assert!(got.truncated, "cut but not flagged: {all:?} cap {cap}");
+    assert!(all.starts_with(out), "not a prefix: {out:?} of {all:?}");
+    assert!(out.len() <= cap, "{} bytes over cap {cap}", out.len());
+    if let Ok(s) = std::str::from_utf8(all) {
+        let mut end = cap;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        assert_eq!(out.len(), end, "cut {s:?} at {} with cap {cap}", out.len());
+    } else {
+        assert!(
+            out.len() + 3 >= cap,
+            "cut {} bytes short of cap {cap}",
+            cap - out.len()
+        );
+    }
+}
+
+fn model_resume_point(model: &[Option<MergePending>; 2]) -> Option<(u64, Option<Timestamp>)> {
+    model
+        .iter()
+        .flatten()
+        .map(|p| (p.offset, p.time_before))
+        .min_by_key(|r| r.0)
+}
+
+fn flush_merger(m: &mut Merger, model: &mut [Option<MergePending>; 2], cap: usize) {
+    let got = m.flush();
+    let mut want: Vec<(Stream, MergePending)> = model
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, p)| Some((stream_of(i), p.take()?)))
+        .collect();
+    want.sort_by_key(|(_, p)| p.offset);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "flush returned {got:?}, model {want:?}"
+    );
+    for (g, (stream, w)) in got.iter().zip(&want) {
+        check_merged(g, w, *stream, cap);
+    }
+    drop(got);
+    assert_eq!(m.resume_point(), None, "pending after flush");
+}
+
+/// `partial_merge`: a cap (byte 0) and a sequence of push / reset / flush operations;
+/// every record is the concatenation of its stream's chunks cut to the cap, with the
+/// first chunk's offset and time, and `resume_point` is the earliest pending record.
+pub fn partial_merge(data: &[u8]) {
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let cap = usize::from(first) % 97;
+    let mut m = Merger::new(cap);
+    assert_eq!(m.cap(), cap);
+    let mut model: [Option<MergePending>; 2] = [None, None];
+    let mut offset = 0u64;
+    let mut prev_time = None;
+    let mut i = 0;
+    while let Some((&h, tail)) = rest.split_first() {
+        rest = tail;
+        i += 1;
+        let s = usize::from(h & 1);
+        let partial = h & 2 != 0;
+        match h >> 2 {
+            62 => {
+                m.reset();
+                model = [None, None];
+            }
+            63 => flush_merger(&mut m, &mut model, cap),
+            n => {
+                let n = usize::from(n).min(rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                rest = tail;
+                let stream = stream_of(s);
+                let t = op_time(i);
+                let line = Line {
+                    time: t,
+                    stream,
+                    partial,
+                    text: Text::Raw(chunk),
+                };
+                let at = offset;
+                offset += 1 + n as u64;
+                let pending = model[s].get_or_insert_with(|| MergePending {
+                    offset: at,
+                    time: t,
+                    time_before: prev_time,
+                    bytes: Vec::new(),
+                    chunks: 0,
+                });
+                pending.bytes.extend_from_slice(chunk);
+                pending.chunks += 1;
+                let got = m.push(at, line, prev_time);
+                if partial {
+                    assert!(got.is_none(), "a partial chunk completed {got:?}");
+                } else {
+                    let want = model[s].take().unwrap();
+                    check_merged(
+                        &got.expect("a final chunk completed nothing"),
+                        &want,
+                        stream,
+                        cap,
+                    );
+                }
+                prev_time = Some(t);
+            }
+        }
+        assert_eq!(m.resume_point(), model_resume_point(&model), "resume point");
+    }
+    flush_merger(&mut m, &mut model, cap);
+}
+
+const CHECKPOINT_MAGIC: &[u8] = b"shipper-checkpoints";
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("shipper-checkpoints 1 {:08x}\n", crc32fast::hash(body)).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A struct field: serde also reads structs written as JSON arrays, in field order.
+fn field<'a>(v: &'a Value, name: &str, index: usize) -> &'a Value {
+    match v {
+        Value::Array(a) => &a[index],
+        _ => &v[name],
+    }
+}
+
+fn check_checkpoints(bytes: &[u8]) {
+    let Ok(map) = crate::checkpoint::decode(Path::new("x"), bytes) else {
+        return;
+    };
+    for (id, pos) in &map {
+        let hex = id.to_hex();
+        assert!(is_lower_hex(&hex), "to_hex gave {hex:?}");
+        assert_eq!(FileId::from_hex(&hex), Some(*id));
+        assert_eq!(FileId::from_hex(&hex.to_uppercase()), Some(*id));
+        if let Some(t) = pos.last_time {
+            assert!(t.as_str().ends_with('Z'), "last_time {t}");
+            assert_eq!(Timestamp::parse(t.as_bytes()), Ok(t));
+        }
+    }
+
+    // Every id as written in the file is hex (any case) of the id it decoded to.
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let body: Value = serde_json::from_slice(&bytes[nl + 1..]).expect("decoded body is JSON");
+    let files = field(&body, "files", 0)
+        .as_array()
+        .expect("files is an array");
+    for e in files {
+        let text = field(e, "id", 0).as_str().expect("id is a string");
+        let lower = text.to_ascii_lowercase();
+        assert!(is_lower_hex(&lower), "accepted id {text:?}");
+        let id = FileId::from_hex(text).expect("accepted an id from_hex rejects");
+        assert!(map.contains_key(&id));
+    }
+
+    // Re-encoded in the documented format, the table decodes to itself.
+    let files: Vec<Value> = map
+        .iter()
+        .map(|(id, p)| {
+            let mut e = json!({
+                "id": id.to_hex(),
+                "offset": p.offset,
+                "path": p.path.to_str().expect("a path read from JSON is UTF-8"),
+            });
+            if let Some(t) = p.last_time {
+                e["last_time"] = t.to_string().into();
+            }
+            e
+        })
+        .collect();
+    let body = serde_json::to_vec_pretty(&json!({ "files": files })).unwrap();
+    let again = crate::checkpoint::decode(Path::new("x"), &frame(&body))
+        .expect("re-encoded table does not decode");
+    assert_eq!(again, map);
+}
+
+/// `checkpoint_decode`: never panics, on the input and on the input re-framed under a
+/// valid header; on `Ok`, ids round-trip through hex and the table re-encoded decodes
+/// to itself.
+pub fn checkpoint_decode(data: &[u8]) {
+    check_checkpoints(data);
+    let body = match data.strip_prefix(CHECKPOINT_MAGIC) {
+        Some(rest) => match rest.iter().position(|&b| b == b'\n') {
+            Some(nl) => &rest[nl + 1..],
+            None => rest,
+        },
+        None => data,
+    };
+    check_checkpoints(&frame(body));
+}
+
+/// The fractional digits after the seconds (`s[19] == '.'`).
+fn fraction(s: &[u8]) -> &[u8] {
+    match s.get(19) {
+        Some(b'.') => {
+            let n = s[20..].iter().take_while(|b| b.is_ascii_digit()).count();
+            &s[20..20 + n]
+        }
+        _ => &[],
+    }
+}
+
+/// `(seconds, nanoseconds)` since the epoch.
+fn instant<Tz: chrono::TimeZone>(t: &chrono::DateTime<Tz>) -> (i64, u32) {
+    (t.timestamp(), t.timestamp_subsec_nanos())
+}
+
+fn in_documented_grammar(s: &[u8]) -> bool {
+    if s.len() < 20 || !matches!(s[10], b'T' | b't') || &s[17..19] == b"60" {
+        return false;
+    }
+    let frac = fraction(s);
+    if frac.len() > 9 {
+        return false;
+    }
+    let rest = if frac.is_empty() {
+        &s[19..]
+    } else {
+        &s[20 + frac.len()..]
+    };
+    matches!(rest, [b'Z' | b'z'] | [b'+' | b'-', _, _, b':', _, _])
+}
+
+/// `timestamp_parse`: on `Ok`, the output is `YYYY-MM-DDTHH:MM:SS[.f]Z` with the
+/// input's fraction, re-parses to itself and is the same instant as chrono's reading;
+/// on `Err`, chrono rejects it too (within the documented grammar and years).
+pub fn timestamp_parse(data: &[u8]) {
+    use chrono::{DateTime, Datelike};
+    let chrono = std::str::from_utf8(data)
+        .ok()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    let ts = match Timestamp::parse(data) {
+        Ok(ts) => ts,
+        Err(e) => {
+            if let Some(c) = chrono {
+                let year = c.naive_utc().year();
+                assert!(
+                    !in_documented_grammar(data) || !(0..=9999).contains(&year),
+                    "rejected {:?} ({e}), which chrono reads as {c}",
+                    String::from_utf8_lossy(data)
+                );
+            }
+            return;
+        }
+    };
+    let out = ts.as_bytes();
+    assert!(out.ends_with(b"Z"), "{ts:?}");
+    assert_eq!(ts.as_str().as_bytes(), out, "not ASCII: {out:?}");
+    let frac = fraction(data);
+    assert_eq!(fraction(out), frac, "fraction of {ts:?}");
+    let shape_len = if frac.is_empty() { 20 } else { 21 + frac.len() };
+    assert_eq!(out.len(), shape_len, "{ts:?}");
+    for (i, &b) in out[..19].iter().enumerate() {
+        let ok = match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        };
+        assert!(ok, "byte {i} of {ts:?}");
+    }
+    assert_eq!(Timestamp::parse(out), Ok(ts), "re-parse of {ts:?}");
+    let date = ts.index_date();
+    assert_eq!(&date[..4], &out[..4]);
+    assert_eq!(&date[5..7], &out[5..7]);
+    assert_eq!(&date[8..10], &out[8..10]);
+
+    let ours = DateTime::parse_from_rfc3339(ts.as_str())
+        .unwrap_or_else(|e| panic!("chrono rejects our output {ts:?}: {e}"));
+    assert_eq!(ours.offset().local_minus_utc(), 0);
+    if let Some(c) = chrono {
+        assert_eq!(
+            instant(&c),
+            instant(&ours),
+            "{:?} became {ts:?}",
+            String::from_utf8_lossy(data)
+        );
+        assert_eq!(c.timestamp_nanos_opt(), ours.timestamp_nanos_opt());
+        if let Some(n) = ours.timestamp_nanos_opt() {
+            assert_eq!(ts.unix_nanos(), n, "unix_nanos of {ts:?}");
+        }
+        assert_eq!(
+            ts.unix_millis(),
+            ours.timestamp_millis(),
+            "unix_millis of {ts:?}"
+        );
+    }
+}
+
+const INDEX_TIMES: [&str; 5] = [
+    "2024-07-08T03:42:58.332568869Z",
+    "2021-01-03T23:59:59Z",
+    "0000-01-01T00:00:00Z",
+    "9999-12-31T23:00:00Z",
+    "2020-12-31T12:00:00+14:00",
+];
+
+/// `index_date_format`: input `format \\0 name`; parsing, rendering and reading back
+/// never panic, renderings are valid index name pieces, and a day-naming format reads
+/// its rendering back as the timestamp's date.
+pub fn index_date_format(data: &[u8]) {
+    use crate::index::DateFormat;
+    let (fmt, name) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(fmt) = std::str::from_utf8(fmt) else {
+        return;
+    };
+    let Ok(format) = DateFormat::parse(fmt) else {
+        return;
+    };
+    if let Ok(name) = std::str::from_utf8(name) {
+        let _ = format.parse_date(name);
+    }
+    let round_trips = format.has_day() && !fmt.contains("%y");
+    for t in INDEX_TIMES {
+        let ts = Timestamp::parse(t.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        format.render(&ts, &mut out);
+        let s = std::str::from_utf8(&out).expect("rendered dates are ASCII");
+        assert!(
+            s.bytes()
+                .all(|b| !b.is_ascii_uppercase() && !b" \\/*?\"<>|,#:".contains(&b)),
+            "{fmt:?} rendered {s:?}"
+        );
+        // Before 0000-01-03 the ISO year would be -1; it is rendered as 0000.
+        if round_trips && !(fmt.contains("%G") && t.starts_with("0000")) {
+            let day = chrono::NaiveDate::parse_from_str(&ts.as_str()[..10], "%Y-%m-%d").unwrap();
+            assert_eq!(format.parse_date(s), Some(day), "{fmt:?}: {s:?} from {t}");
+        }
+    }
+}
+
+/// `buffer_frames`: every frame a scan finds is whole and checks out, frames do not
+/// overlap, and frames encoded after garbage are found again.
+pub fn buffer_frames(data: &[u8]) {
+    use crate::buffer::frame;
+    let (found, damage) = frame::scan(data);
+    let mut end = 0u64;
+    for f in &found {
+        assert!(f.offset >= end, "frames overlap");
+        let bytes = &data[f.offset as usize..];
+        let h = frame::decode_header(bytes)
+            .expect("found frame has a valid header")
+            .expect("found frame is whole");
+        assert_eq!(h, f.header);
+        frame::check_payload(&h, bytes).expect("found frame's payload checks out");
+        end = f.offset + h.frame_len();
+    }
+    assert!(damage.torn_tail <= data.len() as u64);
+
+    // Round trip: garbage, then frames made of the input's pieces. The garbage holds no
+    // frame start (no `S`): a segment is append-only and a restart writes a new one, so
+    // frames never follow damage within one segment; a crafted valid frame in front
+    // could legitimately claim the bytes after it, which is not damage.
+    let mut seg: Vec<u8> = data[..data.len().min(64)]
+        .iter()
+        .map(|&b| if b == frame::MAGIC[0] { b's' } else { b })
+        .collect();
+    let mut payloads = Vec::new();
+    for chunk in data.chunks(97).take(8) {
+        frame::encode(&mut seg, 0, chunk.len() as u32, chunk);
+        payloads.push(chunk);
+    }
+    let (again, _) = frame::scan(&seg);
+    let tail: Vec<&[u8]> = again
+        .iter()
+        .rev()
+        .take(payloads.len())
+        .rev()
+        .map(|f| frame::check_payload(&f.header, &seg[f.offset as usize..]).unwrap())
+        .collect();
+    assert_eq!(tail, payloads, "encoded frames are found again");
+}
+
+/// `bulk_response`: byte 0 is the number of documents sent (mod 64), the rest the body;
+/// on `Ok`, every document is accounted for exactly once and rejects keep their error
+/// as JSON.
+pub fn bulk_response(data: &[u8]) {
+    use crate::ship::bulk;
+    let (sent, body) = match data.split_first() {
+        Some((&n, rest)) => (usize::from(n % 64), rest),
+        None => (0, data),
+    };
+    if let Ok(r) = bulk::parse(body, sent) {
+        assert_eq!(
+            r.indexed + r.duplicate + r.retry.len() + r.reject.len(),
+            sent,
+            "every document accounted for"
+        );
+        assert!(r.throttled <= r.retry.len());
+        let mut seen = vec![false; sent];
+        for &i in r.retry.iter().chain(r.reject.iter().map(|(i, _, _)| i)) {
+            assert!(i < sent && !seen[i], "position {i} out of range or twice");
+            seen[i] = true;
+        }
+        for (_, status, err) in &r.reject {
+            assert_eq!(bulk::classify(*status), bulk::Outcome::Reject);
+            // Valid JSON grammar (a number may be beyond what `Value` can hold).
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(err).is_ok(),
+                "error kept as JSON"
+            );
+        }
+    }
+}

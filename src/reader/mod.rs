@@ -1,0 +1,371 @@
+//! The read side of the pipeline: finds the log files ([`crate::discover`]), reads their
+//! bytes ([`crate::tail`]), gives each file its metadata ([`crate::enrich`]) and runs its
+//! lines through its own record stream ([`crate::record`]) into bulk documents.
+//!
+//! [`Reader`] is that per-file wiring, driven by one of two loops: [`agent`] cuts the
+//! documents into batches for the appender, [`dry_run`] writes them out in file order.
+//! Nothing here decides when data is safe: the reader reports positions
+//! ([`Reader::positions`]) and the appender persists them once the batch is durable.
+
+pub mod agent;
+pub mod dry_run;
+
+use crate::checkpoint::Position;
+use crate::discover::{self, Candidate, Roots};
+use crate::encode::Encoder;
+use crate::enrich::{FileMeta, MetaSource};
+use crate::ids::FileId;
+use crate::metrics::Stats;
+use crate::record::{self, Counts, Held, Output, RecordStream};
+use crate::tail::{self, Event, FileKey, NewFile, Tail, TailSettings};
+use crate::timestamp::Timestamp;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the reader reads, fixed at start.
+#[derive(Debug, Clone)]
+pub struct ReaderSettings {
+    pub roots: Roots,
+    pub tail: TailSettings,
+    pub record: record::Settings,
+    /// Renders every document (index target, label options).
+    pub encoder: Encoder,
+}
+
+/// One open file, as the reader knows it.
+struct FileState {
+    meta: FileMeta,
+    /// Set once the tail knows the file's identity.
+    stream: Option<RecordStream>,
+}
+
+/// What one poll produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// Bytes consumed from the files.
+    pub bytes: u64,
+    /// What the record streams produced (documents included).
+    pub counts: Counts,
+}
+
+/// Reads every discovered log file into documents.
+pub struct Reader {
+    settings: ReaderSettings,
+    tail: Tail,
+    files: HashMap<FileKey, FileState>,
+    source: MetaSource,
+    stats: Arc<Stats>,
+    /// Missing roots already reported.
+    warned_roots: HashSet<PathBuf>,
+}
+
+/// The tail's sink: routes each file's events to its record stream.
+fn sink<'a>(
+    files: &'a mut HashMap<FileKey, FileState>,
+    settings: &'a ReaderSettings,
+    ndjson: &'a mut Vec<u8>,
+    counts: &'a mut Counts,
+    now: Timestamp,
+) -> impl FnMut(FileKey, Event<'_>) -> Held + 'a {
+    move |key, event| {
+        let mut out = Output {
+            ndjson: &mut *ndjson,
+            counts: &mut *counts,
+        };
+        match event {
+            Event::Opened { like } => {
+                if let Some(meta) = files.get(&like).map(|f| f.meta.clone()) {
+                    files.insert(key, FileState { meta, stream: None });
+                }
+                Held::default()
+            }
+            Event::End => {
+                if let Some(s) = files.remove(&key).and_then(|f| f.stream) {
+                    let mut s = s;
+                    s.finish(&mut out);
+                }
+                Held::default()
+            }
+            event => {
+                let Some(f) = files.get_mut(&key) else {
+                    return Held::default();
+                };
+                match event {
+                    Event::Start { id, last_time } => {
+                        let mut s = RecordStream::new(
+                            &settings.record,
+                            settings.encoder.clone(),
+                            id,
+                            f.meta.metadata(),
+                            last_time,
+                        );
+                        s.set_excluded(f.meta.excluded());
+                        f.stream = Some(s);
+                    }
+                    Event::Lines { offset, data } => {
+                        if let Some(s) = &mut f.stream {
+                            s.push(offset, data, now, &mut out);
+                        }
+                    }
+                    Event::Cut { offset, head } => {
+                        if let Some(s) = &mut f.stream {
+                            s.push_cut(offset, head, now, &mut out);
+                        }
+                    }
+                    Event::Reset => f.stream = None,
+                    Event::Opened { .. } | Event::End => {}
+                }
+                f.stream
+                    .as_ref()
+                    .map(RecordStream::held)
+                    .unwrap_or_default()
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// A reader that resumes files at the positions in `resume` (the checkpoints) and
+    /// takes metadata from `source`.
+    pub fn new(
+        settings: ReaderSettings,
+        source: MetaSource,
+        resume: BTreeMap<FileId, Position>,
+        stats: Arc<Stats>,
+    ) -> Reader {
+        let tail = Tail::new(settings.tail.clone(), resume, stats.clone());
+        Reader {
+            settings,
+            tail,
+            files: HashMap::new(),
+            source,
+            stats,
+            warned_roots: HashSet::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    pub fn roots(&self) -> &Roots {
+        &self.settings.roots
+    }
+
+    /// Files open.
+    pub fn len(&self) -> usize {
+        self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tail.is_empty()
+    }
+
+    /// First scan: opens every live file, and before them the rotated siblings that a
+    /// checkpoint says still have unread bytes.
+    pub fn start(&mut self) {
+        let candidates = self.scan();
+        let now = Instant::now();
+        for c in &candidates {
+            for path in tail::rotated_siblings(&c.path) {
+                let meta = self
+                    .source
+                    .open(c.info.clone(), c.docker_dir.as_deref(), now);
+                let file = NewFile {
+                    path: c.path.clone(),
+                    source: meta.source_key(),
+                };
+                if let Some(key) = self.tail.open_rotated(&file, &path) {
+                    self.add_state(key, meta);
+                }
+            }
+        }
+        self.add_new(candidates);
+    }
+
+    /// Rescans the roots: opens new files, marks rotated and deleted ones for draining,
+    /// and checks open files for truncation or in-place rewrites.
+    pub fn rescan(&mut self) {
+        let candidates = self.scan();
+        let live: HashSet<(u64, u64)> = candidates.iter().map(|c| (c.dev, c.ino)).collect();
+        self.with_sink(|tail, sink| tail.rescan(&live, sink));
+        self.add_new(candidates);
+    }
+
+    fn scan(&mut self) -> Vec<Candidate> {
+        let (candidates, report) = discover::scan(&self.settings.roots);
+        for root in &report.missing_roots {
+            // Once per root: a node without Docker has no Docker root, every rescan.
+            if self.warned_roots.insert(root.clone()) {
+                tracing::warn!(root = %root.display(), "log root does not exist or cannot be read; will look again");
+            }
+        }
+        for (path, err) in &report.errors {
+            Stats::add(&self.stats.read_errors, 1);
+            crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %err, "cannot read log path");
+        }
+        candidates
+    }
+
+    fn add_new(&mut self, candidates: Vec<Candidate>) {
+        let now = Instant::now();
+        for c in candidates {
+            if self.tail.is_open(c.dev, c.ino) {
+                continue;
+            }
+            let meta = self.source.open(c.info, c.docker_dir.as_deref(), now);
+            let file = NewFile {
+                path: c.path,
+                source: meta.source_key(),
+            };
+            if let Some(key) = self.tail.open(&file) {
+                if meta.pending() {
+                    tracing::debug!(path = %file.path.display(), "pod not in the metadata cache yet; waiting for the watch");
+                }
+                self.add_state(key, meta);
+                self.with_sink(|tail, sink| tail.identify(key, sink));
+            }
+        }
+    }
+
+    fn add_state(&mut self, key: FileKey, meta: FileMeta) {
+        self.tail.set_paused(key, meta.pending());
+        self.files.insert(key, FileState { meta, stream: None });
+    }
+
+    /// Runs `f` with the tail and a sink into a scratch output (for calls that produce
+    /// no documents: identification, rescans).
+    fn with_sink(&mut self, f: impl FnOnce(&mut Tail, &mut tail::Sink<'_>)) -> Counts {
+        let mut out = Vec::new();
+        let counts = self.with_sink_into(&mut out, f);
+        debug_assert!(out.is_empty(), "a rescan produced documents");
+        counts
+    }
+
+    fn with_sink_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        f: impl FnOnce(&mut Tail, &mut tail::Sink<'_>),
+    ) -> Counts {
+        let mut counts = Counts::default();
+        let Reader {
+            tail,
+            files,
+            settings,
+            ..
+        } = self;
+        let mut sink = sink(files, settings, out, &mut counts, Timestamp::now());
+        f(tail, &mut sink);
+        drop(sink);
+        self.count(&counts);
+        counts
+    }
+
+    /// Brings every file's metadata up to date with the live cache (one atomic load per
+    /// file when nothing changed).
+    fn refresh_meta(&mut self) {
+        let now = Instant::now();
+        for (key, f) in &mut self.files {
+            let r = self.source.refresh(&mut f.meta, now);
+            if r.wait_ended {
+                Stats::add(&self.stats.metadata_waits, 1);
+                self.tail.set_paused(*key, f.meta.pending());
+            }
+            if r.changed {
+                if let Some(s) = &mut f.stream {
+                    s.set_meta(f.meta.metadata());
+                    s.set_excluded(f.meta.excluded());
+                }
+            }
+        }
+    }
+
+    /// Whether some file is waiting for its pod to appear in the metadata cache.
+    pub fn waiting_for_metadata(&self) -> bool {
+        self.files.values().any(|f| f.meta.pending())
+    }
+
+    /// One round: every file gets a turn, until about `limit` bytes were read. The
+    /// documents go to `out`.
+    pub fn poll(&mut self, out: &mut Vec<u8>, limit: u64) -> Polled {
+        self.refresh_meta();
+        let mut bytes = 0;
+        let counts = self.with_sink_into(out, |tail, sink| bytes = tail.poll_round(limit, sink));
+        Polled { bytes, counts }
+    }
+
+    /// Reads every file to its current end, one after the other in path order (the
+    /// dry-run's order), calling `flush` whenever `out` holds more than `flush_at` bytes.
+    pub fn read_in_order(
+        &mut self,
+        out: &mut Vec<u8>,
+        flush_at: usize,
+        flush: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for key in self.tail.keys_by_path() {
+            self.with_sink(|tail, sink| tail.identify(key, sink));
+            self.wait_meta(key);
+            loop {
+                let budget = (flush_at as u64).max(1 << 20);
+                let mut p = tail::Progress::default();
+                self.with_sink_into(out, |tail, sink| p = tail.poll_file(key, budget, sink));
+                if out.len() >= flush_at {
+                    flush(out)?;
+                }
+                if p.eof {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until file `key` may be read: its pod is known or its wait ran out.
+    fn wait_meta(&mut self, key: FileKey) {
+        loop {
+            self.refresh_meta();
+            match self.files.get(&key) {
+                Some(f) if f.meta.pending() => self.source.wait(&f.meta),
+                _ => return,
+            }
+        }
+    }
+
+    /// Ends every pending record and counts unterminated final lines (a dry-run is
+    /// over).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.with_sink_into(out, |tail, sink| tail.finish(sink));
+    }
+
+    fn count(&self, c: &Counts) {
+        let s = &self.stats;
+        Stats::add(&s.records, c.docs);
+        Stats::add(&s.metadata_complete, c.complete);
+        Stats::add(&s.metadata_partial, c.partial);
+        Stats::add(&s.metadata_none, c.none);
+        Stats::add(&s.lines, c.lines);
+        Stats::add(&s.excluded_lines, c.excluded_lines);
+        Stats::add(&s.partials_merged, c.partials_merged);
+        Stats::add(&s.parse_errors, c.parse_errors);
+        Stats::add(&s.truncated, c.truncated);
+    }
+
+    /// Resume points of every identified file, for the caller to persist once the
+    /// documents emitted so far are safe.
+    pub fn positions(&self) -> Vec<(FileId, Position)> {
+        self.tail.positions()
+    }
+
+    /// Files identified since the last call, at the position they start from (see
+    /// [`Tail::take_new`]).
+    pub fn take_new(&mut self) -> Vec<(FileId, Position)> {
+        self.tail.take_new()
+    }
+
+    /// Identities of files closed (or restarted) since the last call.
+    pub fn take_closed(&mut self) -> Vec<FileId> {
+        self.tail.take_closed()
+    }
+}
