@@ -5,6 +5,7 @@
 # measured in the same run (by benches/e2e.sh, which also generates the corpus).
 #
 #   benches/e2e-ship.sh            # SIZE, CONTAINERS, SEED, WORK, KEEP as for e2e.sh
+#   SHIPPER_BIN=/path/to/shipper   # measure another build (BUILD=0 skips the release build)
 #
 # The sink is ../shared/bench/es_sink when that directory exists beside the repo; without
 # it this script says so and exits 0 (the dry-run benchmark still runs).
@@ -18,11 +19,12 @@ if [ ! -d "$SINK_SRC" ]; then
   exit 0
 fi
 KEEP=${KEEP:-1} WORK=$WORK bash "$REPO/benches/e2e.sh" >/dev/null
+echo "dry-run: $(python3 -c "import json;r=json.load(open('$WORK/result.json'));print(r['shipper'])")"
 GZIP_CPU=$(python3 -c "import json;print(json.load(open('$WORK/result.json'))['gzip']['cpu_s'])")
 RECORDS=$(python3 -c "import json;print(json.load(open('$WORK/corpus/containers/manifest.json'))['records'])")
 cargo build --release --quiet --manifest-path "$SINK_SRC/Cargo.toml" --target-dir "$REPO/target/es_sink"
 SINK=$REPO/target/es_sink/release/es_sink
-SHIPPER=$REPO/target/release/shipper
+SHIPPER=${SHIPPER_BIN:-$REPO/target/release/shipper}
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 
 run() {  # $1 = label, $2 = compression true|false
@@ -36,8 +38,9 @@ for _ in range(200):
     try: socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.1).close(); break
     except OSError: time.sleep(0.05)
 PY
+  # `env -u`: this script's SHIPPER_BIN is not a setting of the agent.
   SHIPPER_ELASTICSEARCH_COMPRESSION=$2 /usr/bin/time -f '%e %U %S %M' -o "$WORK/ship.time" \
-    "$SHIPPER" --docker-root "$WORK/corpus/containers" --pods-root "$WORK/corpus/no-pods" \
+    env -u SHIPPER_BIN "$SHIPPER" --docker-root "$WORK/corpus/containers" --pods-root "$WORK/corpus/no-pods" \
     --no-kubernetes --data-dir "$data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/ship.stderr" &
   local pid=$!
   local start=$(date +%s.%N)

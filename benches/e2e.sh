@@ -163,7 +163,9 @@ log "reference: cat <files> | gzip -1 > /dev/null"
     die "reference pipeline failed: $(cat "$WORK/gzip.time")"
 
 # --- 4. shipper -------------------------------------------------------------------------
-SHIPPER_CMD=("$SHIPPER_BIN" --dry-run --docker-root "$CORPUS" --pods-root "$PODS_ROOT" "${EXTRA[@]}")
+# `env -u`: the script's own SHIPPER_BIN must not reach the agent, which reads every
+# SHIPPER_* variable as a setting.
+SHIPPER_CMD=(env -u SHIPPER_BIN "$SHIPPER_BIN" --dry-run --docker-root "$CORPUS" --pods-root "$PODS_ROOT" "${EXTRA[@]}")
 log "running: ${SHIPPER_CMD[*]} > /dev/null"
 set +e
 "$TIME" -f '%e %U %S %M' -o "$WORK/shipper.time" "${SHIPPER_CMD[@]}" >/dev/null 2>"$WORK/shipper.stderr"

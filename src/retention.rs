@@ -9,14 +9,15 @@
 //! match the pattern exactly (`logstash-foo`, rollover or data-stream backing indices)
 //! are never touched.
 
-use crate::config::DEFAULT_INDEX_PREFIX;
+use crate::config::{Elasticsearch, DEFAULT_INDEX_PREFIX};
 use crate::index::DateFormat;
+use crate::ship::client::{Client, ClientError};
 use chrono::NaiveDate;
+use reqwest::Method;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// One request may take this long (a delete of a large index on a busy cluster).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const REQUEST_TIMEOUT_MS: u64 = 120_000;
 
 /// Delete daily indices older than N days (run nightly by the generated CronJob).
 #[derive(Debug, Clone, clap::Args)]
@@ -65,26 +66,8 @@ pub enum RetentionError {
     DateFormat(String),
     #[error("--es-url `{0}` is not an http:// or https:// URL")]
     Url(String),
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Tls(String),
-    #[error("{method} {url}: {reason}")]
-    Http {
-        method: &'static str,
-        url: String,
-        reason: String,
-    },
-    #[error("{method} {url}: HTTP {status}: {body}")]
-    Status {
-        method: &'static str,
-        url: String,
-        status: u16,
-        body: String,
-    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("GET {url}: unexpected response (not a JSON list of indices): {reason}")]
     Listing { url: String, reason: String },
     #[error("{failed} of {total} deletions failed (see above)")]
@@ -133,92 +116,22 @@ fn valid_prefix(p: &str) -> bool {
         })
 }
 
-struct Client {
-    http: reqwest::blocking::Client,
-    base: String,
-    auth: Option<(String, String)>,
-}
-
-impl Client {
-    fn new(opts: &Options) -> Result<Client, RetentionError> {
-        let base = opts.es_url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(RetentionError::Url(opts.es_url.clone()));
-        }
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| RetentionError::Read {
-                path: path.clone(),
-                source,
-            })
-        };
-        // reqwest is built without a bundled TLS provider; use ring, as the agent does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::blocking::Client::builder()
-            .tls_backend_rustls()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("shipper-retention/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &opts.es_ca_file {
-            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
-                .map_err(|e| RetentionError::Tls(format!("{}: {e}", path.display())))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| RetentionError::Tls(format!("building the HTTP client: {e}")))?;
-        let auth = match (&opts.es_username, &opts.es_password_file) {
-            (Some(user), Some(path)) => {
-                let raw = String::from_utf8_lossy(&read(path)?).into_owned();
-                let password = raw
-                    .strip_suffix('\n')
-                    .map(|p| p.strip_suffix('\r').unwrap_or(p))
-                    .unwrap_or(&raw)
-                    .to_owned();
-                Some((user.clone(), password))
-            }
-            _ => None,
-        };
-        Ok(Client { http, base, auth })
+/// The agent's Elasticsearch client (TLS, credentials, error chains in one place),
+/// set up from the command's flags.
+fn client(opts: &Options) -> Result<Client, RetentionError> {
+    let base = opts.es_url.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(RetentionError::Url(opts.es_url.clone()));
     }
-
-    fn send(&self, method: &'static str, path: &str) -> Result<String, RetentionError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "DELETE" => self.http.delete(&url),
-            _ => self.http.get(&url),
-        };
-        if let Some((user, password)) = &self.auth {
-            req = req.basic_auth(user, Some(password));
-        }
-        // reqwest's error text names the URL, never the credentials.
-        let http_err = |e: reqwest::Error| RetentionError::Http {
-            method,
-            url: url.clone(),
-            reason: error_chain(&e.without_url()),
-        };
-        let resp = req.send().map_err(http_err)?;
-        let status = resp.status();
-        let body = resp.text().map_err(http_err)?;
-        if !status.is_success() {
-            return Err(RetentionError::Status {
-                method,
-                url,
-                status: status.as_u16(),
-                body: body.chars().take(500).collect(),
-            });
-        }
-        Ok(body)
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    let es = Elasticsearch {
+        urls: vec![base.to_owned()],
+        ca_file: opts.es_ca_file.clone(),
+        username: opts.es_username.clone(),
+        password_file: opts.es_password_file.clone(),
+        request_timeout_ms: REQUEST_TIMEOUT_MS,
+        ..Elasticsearch::default()
+    };
+    Ok(Client::new(&es)?)
 }
 
 /// Lists, selects and deletes; progress goes to `out`.
@@ -238,15 +151,18 @@ pub fn run(
         ))
         .into());
     }
-    let client = Client::new(opts)?;
+    let client = client(opts)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let path = format!("/_cat/indices/{}-*?format=json&h=index", opts.index_prefix);
-    let body = client.send("GET", &path)?;
+    let body = runtime.block_on(client.request_ok(Method::GET, &path))?;
     #[derive(serde::Deserialize)]
     struct Row {
         index: String,
     }
-    let rows: Vec<Row> = serde_json::from_str(&body).map_err(|e| RetentionError::Listing {
-        url: format!("{}{path}", client.base),
+    let rows: Vec<Row> = serde_json::from_slice(&body).map_err(|e| RetentionError::Listing {
+        url: format!("{}{path}", client.endpoint_url(0).trim_end_matches('/')),
         reason: e.to_string(),
     })?;
     let names: Vec<String> = rows.into_iter().map(|r| r.index).collect();
@@ -267,7 +183,7 @@ pub fn run(
             summary.deleted.push((*index).to_owned());
             continue;
         }
-        match client.send("DELETE", &format!("/{index}")) {
+        match runtime.block_on(client.request_ok(Method::DELETE, &format!("/{index}"))) {
             Ok(_) => {
                 writeln!(out, "deleted {index}")?;
                 summary.deleted.push((*index).to_owned());

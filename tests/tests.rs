@@ -8,6 +8,7 @@ mod dry_run;
 mod fuzz_replay;
 mod kube;
 mod kube_api;
+mod layering;
 mod manifests;
 mod observability;
 mod proxy;

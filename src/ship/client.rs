@@ -28,10 +28,15 @@ pub enum ClientError {
     Ca { path: String, reason: String },
     #[error("building the HTTP client: {0}")]
     Build(String),
-    #[error("request to {url} failed: {reason}")]
-    Http { url: String, reason: String },
-    #[error("{url} answered {status}: {body}")]
+    #[error("{method} {url}: {reason}")]
+    Http {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{method} {url}: HTTP {status}: {body}")]
     Status {
+        method: &'static str,
         url: String,
         status: u16,
         body: String,
@@ -313,7 +318,10 @@ impl Client {
     ) -> Result<Answer, ClientError> {
         let i = self.pick();
         let url = self.url(i, path);
-        let mut req = self.http.request(method, url.clone()).headers(headers);
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .headers(headers);
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
@@ -341,6 +349,7 @@ impl Client {
             Err(e) => {
                 self.mark(i, false);
                 Err(ClientError::Http {
+                    method: method_name(&method),
                     url: url.to_string(),
                     reason: error_chain(&e),
                 })
@@ -356,6 +365,7 @@ impl Client {
         let url = self.endpoints[a.endpoint].to_string();
         if a.status != 200 {
             return Err(ClientError::Status {
+                method: "GET",
                 url,
                 status: a.status,
                 body: snippet(&a.body),
@@ -379,12 +389,32 @@ impl Client {
             .await?;
         if a.status / 100 != 2 {
             return Err(ClientError::Status {
+                method: "PUT",
                 url: self.url(a.endpoint, &path).to_string(),
                 status: a.status,
                 body: snippet(&a.body),
             });
         }
         Ok(())
+    }
+
+    /// A request that must succeed: the body of a 2xx answer, else an error naming the
+    /// method, the URL and the answer.
+    pub async fn request_ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<Bytes, ClientError> {
+        let a = self.send(method.clone(), path, HeaderMap::new(), None).await?;
+        if a.status / 100 != 2 {
+            return Err(ClientError::Status {
+                method: method_name(&method),
+                url: self.url(a.endpoint, path).to_string(),
+                status: a.status,
+                body: snippet(&a.body),
+            });
+        }
+        Ok(a.body)
     }
 
     /// `POST /_bulk` with an NDJSON body (gzip-compressed when `gzip`).
@@ -420,6 +450,17 @@ pub const BULK_PATH: &str = "/_bulk?filter_path=errors,items.*.status,items.*.er
 pub fn snippet(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
     s.replace(['\n', '\r'], " ")
+}
+
+fn method_name(m: &reqwest::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "request",
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
