@@ -10,7 +10,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shipper::{cri, docker, Line, ParseError, Stream, Text};
-use shipper::{Doc, Encoder, FileContext, FileId, Level, Merger, MetaSource, Reader, Stats};
+use shipper::{
+    Doc, Encoder, FileContext, FileId, Level, Merger, MetaSource, Reader, ReaderSettings, Stats,
+};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -412,7 +414,7 @@ fn read_all(roots: &Roots) -> (Arc<Stats>, usize) {
     cfg.kubernetes.dedot_labels = false;
     let stats = Arc::new(Stats::default());
     let mut reader = Reader::new(
-        shipper::reader_settings(&cfg),
+        ReaderSettings::from_config(&cfg),
         MetaSource::Node,
         Default::default(),
         stats.clone(),

@@ -31,6 +31,10 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// the rest in the log files.
 pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
+/// Chunks queued between reader and appender (with one being filled and one being
+/// compressed, this bounds the NDJSON in memory to a few chunks).
+pub const CHUNKS_QUEUED: usize = 2;
+
 /// From the reader to the appender.
 #[derive(Debug)]
 pub enum Handoff {

@@ -16,6 +16,10 @@ use crate::checkpoint::Position;
 use crate::ids::FileId;
 use std::time::{Duration, Instant};
 
+/// A batch is handed to the appender in chunks of about this size: big enough that the
+/// hand-off costs nothing, small enough that a few in flight are little memory.
+pub const CHUNK_BYTES: usize = 256 << 10;
+
 /// When a batch is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -27,6 +31,19 @@ pub struct Limits {
     pub linger: Duration,
     /// Size of the chunks the batch is handed over in.
     pub chunk_bytes: usize,
+}
+
+impl Limits {
+    /// The limits `[elasticsearch]` sets.
+    pub fn from_config(es: &crate::config::Elasticsearch) -> Limits {
+        let bytes = usize::try_from(es.batch_bytes).unwrap_or(usize::MAX);
+        Limits {
+            bytes,
+            docs: es.batch_docs,
+            linger: Duration::from_millis(es.linger_ms),
+            chunk_bytes: CHUNK_BYTES.min(bytes),
+        }
+    }
 }
 
 /// The batch being cut: what was handed over so far.

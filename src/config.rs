@@ -556,106 +556,13 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, reason: String| {
-            Err(ConfigError::Invalid {
-                key: key.to_owned(),
-                reason,
-            })
-        };
-        let i = &self.input;
-        if !(1024..=(1 << 30)).contains(&i.max_record_bytes) {
-            return bad(
-                "input.max_record_bytes",
-                format!("{} is outside 1024..=1073741824", i.max_record_bytes),
-            );
-        }
-        if !(4096..=(64 << 20)).contains(&i.read_bytes) {
-            return bad(
-                "input.read_bytes",
-                format!("{} is outside 4096..=67108864", i.read_bytes),
-            );
-        }
-        if i.turn_budget_bytes < 4096 {
-            return bad(
-                "input.turn_budget_bytes",
-                format!("{} is below 4096", i.turn_budget_bytes),
-            );
-        }
-        if !(10..=600_000).contains(&i.rescan_interval_ms) {
-            return bad(
-                "input.rescan_interval_ms",
-                format!("{} is outside 10..=600000", i.rescan_interval_ms),
-            );
-        }
-        if i.drain_grace_ms > 3_600_000 {
-            return bad(
-                "input.drain_grace_ms",
-                format!("{} is above 3600000", i.drain_grace_ms),
-            );
-        }
-        let e = &self.elasticsearch;
-        if e.urls.is_empty() {
-            return bad(
-                "elasticsearch.urls",
-                String::from("at least one URL is needed"),
-            );
-        }
-        for u in &e.urls {
-            match reqwest::Url::parse(u) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => {
-                    return bad(
-                        "elasticsearch.urls",
-                        format!("`{}` is not an http(s) URL", redact_url(u)),
-                    )
-                }
-            }
-        }
-        if e.batch_bytes < 1024 || e.batch_bytes > (100 << 20) {
-            return bad(
-                "elasticsearch.batch_bytes",
-                format!("{} is outside 1024..=104857600", e.batch_bytes),
-            );
-        }
-        if e.batch_docs == 0 {
-            return bad(
-                "elasticsearch.batch_docs",
-                String::from("must be at least 1"),
-            );
-        }
-        if !(1..=256).contains(&e.max_concurrency) {
-            return bad(
-                "elasticsearch.max_concurrency",
-                format!("{} is outside 1..=256", e.max_concurrency),
-            );
-        }
-        if e.request_timeout_ms < 100 {
-            return bad(
-                "elasticsearch.request_timeout_ms",
-                format!("{} is below 100", e.request_timeout_ms),
-            );
-        }
-        if e.password.is_some() && e.password_file.is_some() {
-            return bad(
-                "elasticsearch.password",
-                String::from("set password or password_file, not both"),
-            );
-        }
-        if e.api_key.is_some() && e.api_key_file.is_some() {
-            return bad(
-                "elasticsearch.api_key",
-                String::from("set api_key or api_key_file, not both"),
-            );
-        }
+        self.validate_input()?;
+        self.validate_elasticsearch()?;
+        self.validate_index()?;
         let b = &self.buffer;
-        if b.segment_bytes < 4096 || b.segment_bytes > (1 << 30) {
-            return bad(
-                "buffer.segment_bytes",
-                format!("{} is outside 4096..=1073741824", b.segment_bytes),
-            );
-        }
+        within("buffer.segment_bytes", b.segment_bytes, 4096..=(1 << 30))?;
         if b.max_bytes < b.segment_bytes {
-            return bad(
+            return invalid(
                 "buffer.max_bytes",
                 format!(
                     "{} is below buffer.segment_bytes ({})",
@@ -665,7 +572,7 @@ impl Config {
         }
         let k = &self.kubernetes;
         if k.pending_wait_ms > 10_000 {
-            return bad(
+            return invalid(
                 "kubernetes.pending_wait_ms",
                 format!(
                     "{} is above 10000: reading a new file must not wait long for the API",
@@ -673,27 +580,26 @@ impl Config {
                 ),
             );
         }
-        if !(100..=3_600_000).contains(&k.snapshot_interval_ms) {
-            return bad(
-                "kubernetes.snapshot_interval_ms",
-                format!("{} is outside 100..=3600000", k.snapshot_interval_ms),
-            );
-        }
+        within(
+            "kubernetes.snapshot_interval_ms",
+            k.snapshot_interval_ms,
+            100..=3_600_000,
+        )?;
         if k.deleted_grace_ms > 86_400_000 {
-            return bad(
+            return invalid(
                 "kubernetes.deleted_grace_ms",
                 format!("{} is above 86400000 (a day)", k.deleted_grace_ms),
             );
         }
         if k.node_name.contains([',', '=', '!', ' ']) {
-            return bad(
+            return invalid(
                 "kubernetes.node_name",
                 format!("`{}` is not a node name", k.node_name),
             );
         }
         let m = &self.metrics;
         if m.addr.parse::<std::net::SocketAddr>().is_err() {
-            return bad(
+            return invalid(
                 "metrics.addr",
                 format!(
                     "`{}` is not an address (host:port, e.g. 0.0.0.0:2020)",
@@ -701,12 +607,94 @@ impl Config {
                 ),
             );
         }
-        if !(1_000..=3_600_000).contains(&m.liveness_timeout_ms) {
-            return bad(
-                "metrics.liveness_timeout_ms",
-                format!("{} is outside 1000..=3600000", m.liveness_timeout_ms),
+        within(
+            "metrics.liveness_timeout_ms",
+            m.liveness_timeout_ms,
+            1_000..=3_600_000,
+        )
+    }
+
+    fn validate_input(&self) -> Result<(), ConfigError> {
+        let i = &self.input;
+        within(
+            "input.max_record_bytes",
+            i.max_record_bytes,
+            1024..=(1 << 30),
+        )?;
+        within("input.read_bytes", i.read_bytes, 4096..=(64 << 20))?;
+        if i.turn_budget_bytes < 4096 {
+            return invalid(
+                "input.turn_budget_bytes",
+                format!("{} is below 4096", i.turn_budget_bytes),
             );
         }
+        within(
+            "input.rescan_interval_ms",
+            i.rescan_interval_ms,
+            10..=600_000,
+        )?;
+        if i.drain_grace_ms > 3_600_000 {
+            return invalid(
+                "input.drain_grace_ms",
+                format!("{} is above 3600000", i.drain_grace_ms),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_elasticsearch(&self) -> Result<(), ConfigError> {
+        let e = &self.elasticsearch;
+        if e.urls.is_empty() {
+            return invalid(
+                "elasticsearch.urls",
+                String::from("at least one URL is needed"),
+            );
+        }
+        for u in &e.urls {
+            match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return invalid(
+                        "elasticsearch.urls",
+                        format!("`{}` is not an http(s) URL", redact_url(u)),
+                    )
+                }
+            }
+        }
+        within(
+            "elasticsearch.batch_bytes",
+            e.batch_bytes,
+            1024..=(100 << 20),
+        )?;
+        if e.batch_docs == 0 {
+            return invalid(
+                "elasticsearch.batch_docs",
+                String::from("must be at least 1"),
+            );
+        }
+        within("elasticsearch.max_concurrency", e.max_concurrency, 1..=256)?;
+        if e.request_timeout_ms < 100 {
+            return invalid(
+                "elasticsearch.request_timeout_ms",
+                format!("{} is below 100", e.request_timeout_ms),
+            );
+        }
+        if e.password.is_some() && e.password_file.is_some() {
+            return invalid(
+                "elasticsearch.password",
+                String::from("set password or password_file, not both"),
+            );
+        }
+        if e.api_key.is_some() && e.api_key_file.is_some() {
+            return invalid(
+                "elasticsearch.api_key",
+                String::from("set api_key or api_key_file, not both"),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_index(&self) -> Result<(), ConfigError> {
         let es = &self.elasticsearch;
         if let Err(why) = crate::index::check_name(&es.index_prefix) {
             let what = if es.data_stream {
@@ -714,23 +702,23 @@ impl Config {
             } else {
                 "is not a valid index name prefix"
             };
-            return bad("elasticsearch.index_prefix", format!("{what}: {why}"));
+            return invalid("elasticsearch.index_prefix", format!("{what}: {why}"));
         }
         if es
             .ilm_policy
             .as_deref()
             .is_some_and(|p| p.trim().is_empty())
         {
-            return bad(
+            return invalid(
                 "elasticsearch.ilm_policy",
                 "is empty; leave it out for no policy".into(),
             );
         }
         match crate::index::DateFormat::parse(&es.index_date_format) {
-            Err(why) => return bad("elasticsearch.index_date_format", why),
+            Err(why) => invalid("elasticsearch.index_date_format", why),
             // Elasticsearch refuses index names over 255 bytes.
             Ok(f) if !es.data_stream && es.index_prefix.len() + 1 + f.rendered_len() > 255 => {
-                return bad(
+                invalid(
                     "elasticsearch.index_prefix",
                     format!(
                         "`{}-{}` would be longer than the 255 bytes an index name may have",
@@ -738,10 +726,27 @@ impl Config {
                     ),
                 )
             }
-            Ok(_) => {}
+            Ok(_) => Ok(()),
         }
-        Ok(())
     }
+}
+
+fn invalid(key: &str, reason: String) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.to_owned(),
+        reason,
+    })
+}
+
+/// `key`'s value must lie in `range`.
+fn within(key: &str, v: u64, range: std::ops::RangeInclusive<u64>) -> Result<(), ConfigError> {
+    if range.contains(&v) {
+        return Ok(());
+    }
+    invalid(
+        key,
+        format!("{v} is outside {}..={}", range.start(), range.end()),
+    )
 }
 
 /// A URL as it may be printed: any `user:password@` removed.

@@ -66,7 +66,7 @@ mod status;
 mod timestamp;
 
 // The commands: what `main.rs` runs.
-pub use app::{agent, dry_run, reader_settings, DryRun, TEST_WEDGE_ENV};
+pub use app::{agent, dry_run, DryRun, TEST_WEDGE_ENV};
 pub use cli::{Args, Command};
 pub use logging::{init as init_logging, Format as LogFormat};
 pub use metrics::{Metrics, Stats};

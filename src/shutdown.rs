@@ -121,6 +121,51 @@ pub fn join<T>(handle: JoinHandle<anyhow::Result<T>>, name: &str) -> anyhow::Res
         .and_then(|r| r)
 }
 
+/// The running pipeline, as [`drain`] stops it.
+pub struct Running {
+    pub reader: JoinHandle<anyhow::Result<()>>,
+    pub appender: JoinHandle<anyhow::Result<crate::buffer::Writer>>,
+    pub shipper: tokio::task::JoinHandle<()>,
+    /// Records left in the buffer (for the log line when the deadline cuts shipping).
+    pub buffered: crate::buffer::Buffer,
+}
+
+/// Stops a running pipeline in order, once the stop was requested: the reader seals its
+/// last batch and ends; the appender makes it durable, writes the checkpoints and ends;
+/// the buffer closes; shipping goes on until it is empty or `deadline` passes. Returns
+/// the first failure: a worker's, else the reader's or the appender's own (an error
+/// `expected` says is part of stopping does not count).
+pub fn drain(
+    runtime: &tokio::runtime::Runtime,
+    running: Running,
+    stop: &Stop,
+    deadline: std::time::Duration,
+    expected: fn(&anyhow::Error) -> bool,
+) -> anyhow::Result<()> {
+    tracing::info!("stopping: no more reading; flushing the buffer");
+    let read = join(running.reader, "reader");
+    let appended = join(running.appender, "buffer");
+    if let Ok(writer) = &appended {
+        writer.close();
+    }
+    let shipped = runtime.block_on(async { tokio::time::timeout(deadline, running.shipper).await });
+    match shipped {
+        Ok(_) => tracing::info!("buffer delivered; exiting"),
+        Err(_) => tracing::warn!(
+            records = running.buffered.records(),
+            "shutdown deadline reached; the buffer keeps the rest for the next start"
+        ),
+    }
+    if let Some(why) = stop.failure() {
+        anyhow::bail!("a worker failed: {why}");
+    }
+    match (read, appended) {
+        (Err(e), _) if !expected(&e) => Err(e),
+        (_, Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Answers signals until the process ends: the first SIGTERM or SIGINT requests the stop,
 /// a second one exits at once; SIGHUP is logged.
 pub async fn signals(stop: Arc<Stop>) {

@@ -120,6 +120,15 @@ pub fn start(
         ready: AtomicBool::new(false),
         liveness_timeout: Duration::from_millis(cfg.metrics.liveness_timeout_ms),
     });
+    // The runtime beats while it runs tasks: `/healthz` notices one that stopped.
+    stats.live.start(crate::metrics::Worker::Runtime);
+    let beat = stats.clone();
+    runtime.spawn(async move {
+        loop {
+            beat.live.beat(crate::metrics::Worker::Runtime);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
     // Registering the listener with the reactor needs the runtime's context.
     let _entered = runtime.enter();
     runtime.spawn(serve(listener, status.clone()));

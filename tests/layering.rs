@@ -183,8 +183,7 @@ fn the_map_lists_every_module() {
     let listed: BTreeSet<String> = map().into_iter().map(|(n, _)| n).collect();
     let declared = declared();
     assert_eq!(
-        listed,
-        declared,
+        listed, declared,
         "src/lib.rs's map and its `mod` declarations differ"
     );
 }
@@ -263,6 +262,9 @@ fn the_scanner_sees_grouped_imports() {
         crate_refs("use crate::{a::b, c, d::{e, f}};"),
         vec!["a", "c", "d"]
     );
-    assert_eq!(crate_refs("let x = crate::tail::Tail::new();"), vec!["tail"]);
+    assert_eq!(
+        crate_refs("let x = crate::tail::Tail::new();"),
+        vec!["tail"]
+    );
     assert_eq!(supers("super::super::x"), 2);
 }

@@ -334,6 +334,66 @@ pub fn spawn_watch(
     })
 }
 
+/// The live metadata cache and the watch feeding it.
+pub struct LiveMeta {
+    pub cache: Arc<KubeCache>,
+    pub watch: WatchHandle,
+}
+
+impl LiveMeta {
+    /// Files take their metadata from this cache; one whose pod is not in it waits up
+    /// to `wait` (see [`MetaSource::Live`]).
+    pub fn source(&self, wait: Duration) -> super::MetaSource {
+        super::MetaSource::Live {
+            cache: self.cache.clone(),
+            wait,
+        }
+    }
+}
+
+/// Starts the metadata watch if the settings allow and an API can be found (see
+/// [`api_source`]); `None` means metadata from paths only. The cache starts from the
+/// snapshot in `data_dir`; the agent (`dry_run` false) also writes snapshots there, the
+/// dry-run only reads it.
+pub fn start(
+    k: &crate::config::Kubernetes,
+    data_dir: &std::path::Path,
+    dry_run: bool,
+    stats: &Arc<Stats>,
+) -> anyhow::Result<Option<LiveMeta>> {
+    use anyhow::Context;
+    if !k.enabled {
+        tracing::info!("Kubernetes API disabled; metadata from log paths only");
+        return Ok(None);
+    }
+    let Some(source) = api_source(&k.kubeconfig, dry_run, |v| std::env::var(v).ok()) else {
+        if !dry_run {
+            tracing::warn!("no Kubernetes API configuration (not in a cluster, no KUBECONFIG, no --kubeconfig); metadata from log paths only (shipper.metadata: partial)");
+        }
+        return Ok(None);
+    };
+    let node_name = Some(k.node_name.clone()).filter(|n| !n.is_empty());
+    if node_name.is_none() && !dry_run {
+        anyhow::bail!("kubernetes.node_name is not set: set NODE_NAME from the downward API (fieldRef spec.nodeName) so the agent watches only its own node's pods, or run with --no-kubernetes");
+    }
+    let cache = Arc::new(KubeCache::new(Duration::from_millis(k.deleted_grace_ms)));
+    match cache.load(data_dir, now_ms()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(pods = n, "metadata cache loaded from snapshot"),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the metadata snapshot; starting from the API alone")
+        }
+    }
+    let opts = WatchOptions {
+        node_name,
+        snapshot_dir: (!dry_run).then(|| data_dir.to_owned()),
+        snapshot_interval: Duration::from_millis(k.snapshot_interval_ms),
+    };
+    let watch = spawn_watch(&source, opts, cache.clone(), stats.clone())
+        .context("starting the Kubernetes metadata watch")?;
+    Ok(Some(LiveMeta { cache, watch }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub mod kube;
 mod pods;
 mod source;
 
-pub use cache::{now_ms, KubeCache, SNAPSHOT_FILE};
+pub use cache::{KubeCache, SNAPSHOT_FILE};
 pub use pods::{PodEntry, PodIndex};
 pub use source::{docker_config_labels, SourceInfo};
 

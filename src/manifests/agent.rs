@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, HTTPGetAction, HostPathVolumeSource, Namespace, PodSpec,
-    PodTemplateSpec, Probe, ServiceAccount, Toleration, Volume,
+    PodTemplateSpec, Probe, ServiceAccount, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -119,25 +119,13 @@ pub fn config(plan: &Plan, security: Option<&Security>) -> Config {
     cfg
 }
 
-/// ConfigMap + DaemonSet.
-pub fn documents(plan: &Plan, security: Option<&Security>) -> Result<Vec<Document>, ManifestError> {
-    let cfg = config(plan, security);
-    let toml = toml::to_string(&cfg).map_err(|e| ManifestError::Serialize {
-        what: "the agent's config".into(),
-        reason: e.to_string(),
-    })?;
-    let toml = format!(
-        "# The agent's configuration, generated from its own Config type by `shipper \
-         manifests`.\n# Every key and its meaning: deploy/shipper.toml in the shipper \
-         repository.\n{toml}"
-    );
-    let l = labels(NAME, "agent");
-    let config_map = ConfigMap {
-        metadata: meta(CONFIG_MAP, &plan.namespace, l.clone()),
-        data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), toml.clone())])),
-        ..Default::default()
-    };
-
+/// The agent's volumes and where they are mounted: its config, its data directory
+/// (hostPath, outliving the Pod), the log roots read-only, and the credentials.
+fn volumes(
+    plan: &Plan,
+    cfg: &Config,
+    security: Option<&Security>,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
     let read_only_root = |name: &str, path: &std::path::Path| {
         let path = path.to_string_lossy().into_owned();
         (
@@ -186,7 +174,11 @@ pub fn documents(plan: &Plan, security: Option<&Security>) -> Result<Vec<Documen
         volumes.extend(v);
         mounts.extend(m);
     }
+    (volumes, mounts)
+}
 
+/// The agent's container: its config file, the node name, probes on the metrics port.
+fn container(plan: &Plan, mounts: Vec<VolumeMount>) -> Container {
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -203,7 +195,7 @@ pub fn documents(plan: &Plan, security: Option<&Security>) -> Result<Vec<Documen
     // capabilities (DAC_OVERRIDE etc.) are.
     let mut security_context = common::restricted(0, true);
     security_context.run_as_group = Some(0);
-    let container = Container {
+    Container {
         name: NAME.into(),
         image: Some(common::image(&plan.agent_image, plan.registry.as_deref())),
         image_pull_policy: Some("IfNotPresent".into()),
@@ -232,7 +224,31 @@ pub fn documents(plan: &Plan, security: Option<&Security>) -> Result<Vec<Documen
         security_context: Some(security_context),
         volume_mounts: Some(mounts),
         ..Default::default()
+    }
+}
+
+/// ConfigMap + DaemonSet.
+pub fn documents(plan: &Plan, security: Option<&Security>) -> Result<Vec<Document>, ManifestError> {
+    let cfg = config(plan, security);
+    let toml = toml::to_string(&cfg).map_err(|e| ManifestError::Serialize {
+        what: "the agent's config".into(),
+        reason: e.to_string(),
+    })?;
+    let toml = format!(
+        "# The agent's configuration, generated from its own Config type by `shipper \
+         manifests`.\n# Every key and its meaning: deploy/shipper.toml in the shipper \
+         repository.\n{toml}"
+    );
+    let l = labels(NAME, "agent");
+    let config_map = ConfigMap {
+        metadata: meta(CONFIG_MAP, &plan.namespace, l.clone()),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), toml.clone())])),
+        ..Default::default()
     };
+
+    let (volumes, mounts) = volumes(plan, &cfg, security);
+
+    let container = container(plan, mounts);
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),

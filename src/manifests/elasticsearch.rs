@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdate
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, Container, ContainerPort, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
-    SecurityContext, Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -109,24 +109,11 @@ pub fn config(plan: &Plan, security: bool) -> Mapping {
     m
 }
 
-pub fn documents(
-    plan: &Plan,
-    version: Version,
-    security: Option<&Security>,
-) -> Result<Vec<Document>, ManifestError> {
-    let l = labels(ES_SERVICE, "elasticsearch");
-    let yml = serde_yaml_ng::to_string(&config(plan, security.is_some())).map_err(|e| {
-        ManifestError::Serialize {
-            what: "elasticsearch.yml".into(),
-            reason: e.to_string(),
-        }
-    })?;
-    let config_map = ConfigMap {
-        metadata: meta(CONFIG_MAP, &plan.namespace, l.clone()),
-        data: Some(BTreeMap::from([("elasticsearch.yml".to_owned(), yml)])),
-        ..Default::default()
-    };
-
+/// Headless: DNS returns every node (the agent balances over them itself) and gives each
+/// Pod its stable name es-cluster-N.elasticsearch. Not-ready addresses are published
+/// because a node is only ready once the cluster has formed, and the cluster forms
+/// through these names.
+fn service(plan: &Plan, l: BTreeMap<String, String>) -> Service {
     let port = |name: &str, p: i32| ServicePort {
         name: Some(name.into()),
         port: p,
@@ -134,12 +121,8 @@ pub fn documents(
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    // Headless: DNS returns every node (the agent balances over them itself) and gives
-    // each Pod its stable name es-cluster-N.elasticsearch. Not-ready addresses are
-    // published because a node is only ready once the cluster has formed, and the cluster
-    // forms through these names.
-    let service = Service {
-        metadata: meta(ES_SERVICE, &plan.namespace, l.clone()),
+    Service {
+        metadata: meta(ES_SERVICE, &plan.namespace, l),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
@@ -151,8 +134,15 @@ pub fn documents(
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
 
+/// The Elasticsearch container and the volumes it mounts.
+fn container(
+    plan: &Plan,
+    version: Version,
+    security: Option<&Security>,
+) -> (Container, Vec<Volume>) {
     let secure = security.is_some();
     let scheme = if secure { "https" } else { "http" };
     let auth = if secure {
@@ -224,7 +214,12 @@ pub fn documents(
         volume_mounts: Some(mounts),
         ..Default::default()
     };
+    (container, volumes)
+}
 
+/// Init containers: raise `vm.max_map_count`, and chown the data volume where fsGroup
+/// cannot.
+fn init_containers(plan: &Plan, es_image: String) -> Vec<Container> {
     let mut init = Vec::new();
     if plan.sysctl_init {
         // Bootstrap checks refuse to start a node bound to a non-loopback address with a
@@ -281,9 +276,12 @@ pub fn documents(
             ..Default::default()
         });
     }
+    init
+}
 
-    // Prefer one node per host, without making a small cluster unschedulable.
-    let affinity = Affinity {
+/// Prefer one node per host, without making a small cluster unschedulable.
+fn affinity() -> Affinity {
+    Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![
                 WeightedPodAffinityTerm {
@@ -298,8 +296,12 @@ pub fn documents(
             ..Default::default()
         }),
         ..Default::default()
-    };
-    let pvc = PersistentVolumeClaim {
+    }
+}
+
+/// The data volume claim of each node.
+fn data_claim(plan: &Plan) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
             labels: Some(common::selector_labels(ES_SERVICE)),
@@ -318,7 +320,35 @@ pub fn documents(
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+pub fn documents(
+    plan: &Plan,
+    version: Version,
+    security: Option<&Security>,
+) -> Result<Vec<Document>, ManifestError> {
+    let l = labels(ES_SERVICE, "elasticsearch");
+    let yml = serde_yaml_ng::to_string(&config(plan, security.is_some())).map_err(|e| {
+        ManifestError::Serialize {
+            what: "elasticsearch.yml".into(),
+            reason: e.to_string(),
+        }
+    })?;
+    let config_map = ConfigMap {
+        metadata: meta(CONFIG_MAP, &plan.namespace, l.clone()),
+        data: Some(BTreeMap::from([("elasticsearch.yml".to_owned(), yml)])),
+        ..Default::default()
     };
+
+    let service = service(plan, l.clone());
+
+    let (container, volumes) = container(plan, version, security);
+    let es_image = image(plan, version);
+    let init = init_containers(plan, es_image);
+
+    let affinity = affinity();
+    let pvc = data_claim(plan);
     let stateful_set = StatefulSet {
         metadata: meta(ES_STATEFULSET, &plan.namespace, l.clone()),
         spec: StatefulSetSpec {

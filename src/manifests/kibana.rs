@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec,
+    ServiceSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -33,12 +33,13 @@ pub fn url(plan: &Plan) -> String {
     format!("http://{NAME}.{}.svc:{KIBANA_PORT}", plan.namespace)
 }
 
-pub fn documents(
+/// Kibana's container (and the volumes it mounts): Elasticsearch's address, and with
+/// security its credentials and CA.
+fn container(
     plan: &Plan,
     version: Version,
     security: Option<&Security>,
-) -> Result<Vec<Document>, ManifestError> {
-    let l = labels(NAME, "kibana");
+) -> (Container, Vec<Volume>) {
     let mut env_vars = vec![
         env("ELASTICSEARCH_HOSTS", es_url(plan)),
         env(
@@ -110,6 +111,16 @@ pub fn documents(
         },
         ..Default::default()
     };
+    (container, volumes)
+}
+
+pub fn documents(
+    plan: &Plan,
+    version: Version,
+    security: Option<&Security>,
+) -> Result<Vec<Document>, ManifestError> {
+    let l = labels(NAME, "kibana");
+    let (container, volumes) = container(plan, version, security);
     let deployment = Deployment {
         metadata: meta(NAME, &plan.namespace, l.clone()),
         spec: DeploymentSpec {

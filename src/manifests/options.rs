@@ -300,15 +300,9 @@ fn is_image_ref(s: &str) -> bool {
 }
 
 impl Options {
-    /// Checks every flag and derives the plan.
-    pub fn plan(&self) -> Result<Plan, ManifestError> {
-        if !is_dns_label(&self.namespace) {
-            return Err(invalid(
-                "--namespace",
-                format!("`{}` is not a DNS label (a-z, 0-9, -)", self.namespace),
-            ));
-        }
-        let target = match &self.es_url {
+    /// Where Elasticsearch is: a URL given, or the in-cluster StatefulSet of a version.
+    fn target(&self) -> Result<Target, ManifestError> {
+        Ok(match &self.es_url {
             Some(url) => {
                 if !(url.starts_with("http://") || url.starts_with("https://"))
                     || url.chars().any(|c| c.is_whitespace() || c == '"')
@@ -347,7 +341,49 @@ impl Options {
                     secure: self.es_security,
                 }
             }
-        };
+        })
+    }
+
+    /// The StorageClass and image registry flags, checked; the registry without a
+    /// trailing `/`.
+    fn storage_and_registry(&self) -> Result<Option<String>, ManifestError> {
+        if let Some(sc) = &self.storage_class {
+            let ok = !sc.is_empty()
+                && sc.len() <= 253
+                && sc.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !ok {
+                return Err(invalid(
+                    "--storage-class",
+                    format!("`{sc}` is not a StorageClass name"),
+                ));
+            }
+        }
+        Ok(match &self.image_registry {
+            Some(r) => {
+                let r = r.trim_end_matches('/');
+                if !is_image_ref(r) || r.contains('@') || r.starts_with('/') {
+                    return Err(invalid(
+                        "--image-registry",
+                        format!("`{r}` is not a registry like registry.local:5000/mirror"),
+                    ));
+                }
+                Some(r.to_owned())
+            }
+            None => None,
+        })
+    }
+
+    /// Checks every flag and derives the plan.
+    pub fn plan(&self) -> Result<Plan, ManifestError> {
+        if !is_dns_label(&self.namespace) {
+            return Err(invalid(
+                "--namespace",
+                format!("`{}` is not a DNS label (a-z, 0-9, -)", self.namespace),
+            ));
+        }
+        let target = self.target()?;
         if self.es_replicas == 0 {
             return Err(invalid("--es-replicas", "must be at least 1"));
         }
@@ -372,32 +408,7 @@ impl Options {
                 ),
             ));
         }
-        if let Some(sc) = &self.storage_class {
-            let ok = !sc.is_empty()
-                && sc.len() <= 253
-                && sc.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                });
-            if !ok {
-                return Err(invalid(
-                    "--storage-class",
-                    format!("`{sc}` is not a StorageClass name"),
-                ));
-            }
-        }
-        let registry = match &self.image_registry {
-            Some(r) => {
-                let r = r.trim_end_matches('/');
-                if !is_image_ref(r) || r.contains('@') || r.starts_with('/') {
-                    return Err(invalid(
-                        "--image-registry",
-                        format!("`{r}` is not a registry like registry.local:5000/mirror"),
-                    ));
-                }
-                Some(r.to_owned())
-            }
-            None => None,
-        };
+        let registry = self.storage_and_registry()?;
         if !is_image_ref(&self.agent_image) {
             return Err(invalid(
                 "--agent-image",

@@ -25,12 +25,61 @@ pub struct Handover {
     pub pool: Receiver<Vec<u8>>,
 }
 
+/// Test hook, read once at start: `reader` makes the read loop stop (it blocks without
+/// heartbeats until shutdown), `reader-exit` makes it end at once with an error,
+/// `reader-panic` makes it panic, so tests of the real binary can see `/healthz` fail and
+/// the agent stop. Nothing sets it in production; the agent logs a warning when it is set.
+pub const TEST_WEDGE_ENV: &str = "SHIPPER_TEST_WEDGE";
+
+/// What [`TEST_WEDGE_ENV`] asks of the read loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wedge {
+    None,
+    Block,
+    Exit,
+    Panic,
+}
+
+impl Wedge {
+    pub fn from_env() -> anyhow::Result<Wedge> {
+        let w = match std::env::var(TEST_WEDGE_ENV).as_deref() {
+            Ok("reader") => Wedge::Block,
+            Ok("reader-exit") => Wedge::Exit,
+            Ok("reader-panic") => Wedge::Panic,
+            Ok(other) => anyhow::bail!(
+                "{TEST_WEDGE_ENV}=`{other}`: expected reader, reader-exit or reader-panic"
+            ),
+            Err(_) => Wedge::None,
+        };
+        if w != Wedge::None {
+            tracing::warn!("{TEST_WEDGE_ENV} is set: the reader will stop (a test hook; never set it in production)");
+        }
+        Ok(w)
+    }
+
+    /// The read loop as the hook asks: stuck without heartbeats until `stop`, gone at
+    /// once, or panicking.
+    fn run(self, stop: &AtomicBool) -> anyhow::Result<()> {
+        match self {
+            Wedge::Exit => anyhow::bail!("{TEST_WEDGE_ENV}=reader-exit: the reader ends here"),
+            Wedge::Panic => panic!("{TEST_WEDGE_ENV}=reader-panic: the reader panics here"),
+            _ => {}
+        }
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
 /// Settings of the loop.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopSettings {
     pub limits: Limits,
     /// Full rescan period.
     pub rescan_every: Duration,
+    /// The test hook (see [`TEST_WEDGE_ENV`]).
+    pub wedge: Wedge,
 }
 
 /// Runs until `stop` is set, then seals the last batch and returns.
@@ -40,6 +89,9 @@ pub fn run(
     stop: &AtomicBool,
     settings: LoopSettings,
 ) -> anyhow::Result<()> {
+    if settings.wedge != Wedge::None {
+        return settings.wedge.run(stop);
+    }
     let limits = settings.limits;
     let stats = reader.stats().clone();
     let waker = Waker::new(reader.roots());

@@ -34,6 +34,31 @@ pub struct ReaderSettings {
     pub encoder: Encoder,
 }
 
+impl ReaderSettings {
+    /// The settings a config implies.
+    pub fn from_config(cfg: &crate::config::Config) -> ReaderSettings {
+        let i = &cfg.input;
+        let max_record_bytes = usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX);
+        ReaderSettings {
+            roots: Roots {
+                docker: i.docker_root.clone(),
+                pods: i.pods_root.clone(),
+            },
+            tail: TailSettings {
+                limits: tail::ReadLimits {
+                    max_record_bytes,
+                    read_bytes: usize::try_from(i.read_bytes).unwrap_or(usize::MAX),
+                },
+                budget: i.turn_budget_bytes,
+                drain_grace: std::time::Duration::from_millis(i.drain_grace_ms),
+            },
+            record: record::Settings { max_record_bytes },
+            encoder: Encoder::for_target(&cfg.elasticsearch.target())
+                .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations),
+        }
+    }
+}
+
 /// One open file, as the reader knows it.
 struct FileState {
     meta: FileMeta,

@@ -405,7 +405,9 @@ impl Client {
         method: reqwest::Method,
         path: &str,
     ) -> Result<Bytes, ClientError> {
-        let a = self.send(method.clone(), path, HeaderMap::new(), None).await?;
+        let a = self
+            .send(method.clone(), path, HeaderMap::new(), None)
+            .await?;
         if a.status / 100 != 2 {
             return Err(ClientError::Status {
                 method: method_name(&method),
