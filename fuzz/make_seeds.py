@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpora under fuzz/seeds/<target>/ (committed; fuzz/corpus is not).
 
-Lines come from the parser tests in src/parse/docker.rs and src/parse/cri.rs and from the
+Lines come from the parser tests in src/record/parse/docker.rs and src/record/parse/cri.rs and from the
 log files under examples/node. The checkpoint seed `real-checkpoint` was written by
 `Checkpoints::save` (see README.md) and is kept as is; this script only adds variants.
 Run from anywhere: python3 fuzz/make_seeds.py
@@ -130,6 +130,60 @@ CHECKPOINT_BODIES = [
 ]
 
 
+INDEX_DATE_FORMATS = [
+    b"%Y.%m.%d\0logstash-2024.07.08",
+    b"%Y.%m.%d.%H\0logs-2024.07.08.03",
+    b"%G.%V\0w-2024.28",
+    b"%Y%j\0d-2024190",
+    b"%y-%m\0m-24-07",
+    b"%Y.%m.%d%\0",
+    b"%Q\0",
+    b"UPPER-%Y\0",
+]
+
+
+def frame(payload, records, flags=0):
+    head = b"SHB1" + bytes([flags]) + struct.pack("<II", records, len(payload))
+    head += struct.pack("<I", zlib.crc32(head)) + struct.pack("<I", zlib.crc32(payload))
+    return head + payload
+
+
+NDJSON = b'{"create":{"_index":"l-2024.07.08","_id":"a"}}\n{"log":"x"}\n'
+
+BUFFER_SEGMENTS = [
+    frame(NDJSON, 1),
+    frame(NDJSON, 1) + frame(NDJSON * 2, 2),
+    frame(NDJSON, 1) + frame(NDJSON, 1)[:30],  # torn tail
+    b"garbage before" + frame(NDJSON, 1),
+    frame(b"\x1f\x8b not really gzip", 3, flags=1),
+    frame(NDJSON, 1)[:-1] + b"X" + frame(NDJSON, 1),  # damaged payload, then a good frame
+]
+
+
+def bulk(sent, items, errors=True):
+    body = b'{"errors":%s,"items":[%s]}' % (b"true" if errors else b"false", b",".join(items))
+    return bytes([sent]) + body
+
+
+def item(status, error=None):
+    if error is None:
+        return b'{"create":{"status":%d}}' % status
+    return b'{"create":{"status":%d,"error":%s}}' % (status, error)
+
+
+MAPPING = b'{"type":"mapper_parsing_exception","reason":"failed to parse field [status] of type [long]"}'
+
+BULK_RESPONSES = [
+    bulk(1, [item(201)], errors=False),
+    bulk(3, [item(201), item(409), item(429, b'{"type":"es_rejected_execution_exception"}')]),
+    bulk(2, [item(400, MAPPING), item(503, b'{"type":"unavailable_shards_exception"}')]),
+    bulk(2, [item(201)]),  # fewer items than sent
+    bytes([0]) + b'{"errors":false,"items":[]}',
+    bytes([1]) + b"<html>502 Bad Gateway</html>",
+    bytes([1]) + b'{"took":3,"errors":false,"items":[{"index":{"_index":"x","status":201}}]}',
+]
+
+
 def main():
     for line in GARBAGE + DOCKER + example_lines("**/*-json.log*") + example_lines("pods/shop_*/nginx/0.log"):
         write("docker_parse", line)
@@ -143,6 +197,12 @@ def main():
         write("checkpoint_decode", b"shipper-checkpoints 1 %08x\n" % zlib.crc32(body) + body)
     write("checkpoint_decode", b"shipper-checkpoints 9 0\n{}")
     write("checkpoint_decode", b"")
+    for f in INDEX_DATE_FORMATS:
+        write("index_date_format", f)
+    for seg in BUFFER_SEGMENTS:
+        write("buffer_frames", seg)
+    for body in BULK_RESPONSES:
+        write("bulk_response", body)
 
 
 if __name__ == "__main__":
