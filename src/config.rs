@@ -7,6 +7,7 @@
 //! the type of the key's default (a string stays a string even if it looks like a number).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where Docker's json-file logs live (dockerd's default data root).
@@ -85,6 +86,19 @@ pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:2020";
 /// second; 30 s rides out a slow fsync or a long metadata wait, and the probe's own
 /// failure threshold adds more before the kubelet restarts anything.
 pub const DEFAULT_LIVENESS_TIMEOUT_MS: u64 = 30_000;
+/// Multiline grouping for every container unless a rule or an annotation says otherwise:
+/// `auto` joins stack traces of the common languages (Java, Python, Go, Ruby, Node.js,
+/// .NET, PHP) and nothing else; measured on real-looking logs it makes no false joins
+/// (see the README).
+pub const DEFAULT_MULTILINE_MODE: &str = "auto";
+/// Lines of one event are written within microseconds of each other; 200 ms leaves room
+/// for a slow writer and still closes a trace at the end of a file quickly.
+pub const DEFAULT_MULTILINE_GAP_MS: u64 = 200;
+/// Filebeat's default: a trace longer than this becomes several documents.
+pub const DEFAULT_MULTILINE_MAX_LINES: u32 = 500;
+/// A group's text is capped like any record's (0: `input.max_record_bytes`).
+pub const DEFAULT_MULTILINE_MAX_BYTES: u64 = 0;
+
 /// The downward API's conventional variable for the node name; accepted as an alias of
 /// `SHIPPER_KUBERNETES_NODE_NAME` (which wins when both are set).
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
@@ -128,7 +142,44 @@ pub struct Config {
     pub buffer: Buffer,
     pub kubernetes: Kubernetes,
     pub metrics: MetricsConfig,
+    pub multiline: Multiline,
+    /// `[[rules]]`: settings for the files a rule selects; for each setting, the first
+    /// matching rule that sets it wins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
 }
+
+/// One `[[rules]]` entry: whom it selects (every condition given must hold; none given
+/// selects every file) and what it sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A name for logs and the dry-run's explanations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Glob on the namespace (`shop`, `team-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Glob on the pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Glob on the container name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Pod labels that must be present, with globs on their values (needs the
+    /// Kubernetes API or a pod list; a file without that metadata never matches).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `container` (the default for rules that name none: container logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Multiline mode for the selected files (see `[multiline] mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline: Option<String>,
+}
+
+/// Source kinds a rule may select.
+pub const RULE_SOURCES: &[&str] = &["container"];
 
 /// `[metrics]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,6 +436,53 @@ impl Default for Kubernetes {
     }
 }
 
+/// `[multiline]`: joining the lines of one event (a stack trace) into one document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Multiline {
+    /// `auto`, `off`, a language (`java`, `python`, `go`, `ruby`, `nodejs`, `dotnet`,
+    /// `php`) or the name of a pattern below.
+    pub mode: String,
+    /// Consecutive lines further apart than this (their runtime timestamps) never join;
+    /// at the end of a file, a group is closed this long after its last line.
+    pub gap_ms: u64,
+    /// A group closes at this many lines.
+    pub max_lines: u32,
+    /// A group closes at this many bytes of text (0: `input.max_record_bytes`).
+    pub max_bytes: u64,
+    /// User patterns by name: `start` (a line that begins an event) and/or `continue`
+    /// (a line that belongs to the one before), regular expressions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub patterns: BTreeMap<String, MultilinePattern>,
+}
+
+/// A user multiline pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilinePattern {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
+}
+
+impl Default for Multiline {
+    fn default() -> Multiline {
+        Multiline {
+            mode: DEFAULT_MULTILINE_MODE.into(),
+            gap_ms: DEFAULT_MULTILINE_GAP_MS,
+            max_lines: DEFAULT_MULTILINE_MAX_LINES,
+            max_bytes: DEFAULT_MULTILINE_MAX_BYTES,
+            patterns: BTreeMap::new(),
+        }
+    }
+}
+
+/// Built-in multiline mode names (besides user patterns).
+pub const MULTILINE_MODES: &[&str] = &[
+    "off", "auto", "java", "python", "go", "ruby", "nodejs", "node", "dotnet", "php",
+];
+
 /// Builds the configuration from its three layers. `flags` are `(section.key, value)`.
 pub fn load(
     file: Option<&Path>,
@@ -557,6 +655,8 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_input()?;
+        self.validate_multiline()?;
+        self.validate_rules()?;
         self.validate_elasticsearch()?;
         self.validate_index()?;
         let b = &self.buffer;
@@ -612,6 +712,79 @@ impl Config {
             m.liveness_timeout_ms,
             1_000..=3_600_000,
         )
+    }
+
+    fn validate_multiline(&self) -> Result<(), ConfigError> {
+        let m = &self.multiline;
+        if !MULTILINE_MODES.contains(&m.mode.as_str()) && !m.patterns.contains_key(&m.mode) {
+            return invalid(
+                "multiline.mode",
+                format!(
+                    "`{}` is neither a built-in mode ({}) nor a pattern under [multiline.patterns]",
+                    m.mode,
+                    MULTILINE_MODES.join(", ")
+                ),
+            );
+        }
+        within("multiline.gap_ms", m.gap_ms, 1..=60_000)?;
+        within("multiline.max_lines", u64::from(m.max_lines), 2..=100_000)?;
+        for (name, p) in &m.patterns {
+            let key = format!("multiline.patterns.{name}");
+            if MULTILINE_MODES.contains(&name.as_str()) {
+                return invalid(&key, format!("`{name}` is a built-in mode's name"));
+            }
+            if p.start.is_none() && p.continues.is_none() {
+                return invalid(&key, "needs `start`, `continue` or both".into());
+            }
+            for re in p.start.iter().chain(&p.continues) {
+                if let Err(e) = regex::bytes::Regex::new(re) {
+                    return invalid(&key, format!("bad regular expression: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_rules(&self) -> Result<(), ConfigError> {
+        for (i, r) in self.rules.iter().enumerate() {
+            let key = |k: &str| format!("rules[{i}].{k}");
+            let globs = [
+                ("namespace", &r.namespace),
+                ("pod", &r.pod),
+                ("container", &r.container),
+            ];
+            for (k, g) in globs {
+                if let Some(g) = g {
+                    if let Err(e) = globset::Glob::new(g) {
+                        return invalid(&key(k), format!("bad glob: {e}"));
+                    }
+                }
+            }
+            for (label, g) in &r.labels {
+                if let Err(e) = globset::Glob::new(g) {
+                    return invalid(&key(&format!("labels.{label}")), format!("bad glob: {e}"));
+                }
+            }
+            if let Some(src) = &r.source {
+                if !RULE_SOURCES.contains(&src.as_str()) {
+                    return invalid(
+                        &key("source"),
+                        format!("`{src}`: expected one of {}", RULE_SOURCES.join(", ")),
+                    );
+                }
+            }
+            if let Some(m) = &r.multiline {
+                if !MULTILINE_MODES.contains(&m.as_str())
+                    && !self.multiline.patterns.contains_key(m)
+                {
+                    return invalid(
+                        &key("multiline"),
+                        format!("`{m}` is neither a built-in mode nor a pattern under [multiline.patterns]"),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_input(&self) -> Result<(), ConfigError> {

@@ -17,7 +17,9 @@
 //! - [`tail`]: bytes, identity, rotation, truncation and fairness of the open files.
 //! - [`enrich`]: which pod, namespace and container a file belongs to (paths, a pod
 //!   list, or the Kubernetes API through a node-scoped watch cache).
-//! - [`record`]: per file, parse → partial merge → encode: lines in, documents out.
+//! - [`select`]: which settings apply to a file (`[[rules]]`, pod annotations).
+//! - [`record`]: per file, parse → partial merge → multiline → encode: lines in,
+//!   documents out.
 //! - [`encode`]: the document and its bulk action (the one place that renders them).
 //! - [`batch`]: cuts documents into batches that count their own documents.
 //! - [`appender`]: appends a batch to the buffer, makes it durable, then moves the
@@ -52,6 +54,7 @@ mod encode;
 mod enrich;
 mod reader;
 mod record;
+mod select;
 mod ship;
 mod tail;
 

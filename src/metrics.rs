@@ -58,6 +58,10 @@ counters! {
     parse_errors,
     /// Records cut at the size cap.
     truncated,
+    /// Documents made of several lines joined by multiline grouping (stack traces).
+    multiline_groups,
+    /// Lines joined into a multiline group after its first.
+    multiline_lines_joined,
     /// Bytes of overlong lines skipped past the size cap.
     overlong_bytes_skipped,
     /// Errors reading log files or their metadata.
@@ -516,6 +520,8 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         ("shipper_records_read_total", "Records (documents) produced by the reader.", C, |s| counter(&s.records)),
         ("shipper_records_parse_error_total", "Records kept as raw text because their line did not parse (indexed too).", C, |s| counter(&s.parse_errors)),
         ("shipper_records_truncated_total", "Records cut at input.max_record_bytes (indexed too).", C, |s| counter(&s.truncated)),
+        ("shipper_multiline_groups_total", "Documents made of several lines joined by multiline grouping (a stack trace and its logger line).", C, |s| counter(&s.multiline_groups)),
+        ("shipper_multiline_lines_joined_total", "Lines joined into a multiline group after its first (so documents = records - joined).", C, |s| counter(&s.multiline_lines_joined)),
         ("shipper_partial_lines_merged_total", "Partial lines merged into the record they continue.", C, |s| counter(&s.partials_merged)),
         ("shipper_overlong_bytes_skipped_total", "Bytes of overlong lines skipped past the record cap.", C, |s| counter(&s.overlong_bytes_skipped)),
         ("shipper_rotated_unread_bytes_total", "Bytes a file held past the read position when it was truncated with no copy left to read them from.", C, |s| counter(&s.rotated_unread_bytes)),

@@ -141,10 +141,11 @@ impl Timestamp {
         d
     }
 
-    /// Milliseconds since the Unix epoch, from the text without a calendar library:
-    /// it is taken for every record (the lag metric), so it must cost a few
-    /// nanoseconds. Days from the civil date by Howard Hinnant's `days_from_civil`.
-    pub fn unix_millis(&self) -> i64 {
+    /// Seconds since the Unix epoch and the fraction in nanoseconds, from the text
+    /// without a calendar library: it is taken for every record (the lag metric, the
+    /// multiline gap), so it must cost a few nanoseconds. Days from the civil date by
+    /// Howard Hinnant's `days_from_civil`.
+    fn unix_parts(&self) -> (i64, i64) {
         let b = &self.buf;
         let num = |r: std::ops::Range<usize>| -> i64 {
             b[r].iter()
@@ -159,44 +160,59 @@ impl Timestamp {
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         let days = era * 146_097 + doe - 719_468;
         let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
-        // The fraction (if any) starts at byte 20; its first three digits are the
-        // milliseconds.
-        let mut ms = 0;
+        // The fraction (if any) starts at byte 20 and ends before the `Z`.
+        let mut nanos = 0;
         let len = self.len as usize;
-        for i in 0..3 {
+        for i in 0..9 {
             let at = 20 + i;
             let digit = if at < len - 1 && b[19] == b'.' {
                 i64::from(b[at].wrapping_sub(b'0'))
             } else {
                 0
             };
-            ms = ms * 10 + digit;
+            nanos = nanos * 10 + digit;
         }
-        secs * 1000 + ms
+        (secs, nanos)
     }
 
-    /// Nanoseconds since the Unix epoch (for lag metrics and fallbacks).
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_millis(&self) -> i64 {
+        let (secs, nanos) = self.unix_parts();
+        secs * 1000 + nanos / 1_000_000
+    }
+
+    /// Nanoseconds since the Unix epoch (saturating outside the years `i64` holds).
     pub fn unix_nanos(&self) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(self.as_str())
-            .ok()
-            .and_then(|t| t.timestamp_nanos_opt())
-            .unwrap_or(0)
+        let (secs, nanos) = self.unix_parts();
+        secs.saturating_mul(1_000_000_000).saturating_add(nanos)
     }
 
-    /// The current time, for the rare record that has no timestamp of its own or of a
-    /// neighbour (a file that holds nothing but garbage).
-    pub fn now() -> Timestamp {
-        let text = chrono::Utc::now()
+    /// The time `nanos` after the Unix epoch.
+    pub fn from_unix_nanos(nanos: i64) -> Timestamp {
+        let text = chrono::DateTime::from_timestamp_nanos(nanos)
             .format("%Y-%m-%dT%H:%M:%S%.9fZ")
             .to_string();
         // chrono always prints a valid RFC 3339 UTC time here.
         Timestamp::parse(text.as_bytes()).unwrap_or(Timestamp::EPOCH)
     }
 
+    /// The current time, for the rare record that has no timestamp of its own or of a
+    /// neighbour (a file that holds nothing but garbage).
+    pub fn now() -> Timestamp {
+        Timestamp::from_unix_nanos(now_nanos())
+    }
+
     pub const EPOCH: Timestamp = Timestamp {
         buf: *b"1970-01-01T00:00:00Z\0\0\0\0\0\0\0\0\0\0",
         len: 20,
     };
+}
+
+/// The wall clock, in nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl fmt::Debug for Timestamp {

@@ -121,6 +121,65 @@ pub fn utf8_len(b: u8) -> usize {
     }
 }
 
+/// Unescapes JSON string content `s` into `out` (cleared first), up to about `limit`
+/// bytes of output. Invalid escapes are copied as they are and lone surrogates become
+/// U+FFFD: the result is for looking at a line, not for storing it. Returns whether all
+/// of `s` was unescaped.
+pub fn unescape_prefix(s: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut i = 0;
+    while i < s.len() {
+        if out.len() >= limit {
+            return false;
+        }
+        let Some(rel) = memchr::memchr(b'\\', &s[i..]) else {
+            let take = (s.len() - i).min(limit - out.len());
+            out.extend_from_slice(&s[i..i + take]);
+            i += take;
+            continue;
+        };
+        let take = rel.min(limit - out.len());
+        out.extend_from_slice(&s[i..i + take]);
+        i += take;
+        if take < rel {
+            continue;
+        }
+        let b = s.get(i + 1).copied();
+        let simple = match b {
+            Some(b'n') => Some(b'\n'),
+            Some(b't') => Some(b'\t'),
+            Some(b'r') => Some(b'\r'),
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            Some(b'/') => Some(b'/'),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0c),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        let hex = s
+            .get(i + 2..i + 6)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b, hex.and_then(|h| u32::from_str_radix(h, 16).ok())) {
+            (Some(b'u'), Some(cp)) => {
+                let c = char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER);
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += 6;
+            }
+            _ => {
+                out.push(b'\\');
+                i += 1;
+            }
+        }
+    }
+    true
+}
+
 /// Appends `s` to `out` as JSON string content (no quotes), replacing invalid UTF-8
 /// with U+FFFD.
 pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
@@ -139,6 +198,22 @@ pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_prefix_reads_a_line_start() {
+        let mut out = Vec::new();
+        assert!(unescape_prefix(
+            br#"\tat x.y(Z.java:1) \"q\" \u003cb\u003e \u00e9"#,
+            100,
+            &mut out
+        ));
+        assert_eq!(out, "\tat x.y(Z.java:1) \"q\" <b> é".as_bytes());
+        assert!(!unescape_prefix(br"abcdef", 3, &mut out));
+        assert_eq!(out, b"abc");
+        assert!(unescape_prefix(br"bad \q and \ud800", 100, &mut out));
+        assert_eq!(out, "bad \\q and \u{fffd}".as_bytes());
+        assert!(unescape_prefix(br"ends in \", 100, &mut out));
+    }
 
     #[test]
     fn scan_finds_the_closing_quote() {

@@ -17,6 +17,7 @@ use crate::enrich::{FileMeta, MetaSource};
 use crate::ids::FileId;
 use crate::metrics::Stats;
 use crate::record::{self, Counts, Held, Output, RecordStream};
+use crate::select;
 use crate::tail::{self, Event, FileKey, NewFile, Tail, TailSettings};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,6 +31,12 @@ pub struct ReaderSettings {
     pub roots: Roots,
     pub tail: TailSettings,
     pub record: record::Settings,
+    /// How files' records are shaped unless a rule says otherwise.
+    pub file: record::FileSettings,
+    /// The `[[rules]]` table.
+    pub rules: select::Rules,
+    /// The multiline modes rules and annotations may name.
+    pub multiline: record::multiline::Catalog,
     /// Renders every document (index target, label options).
     pub encoder: Encoder,
 }
@@ -39,6 +46,7 @@ impl ReaderSettings {
     pub fn from_config(cfg: &crate::config::Config) -> ReaderSettings {
         let i = &cfg.input;
         let max_record_bytes = usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX);
+        let catalog = record::multiline::Catalog::from_config(&cfg.multiline);
         ReaderSettings {
             roots: Roots {
                 docker: i.docker_root.clone(),
@@ -53,15 +61,44 @@ impl ReaderSettings {
                 drain_grace: std::time::Duration::from_millis(i.drain_grace_ms),
             },
             record: record::Settings { max_record_bytes },
+            file: record::FileSettings {
+                multiline: record::multiline::Settings::from_config(
+                    &cfg.multiline,
+                    &catalog,
+                    max_record_bytes,
+                ),
+            },
+            rules: select::Rules::from_config(&cfg.rules),
+            multiline: catalog,
             encoder: Encoder::for_target(&cfg.elasticsearch.target())
                 .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations),
         }
     }
 }
 
+impl ReaderSettings {
+    /// How the records of a file with metadata `meta` are shaped: the defaults, with what
+    /// the rules and the pod's annotations select.
+    fn file_settings(&self, meta: &crate::encode::Metadata) -> record::FileSettings {
+        let sel = self.rules.select(meta, select::SourceKind::Container);
+        let mut file = self.file.clone();
+        if let Some(chosen) = sel.multiline {
+            match self.multiline.mode(&chosen.value) {
+                Some(mode) => file.multiline.mode = mode,
+                None => {
+                    crate::log_every!(crate::logging::EVERY, warn, mode = %chosen.value, origin = ?chosen.origin, pod = ?meta.pod, "unknown multiline mode; using the default")
+                }
+            }
+        }
+        file
+    }
+}
+
 /// One open file, as the reader knows it.
 struct FileState {
     meta: FileMeta,
+    /// How its records are shaped (from its metadata).
+    settings: record::FileSettings,
     /// Set once the tail knows the file's identity.
     stream: Option<RecordStream>,
 }
@@ -101,8 +138,16 @@ fn sink<'a>(
         };
         match event {
             Event::Opened { like } => {
-                if let Some(meta) = files.get(&like).map(|f| f.meta.clone()) {
-                    files.insert(key, FileState { meta, stream: None });
+                if let Some(f) = files.get(&like) {
+                    let (meta, settings) = (f.meta.clone(), f.settings.clone());
+                    files.insert(
+                        key,
+                        FileState {
+                            meta,
+                            settings,
+                            stream: None,
+                        },
+                    );
                 }
                 Held::default()
             }
@@ -121,6 +166,7 @@ fn sink<'a>(
                     Event::Start { id, last_time } => {
                         let mut s = RecordStream::new(
                             &settings.record,
+                            f.settings.clone(),
                             settings.encoder.clone(),
                             id,
                             f.meta.metadata(),
@@ -137,6 +183,11 @@ fn sink<'a>(
                     Event::Cut { offset, head } => {
                         if let Some(s) = &mut f.stream {
                             s.push_cut(offset, head, now, &mut out);
+                        }
+                    }
+                    Event::Eof => {
+                        if let Some(s) = &mut f.stream {
+                            s.at_end(now, &mut out);
                         }
                     }
                     Event::Reset => f.stream = None,
@@ -257,7 +308,15 @@ impl Reader {
 
     fn add_state(&mut self, key: FileKey, meta: FileMeta) {
         self.tail.set_paused(key, meta.pending());
-        self.files.insert(key, FileState { meta, stream: None });
+        let settings = self.settings.file_settings(meta.metadata());
+        self.files.insert(
+            key,
+            FileState {
+                meta,
+                settings,
+                stream: None,
+            },
+        );
     }
 
     /// Runs `f` with the tail and a sink into a scratch output (for calls that produce
@@ -299,12 +358,28 @@ impl Reader {
                 self.tail.set_paused(*key, f.meta.pending());
             }
             if r.changed {
+                f.settings = self.settings.file_settings(f.meta.metadata());
                 if let Some(s) = &mut f.stream {
                     s.set_meta(f.meta.metadata());
                     s.set_excluded(f.meta.excluded());
+                    s.set_settings(f.settings.clone());
                 }
             }
         }
+    }
+
+    /// When a record stream next needs the clock (a multiline group that may expire),
+    /// as a wait from now.
+    pub fn next_deadline(&self) -> Option<std::time::Duration> {
+        let at = self
+            .files
+            .values()
+            .filter_map(|f| f.stream.as_ref()?.next_deadline())
+            .min()?;
+        let now = crate::timestamp::now_nanos();
+        Some(std::time::Duration::from_nanos(
+            u64::try_from(at.saturating_sub(now)).unwrap_or(0),
+        ))
     }
 
     /// Whether some file is waiting for its pod to appear in the metadata cache.
@@ -375,6 +450,8 @@ impl Reader {
         Stats::add(&s.partials_merged, c.partials_merged);
         Stats::add(&s.parse_errors, c.parse_errors);
         Stats::add(&s.truncated, c.truncated);
+        Stats::add(&s.multiline_groups, c.groups);
+        Stats::add(&s.multiline_lines_joined, c.lines_joined);
     }
 
     /// Resume points of every identified file, for the caller to persist once the

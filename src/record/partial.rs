@@ -26,6 +26,8 @@ pub struct Merged<'a> {
     pub truncated: bool,
     /// Physical lines this record was made of (1 when it was not split).
     pub chunks: u32,
+    /// The file's last good timestamp before the record's first chunk.
+    pub time_before: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +79,7 @@ impl Merger {
                 text,
                 truncated,
                 chunks: 1,
+                time_before,
             });
         }
         if !p.active {
@@ -210,6 +213,7 @@ impl Pending {
             text,
             truncated: self.truncated,
             chunks: self.chunks,
+            time_before: self.time_before,
         }
     }
 }

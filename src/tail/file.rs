@@ -256,6 +256,9 @@ impl FileTail {
             buf.truncate(limits.read_bytes);
             buf.shrink_to_fit();
         }
+        if progress.eof {
+            self.held = sink(self.key, Event::Eof);
+        }
         Ok(progress)
     }
 

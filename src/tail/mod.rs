@@ -68,6 +68,8 @@ pub enum Event<'a> {
     Lines { offset: u64, data: &'a [u8] },
     /// The head of a line longer than the reader holds whole; its rest is skipped.
     Cut { offset: u64, head: &'a [u8] },
+    /// Every complete line of the file was handed over (for now).
+    Eof,
     /// The file was truncated or rewritten: what the caller holds of it is void; it is
     /// read again from the start, under a new identity.
     Reset,

@@ -1,0 +1,271 @@
+//! Selection: which settings apply to a file, decided once per file (and again when its
+//! metadata changes), never per line.
+//!
+//! A file is selected by who it belongs to: namespace, pod and container (globs), pod
+//! labels (when the Kubernetes API or a pod list gives them) and its source kind. The
+//! `[[rules]]` table is read top to bottom; for each setting, the first matching rule
+//! that sets it wins. The pod's annotations come last and override the rules for the
+//! record-shaping settings (`shipper.io/multiline`), either one value for every container
+//! or a per-container list: `app=java,istio-proxy=off`.
+
+use crate::config;
+use crate::encode::Metadata;
+use globset::{Glob, GlobMatcher};
+use std::collections::BTreeMap;
+
+/// Pod annotation: the multiline mode of the pod's containers.
+pub const MULTILINE_ANNOTATION: &str = "shipper.io/multiline";
+
+/// What kind of source a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Container,
+}
+
+impl SourceKind {
+    fn name(self) -> &'static str {
+        match self {
+            SourceKind::Container => "container",
+        }
+    }
+}
+
+/// Where a setting came from (for logs and the dry-run's explanations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The agent's configuration default.
+    Default,
+    /// A `[[rules]]` entry (its name, or `rules[N]`).
+    Rule(String),
+    /// A pod annotation.
+    Annotation(&'static str),
+}
+
+/// A setting's value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// The settings that apply to one file (`None`: the configuration's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub multiline: Option<Chosen>,
+}
+
+#[derive(Clone)]
+struct Compiled {
+    name: String,
+    namespace: Option<GlobMatcher>,
+    pod: Option<GlobMatcher>,
+    container: Option<GlobMatcher>,
+    labels: Vec<(String, GlobMatcher)>,
+    source: Option<String>,
+    multiline: Option<String>,
+}
+
+/// The compiled `[[rules]]` table.
+#[derive(Default, Clone)]
+pub struct Rules {
+    rules: Vec<Compiled>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+fn glob(g: &Option<String>) -> Option<GlobMatcher> {
+    // The configuration was validated: every glob compiles.
+    g.as_deref()
+        .and_then(|g| Glob::new(g).ok())
+        .map(|g| g.compile_matcher())
+}
+
+impl Rules {
+    pub fn from_config(rules: &[config::Rule]) -> Rules {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Compiled {
+                name: r.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
+                namespace: glob(&r.namespace),
+                pod: glob(&r.pod),
+                container: glob(&r.container),
+                labels: r
+                    .labels
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), glob(&Some(v.clone()))?)))
+                    .collect(),
+                source: r.source.clone(),
+                multiline: r.multiline.clone(),
+            })
+            .collect();
+        Rules { rules }
+    }
+
+    /// The settings for a file of `kind` whose metadata is `meta`.
+    pub fn select(&self, meta: &Metadata, kind: SourceKind) -> Selection {
+        let mut sel = Selection::default();
+        for r in self.rules.iter().filter(|r| r.matches(meta, kind)) {
+            if sel.multiline.is_none() {
+                sel.multiline = r.multiline.as_ref().map(|v| Chosen {
+                    value: v.clone(),
+                    origin: Origin::Rule(r.name.clone()),
+                });
+            }
+        }
+        if let Some(v) = annotation(
+            &meta.annotations,
+            MULTILINE_ANNOTATION,
+            meta.container.as_deref(),
+        ) {
+            sel.multiline = Some(Chosen {
+                value: v,
+                origin: Origin::Annotation(MULTILINE_ANNOTATION),
+            });
+        }
+        sel
+    }
+}
+
+impl Compiled {
+    fn matches(&self, meta: &Metadata, kind: SourceKind) -> bool {
+        let field = |g: &Option<GlobMatcher>, v: &Option<String>| match g {
+            None => true,
+            Some(g) => v.as_deref().is_some_and(|v| g.is_match(v)),
+        };
+        self.source.as_deref().unwrap_or("container") == kind.name()
+            && field(&self.namespace, &meta.namespace)
+            && field(&self.pod, &meta.pod)
+            && field(&self.container, &meta.container)
+            && self
+                .labels
+                .iter()
+                .all(|(k, g)| meta.labels.get(k).is_some_and(|v| g.is_match(v)))
+    }
+}
+
+/// The value of a per-pod annotation for `container`: the whole value, or the entry for
+/// the container in a `name=value,name=value` list (`None` when it has none).
+pub fn annotation(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+    container: Option<&str>,
+) -> Option<String> {
+    let v = annotations.get(key)?.trim();
+    if !v.contains('=') {
+        return (!v.is_empty()).then(|| v.to_owned());
+    }
+    let container = container?;
+    v.split(',').find_map(|entry| {
+        let (name, value) = entry.split_once('=')?;
+        (name.trim() == container).then(|| value.trim().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(ns: &str, pod: &str, container: &str, labels: &[(&str, &str)]) -> Metadata {
+        Metadata {
+            namespace: Some(ns.into()),
+            pod: Some(pod.into()),
+            container: Some(container.into()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Metadata::default()
+        }
+    }
+
+    fn rule(f: impl FnOnce(&mut config::Rule)) -> config::Rule {
+        let mut r = config::Rule::default();
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn the_first_matching_rule_that_sets_a_setting_wins() {
+        let rules = Rules::from_config(&[
+            rule(|r| {
+                r.name = Some("shop-web".into());
+                r.namespace = Some("shop*".into());
+                r.container = Some("web".into());
+                r.multiline = Some("java".into());
+            }),
+            rule(|r| {
+                r.labels.insert("team".into(), "pay*".into());
+                r.multiline = Some("python".into());
+            }),
+            rule(|r| {
+                r.namespace = Some("shop".into());
+            }),
+            rule(|r| {
+                r.multiline = Some("off".into());
+            }),
+        ]);
+        let pick = |m: &Metadata| rules.select(m, SourceKind::Container).multiline;
+        assert_eq!(
+            pick(&meta("shop-eu", "web-1", "web", &[])),
+            Some(Chosen {
+                value: "java".into(),
+                origin: Origin::Rule("shop-web".into())
+            })
+        );
+        assert_eq!(
+            pick(&meta("x", "p", "c", &[("team", "payments")])).map(|c| c.value),
+            Some("python".into())
+        );
+        assert_eq!(
+            pick(&meta("shop", "p", "c", &[])),
+            Some(Chosen {
+                value: "off".into(),
+                origin: Origin::Rule("rules[3]".into())
+            }),
+            "a rule that sets nothing does not stop the search"
+        );
+        let mut unlabelled = meta("x", "p", "c", &[]);
+        unlabelled.labels.clear();
+        assert_eq!(pick(&unlabelled).map(|c| c.value), Some("off".into()));
+    }
+
+    #[test]
+    fn annotations_override_rules_per_container() {
+        let rules = Rules::from_config(&[rule(|r| r.multiline = Some("java".into()))]);
+        let mut m = meta("ns", "p", "app", &[]);
+        m.annotations.insert(
+            MULTILINE_ANNOTATION.into(),
+            "app=python, istio-proxy=off".into(),
+        );
+        let pick = |m: &Metadata| rules.select(m, SourceKind::Container).multiline;
+        assert_eq!(
+            pick(&m),
+            Some(Chosen {
+                value: "python".into(),
+                origin: Origin::Annotation(MULTILINE_ANNOTATION)
+            })
+        );
+        m.container = Some("istio-proxy".into());
+        assert_eq!(pick(&m).map(|c| c.value), Some("off".into()));
+        m.container = Some("other".into());
+        assert_eq!(
+            pick(&m).map(|c| c.value),
+            Some("java".into()),
+            "not listed: the rule"
+        );
+        m.annotations
+            .insert(MULTILINE_ANNOTATION.into(), " go ".into());
+        assert_eq!(
+            pick(&m).map(|c| c.value),
+            Some("go".into()),
+            "one value for all"
+        );
+    }
+}
