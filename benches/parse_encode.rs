@@ -292,6 +292,7 @@ fn parse_encode(buf: &[u8], parse: ParseFn, enc: &Encoder, ctx: &FileContext, ou
             text: &line.text,
             truncated: false,
             parse_error: None,
+            fields: None,
         };
         enc.encode(out, ctx, &doc);
         offset += raw.len() as u64 + 1;
@@ -414,7 +415,7 @@ fn read_all(roots: &Roots) -> (Arc<Stats>, usize) {
     cfg.kubernetes.dedot_labels = false;
     let stats = Arc::new(Stats::default());
     let mut reader = Reader::new(
-        ReaderSettings::from_config(&cfg),
+        ReaderSettings::from_config(&cfg).unwrap(),
         MetaSource::Node,
         Default::default(),
         stats.clone(),

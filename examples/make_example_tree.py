@@ -380,6 +380,18 @@ CHECKOUT_CURRENT = [
              'url="https://hooks.example.com/orders?id=ord_8123&kind=paid" attempt=1 err="context deadline exceeded"'),
     cri_line(ctd("03:45:08", 400000000), "stdout", "F",
              'time="2024-07-08T03:45:08Z" level=info msg="webhook delivered" order_id=ord_8123 attempt=2'),
+    # a handler panic that net/http recovered: one event of many lines (multiline)
+    *[cri_line(ctd("03:46:10", 250000000 + i * 1000), "stderr", "F", line) for i, line in enumerate([
+        "2024/07/08 03:46:10 http: panic serving 10.244.1.23:51990: runtime error: "
+        "invalid memory address or nil pointer dereference",
+        "goroutine 4127 [running]:",
+        "net/http.(*conn).serve.func1()",
+        "\t/usr/local/go/src/net/http/server.go:1903 +0xbe",
+        "panic({0x9c1a40?, 0x1061b50?})",
+        "\t/usr/local/go/src/runtime/panic.go:770 +0x132",
+        "main.(*Handler).refund(0xc0001a2000, {0xb30d48, 0xc000322000}, 0xc00031e5a0)",
+        "\t/src/cmd/checkout/refund.go:57 +0x1c4",
+    ])],
     cri_line(ctd("03:50:00", 0), "stdout", "F",
              'time="2024-07-08T03:50:00Z" level=info msg="health" open_orders=3 db_pool_in_use=2/20'),
     # just after midnight UTC -> next day's index
@@ -744,7 +756,8 @@ CRI layout, `pods/<ns>_<pod>_<uid>/<container>/`:
 
 - `payments_checkout-…/checkout/0.log` – containerd format (`<ts> <stream> <P|F> <msg>`, 9 fractional
   digits, `Z`): F lines, one record as 3 `P` chunks + 1 `F` chunk, empty message, invalid UTF-8
-  (`\\xff\\xfe`), `garbage line without timestamp`, JSON body, last line on 2024-07-09
+  (`\\xff\\xfe`), `garbage line without timestamp`, JSON body, a Go handler panic with its
+  goroutine dump (8 lines: one document after multiline grouping), last line on 2024-07-09
 - `payments_checkout-…/checkout/0.log.20240708-034200` – kubelet-rotated file: ignored
 - `payments_checkout-…/checkout/0.log.20240708-033000.gz` – kubelet-compressed rotated file: ignored
 - `payments_checkout-…/checkout/1.log.tmp` – temp file: ignored

@@ -59,7 +59,7 @@ pub fn dry_run(
         }
     }
     let mut reader = Reader::new(
-        ReaderSettings::from_config(cfg),
+        ReaderSettings::from_config(cfg)?,
         source,
         Default::default(),
         stats.clone(),
@@ -174,7 +174,7 @@ fn spawn_workers(
     let (pool_tx, pool_rx) =
         crossbeam_channel::bounded((batch_bytes / crate::batch::CHUNK_BYTES + 4).min(512));
     let mut reader = Reader::new(
-        ReaderSettings::from_config(cfg),
+        ReaderSettings::from_config(cfg)?,
         source,
         cps.table(),
         stats.clone(),

@@ -99,6 +99,19 @@ pub const DEFAULT_MULTILINE_MAX_LINES: u32 = 500;
 /// A group's text is capped like any record's (0: `input.max_record_bytes`).
 pub const DEFAULT_MULTILINE_MAX_BYTES: u64 = 0;
 
+/// JSON lines are parsed into fields for everyone: most applications on Kubernetes log
+/// JSON, and a conflict between two of them costs no document (see the README).
+pub const DEFAULT_FIELDS_PARSER: &str = "json";
+/// Under one key: application fields never collide with `kubernetes.*` or the agent's
+/// keys, and the index template maps them on their own.
+pub const DEFAULT_FIELDS_TARGET: &str = "fields";
+/// Room for any real log event; a line with more keys is a dump, kept as text.
+pub const DEFAULT_FIELDS_MAX_KEYS: u32 = 100;
+/// Elasticsearch's own default limit is 20 levels; logs rarely nest past a few.
+pub const DEFAULT_FIELDS_MAX_DEPTH: u32 = 8;
+/// Longer keys are data, not names (a map keyed by ids).
+pub const DEFAULT_FIELDS_MAX_KEY_BYTES: u32 = 128;
+
 /// The downward API's conventional variable for the node name; accepted as an alias of
 /// `SHIPPER_KUBERNETES_NODE_NAME` (which wins when both are set).
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
@@ -143,6 +156,7 @@ pub struct Config {
     pub kubernetes: Kubernetes,
     pub metrics: MetricsConfig,
     pub multiline: Multiline,
+    pub fields: FieldsConfig,
     /// `[[rules]]`: settings for the files a rule selects; for each setting, the first
     /// matching rule that sets it wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -176,6 +190,33 @@ pub struct Rule {
     /// Multiline mode for the selected files (see `[multiline] mode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiline: Option<String>,
+    /// Field parser for the selected files (see `[fields] parser`): one name for both
+    /// streams, or `{ stdout = "json", stderr = "none" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parser: Option<ParserSetting>,
+}
+
+/// A parser for both streams, or one per stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParserSetting {
+    Both(String),
+    PerStream {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stderr: Option<String>,
+    },
+}
+
+impl ParserSetting {
+    /// The names it gives (stdout, stderr).
+    pub fn names(&self) -> [Option<&str>; 2] {
+        match self {
+            ParserSetting::Both(n) => [Some(n), Some(n)],
+            ParserSetting::PerStream { stdout, stderr } => [stdout.as_deref(), stderr.as_deref()],
+        }
+    }
 }
 
 /// Source kinds a rule may select.
@@ -478,6 +519,62 @@ impl Default for Multiline {
     }
 }
 
+/// `[fields]`: structured fields parsed from the log text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldsConfig {
+    /// `json`, `logfmt`, `none`, or the name of a pattern below, for every container
+    /// unless a rule or the annotation `shipper.io/parser` says otherwise.
+    pub parser: String,
+    /// Parsed fields go under this key; empty: at the document's root (where the
+    /// agent's own keys always win).
+    pub target: String,
+    /// Keep the original text in `log`; `false`: `log` becomes the first of
+    /// `message_keys` that holds a string.
+    pub keep_log: bool,
+    pub message_keys: Vec<String>,
+    /// A field with an RFC 3339 time that becomes `@timestamp` (empty: none). The index
+    /// still comes from the runtime's timestamp.
+    pub time_key: String,
+    /// Fields whose value becomes a normalised `level` (trace, debug, info, warn,
+    /// error, fatal); empty: no `level`.
+    pub level_keys: Vec<String>,
+    /// Past these, a record keeps its text only (counted).
+    pub max_keys: u32,
+    pub max_depth: u32,
+    pub max_key_bytes: u32,
+    /// User patterns by name: a regular expression whose named captures become fields.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub patterns: BTreeMap<String, FieldPattern>,
+}
+
+/// A user field pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldPattern {
+    pub regex: String,
+}
+
+impl Default for FieldsConfig {
+    fn default() -> FieldsConfig {
+        FieldsConfig {
+            parser: DEFAULT_FIELDS_PARSER.into(),
+            target: DEFAULT_FIELDS_TARGET.into(),
+            keep_log: true,
+            message_keys: vec!["msg".into(), "message".into()],
+            time_key: String::new(),
+            level_keys: Vec::new(),
+            max_keys: DEFAULT_FIELDS_MAX_KEYS,
+            max_depth: DEFAULT_FIELDS_MAX_DEPTH,
+            max_key_bytes: DEFAULT_FIELDS_MAX_KEY_BYTES,
+            patterns: BTreeMap::new(),
+        }
+    }
+}
+
+/// Built-in field parser names (besides user patterns).
+pub const FIELD_PARSERS: &[&str] = &["none", "json", "logfmt"];
+
 /// Built-in multiline mode names (besides user patterns).
 pub const MULTILINE_MODES: &[&str] = &[
     "off", "auto", "java", "python", "go", "ruby", "nodejs", "node", "dotnet", "php",
@@ -657,6 +754,7 @@ impl Config {
         self.validate_input()?;
         self.validate_multiline()?;
         self.validate_rules()?;
+        self.validate_fields()?;
         self.validate_elasticsearch()?;
         self.validate_index()?;
         let b = &self.buffer;
@@ -745,6 +843,45 @@ impl Config {
         Ok(())
     }
 
+    fn validate_fields(&self) -> Result<(), ConfigError> {
+        let f = &self.fields;
+        self.check_parser("fields.parser", &f.parser)?;
+        within("fields.max_keys", u64::from(f.max_keys), 1..=10_000)?;
+        within("fields.max_depth", u64::from(f.max_depth), 1..=100)?;
+        within(
+            "fields.max_key_bytes",
+            u64::from(f.max_key_bytes),
+            1..=65_536,
+        )?;
+        for (name, p) in &f.patterns {
+            let key = format!("fields.patterns.{name}");
+            if FIELD_PARSERS.contains(&name.as_str()) {
+                return invalid(&key, format!("`{name}` is a built-in parser's name"));
+            }
+            match regex::Regex::new(&p.regex) {
+                Err(e) => return invalid(&key, format!("bad regular expression: {e}")),
+                Ok(re) if re.capture_names().flatten().next().is_none() => {
+                    return invalid(&key, "has no named capture group ((?P<name>...))".into())
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_parser(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if FIELD_PARSERS.contains(&name) || self.fields.patterns.contains_key(name) {
+            return Ok(());
+        }
+        invalid(
+            key,
+            format!(
+                "`{name}` is neither a built-in parser ({}) nor a pattern under [fields.patterns]",
+                FIELD_PARSERS.join(", ")
+            ),
+        )
+    }
+
     fn validate_rules(&self) -> Result<(), ConfigError> {
         for (i, r) in self.rules.iter().enumerate() {
             let key = |k: &str| format!("rules[{i}].{k}");
@@ -771,6 +908,11 @@ impl Config {
                         &key("source"),
                         format!("`{src}`: expected one of {}", RULE_SOURCES.join(", ")),
                     );
+                }
+            }
+            if let Some(p) = &r.parser {
+                for name in p.names().into_iter().flatten() {
+                    self.check_parser(&key("parser"), name)?;
                 }
             }
             if let Some(m) = &r.multiline {
@@ -904,7 +1046,7 @@ impl Config {
     }
 }
 
-fn invalid(key: &str, reason: String) -> Result<(), ConfigError> {
+pub(crate) fn invalid(key: &str, reason: String) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid {
         key: key.to_owned(),
         reason,

@@ -55,6 +55,7 @@ pub fn encode_checked(time: Timestamp, stream: Stream, text: &Text<'_>, offset: 
         text,
         truncated: false,
         parse_error: None,
+        fields: None,
     };
     let mut out = Vec::new();
     enc.encode(&mut out, ctx, &doc);

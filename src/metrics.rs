@@ -62,6 +62,12 @@ counters! {
     multiline_groups,
     /// Lines joined into a multiline group after its first.
     multiline_lines_joined,
+    /// Documents with fields parsed from their text.
+    fields_parsed,
+    /// Records the field parser applied to that kept their text only: invalid...
+    fields_invalid,
+    /// ...or past the caps on keys, depth or key length.
+    fields_caps,
     /// Bytes of overlong lines skipped past the size cap.
     overlong_bytes_skipped,
     /// Errors reading log files or their metadata.
@@ -589,6 +595,16 @@ fn labelled() -> Vec<Labelled> {
             "Bulk requests by result: success, partial (some items retried or rejected), throttled (429), server_error (5xx), client_error (other 4xx), network (no usable answer).",
             "result",
             results,
+        ),
+        (
+            "shipper_fields_total",
+            "Records the field parser applied to, by outcome: parsed (fields in the document), invalid (looked like the format, did not parse) and caps (past fields.max_keys, max_depth or max_key_bytes); the last two keep their text only.",
+            "outcome",
+            vec![
+                ("parsed", |s| counter(&s.fields_parsed)),
+                ("invalid", |s| counter(&s.fields_invalid)),
+                ("caps", |s| counter(&s.fields_caps)),
+            ],
         ),
         (
             "shipper_metadata_total",

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 /// Pod annotation: the multiline mode of the pod's containers.
 pub const MULTILINE_ANNOTATION: &str = "shipper.io/multiline";
+/// Pod annotation: the field parser of the pod's containers.
+pub const PARSER_ANNOTATION: &str = "shipper.io/parser";
 
 /// What kind of source a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct Chosen {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     pub multiline: Option<Chosen>,
+    /// The field parser per stream (stdout, stderr).
+    pub parser: [Option<Chosen>; 2],
 }
 
 #[derive(Clone)]
@@ -63,6 +67,7 @@ struct Compiled {
     labels: Vec<(String, GlobMatcher)>,
     source: Option<String>,
     multiline: Option<String>,
+    parser: Option<config::ParserSetting>,
 }
 
 /// The compiled `[[rules]]` table.
@@ -103,6 +108,7 @@ impl Rules {
                     .collect(),
                 source: r.source.clone(),
                 multiline: r.multiline.clone(),
+                parser: r.parser.clone(),
             })
             .collect();
         Rules { rules }
@@ -112,12 +118,31 @@ impl Rules {
     pub fn select(&self, meta: &Metadata, kind: SourceKind) -> Selection {
         let mut sel = Selection::default();
         for r in self.rules.iter().filter(|r| r.matches(meta, kind)) {
+            let chosen = |v: &str| Chosen {
+                value: v.to_owned(),
+                origin: Origin::Rule(r.name.clone()),
+            };
             if sel.multiline.is_none() {
-                sel.multiline = r.multiline.as_ref().map(|v| Chosen {
-                    value: v.clone(),
-                    origin: Origin::Rule(r.name.clone()),
-                });
+                sel.multiline = r.multiline.as_deref().map(chosen);
             }
+            if let Some(p) = &r.parser {
+                for (slot, name) in sel.parser.iter_mut().zip(p.names()) {
+                    if slot.is_none() {
+                        *slot = name.map(chosen);
+                    }
+                }
+            }
+        }
+        if let Some(v) = annotation(
+            &meta.annotations,
+            PARSER_ANNOTATION,
+            meta.container.as_deref(),
+        ) {
+            let chosen = Chosen {
+                value: v,
+                origin: Origin::Annotation(PARSER_ANNOTATION),
+            };
+            sel.parser = [Some(chosen.clone()), Some(chosen)];
         }
         if let Some(v) = annotation(
             &meta.annotations,

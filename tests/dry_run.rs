@@ -39,13 +39,18 @@ fn example_tree_matches_expected_output() {
     let s = summary(&stderr(&o));
     let want = [
         ("files_opened", 4),
-        ("lines", 50),
-        ("records", 45),
+        ("lines", 58),
+        ("records", 46),
         ("partials_merged", 5),
         ("parse_errors", 2),
         ("truncated", 0),
         ("read_errors", 0),
-        ("bytes", 65652),
+        ("bytes", 66396),
+        // The Go panic's 8 lines are one document.
+        ("multiline_groups", 1),
+        ("multiline_lines_joined", 7),
+        // coredns's and checkout's JSON bodies.
+        ("fields_parsed", 2),
     ];
     for (k, v) in want {
         assert_eq!(s[k], v, "summary {k}");
@@ -425,9 +430,12 @@ fn example_tree_counters_in_prometheus_text() {
     for want in [
         "shipper_files_opened_total 4",
         "shipper_files_watched 4",
-        "shipper_lines_read_total 50",
-        "shipper_read_bytes_total 65652",
-        "shipper_records_read_total 45",
+        "shipper_lines_read_total 58",
+        "shipper_read_bytes_total 66396",
+        "shipper_records_read_total 46",
+        "shipper_multiline_groups_total 1",
+        "shipper_multiline_lines_joined_total 7",
+        "shipper_fields_total{outcome=\"parsed\"} 2",
         "shipper_partial_lines_merged_total 5",
         "shipper_records_parse_error_total 2",
         "shipper_records_truncated_total 0",
@@ -437,7 +445,7 @@ fn example_tree_counters_in_prometheus_text() {
         "shipper_bulk_requests_total{result=\"success\"} 0",
         "shipper_bulk_request_duration_seconds_count 0",
         // Every pod is in the pod list.
-        "shipper_metadata_total{status=\"complete\"} 45",
+        "shipper_metadata_total{status=\"complete\"} 46",
         "shipper_metadata_total{status=\"partial\"} 0",
         "shipper_metadata_total{status=\"none\"} 0",
     ] {

@@ -44,6 +44,7 @@ fn run_lines<'a>(lines: impl IntoIterator<Item = Line<'a>>) -> Vec<String> {
                 text: &rec.text,
                 truncated: rec.truncated,
                 parse_error: None,
+                fields: None,
             };
             enc.encode(&mut out, &ctx(), &doc);
         }

@@ -122,7 +122,7 @@ impl World {
         cfg.input.read_bytes = 256;
         cfg.input.turn_budget_bytes = 300;
         cfg.input.drain_grace_ms = 0;
-        ReaderSettings::from_config(&cfg)
+        ReaderSettings::from_config(&cfg).unwrap()
     }
 
     fn start(&mut self) {
@@ -396,7 +396,7 @@ fn truncation_without_a_copy_counts_the_unread_bytes() {
         cfg.input.pods_root = root.path().join("no-pods");
         let stats = Arc::new(Stats::default());
         let mut t = Reader::new(
-            ReaderSettings::from_config(&cfg),
+            ReaderSettings::from_config(&cfg).unwrap(),
             MetaSource::Node,
             Default::default(),
             stats.clone(),

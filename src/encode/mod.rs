@@ -56,6 +56,44 @@ pub enum Text<'a> {
     Owned(String),
 }
 
+/// The document's keys the agent writes at its root: parsed fields never replace them.
+pub const RESERVED_KEYS: &[&str] = &[
+    "@timestamp",
+    "log",
+    "stream",
+    "docker",
+    "kubernetes",
+    "shipper",
+];
+
+/// Structured fields parsed from a record's text (see [`crate::record::fields`]),
+/// ready to be copied into its document.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fields {
+    /// `"key":value` members, comma-separated, as JSON.
+    pub members: Vec<u8>,
+    /// The top-level keys, in order: the document lists the keys it added under
+    /// `shipper.fields`, so a document Elasticsearch refuses for a mapping reason can be
+    /// sent again without them.
+    pub keys: Vec<String>,
+    /// `@timestamp` from a field (the index date stays the runtime timestamp's).
+    pub time: Option<Timestamp>,
+    /// The text that replaces `log`, as JSON string content.
+    pub message: Option<Vec<u8>>,
+    /// A normalised level, written as `level`.
+    pub level: Option<&'static str>,
+}
+
+impl Fields {
+    pub fn clear(&mut self) {
+        self.members.clear();
+        self.keys.clear();
+        self.time = None;
+        self.message = None;
+        self.level = None;
+    }
+}
+
 /// What every record of one file shares.
 #[derive(Debug, Clone)]
 pub struct FileContext {
@@ -74,6 +112,8 @@ pub struct Doc<'a> {
     pub text: &'a Text<'a>,
     pub truncated: bool,
     pub parse_error: Option<&'static str>,
+    /// Fields parsed from the text.
+    pub fields: Option<&'a Fields>,
 }
 
 /// Encodes documents for one index target.
@@ -87,6 +127,8 @@ pub struct Encoder {
     dedot: bool,
     /// Render pod annotations.
     annotations: bool,
+    /// Parsed fields go under this key (`None`: at the root).
+    fields_key: Option<Vec<u8>>,
 }
 
 impl Encoder {
@@ -111,7 +153,18 @@ impl Encoder {
             date,
             dedot: true,
             annotations: false,
+            fields_key: Some(b"fields".to_vec()),
         }
+    }
+
+    /// Where parsed fields go: under `key`, or at the document's root when it is empty.
+    pub fn with_fields_key(mut self, key: &str) -> Encoder {
+        self.fields_key = (!key.is_empty()).then(|| {
+            let mut k = Vec::new();
+            escaped::escape_into(&mut k, key.as_bytes());
+            k
+        });
+        self
     }
 
     /// How labels and annotations are rendered (see [`Metadata::render`]).
@@ -139,18 +192,41 @@ impl Encoder {
         out.extend_from_slice(br#"","_id":""#);
         out.extend_from_slice(&file.id.record_id(doc.offset));
         out.extend_from_slice(b"\"}}\n{\"@timestamp\":\"");
-        out.extend_from_slice(doc.time.as_bytes());
+        let fields = doc.fields.filter(|f| !f.keys.is_empty());
+        let time = fields.and_then(|f| f.time).unwrap_or(doc.time);
+        out.extend_from_slice(time.as_bytes());
         out.extend_from_slice(br#"","log":""#);
-        match doc.text {
-            Text::Escaped(e) => out.extend_from_slice(e),
-            Text::Raw(r) => escaped::escape_into(out, r),
-            Text::Owned(s) => escaped::escape_into(out, s.as_bytes()),
+        match (fields.and_then(|f| f.message.as_deref()), doc.text) {
+            (Some(m), _) => out.extend_from_slice(m),
+            (None, Text::Escaped(e)) => out.extend_from_slice(e),
+            (None, Text::Raw(r)) => escaped::escape_into(out, r),
+            (None, Text::Owned(s)) => escaped::escape_into(out, s.as_bytes()),
         }
         out.push(b'"');
         if let Some(stream) = doc.stream {
             out.extend_from_slice(br#","stream":""#);
             out.extend_from_slice(stream.as_str().as_bytes());
             out.push(b'"');
+        }
+        if let Some(f) = fields {
+            if let Some(level) = f.level {
+                out.extend_from_slice(br#","level":""#);
+                out.extend_from_slice(level.as_bytes());
+                out.push(b'"');
+            }
+            match &self.fields_key {
+                Some(key) => {
+                    out.extend_from_slice(b",\"");
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(b"\":{");
+                    out.extend_from_slice(&f.members);
+                    out.push(b'}');
+                }
+                None => {
+                    out.push(b',');
+                    out.extend_from_slice(&f.members);
+                }
+            }
         }
         out.extend_from_slice(&file.meta);
         out.extend_from_slice(br#","shipper":{"metadata":""#);
@@ -163,6 +239,30 @@ impl Encoder {
             out.extend_from_slice(br#","parse_error":""#);
             escaped::escape_into(out, reason.as_bytes());
             out.push(b'"');
+        }
+        if let Some(f) = fields {
+            out.extend_from_slice(br#","fields":["#);
+            match &self.fields_key {
+                Some(key) => {
+                    out.push(b'"');
+                    out.extend_from_slice(key);
+                    out.push(b'"');
+                }
+                None => {
+                    for (i, k) in f.keys.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.push(b'"');
+                        escaped::escape_into(out, k.as_bytes());
+                        out.push(b'"');
+                    }
+                }
+            }
+            if f.level.is_some() {
+                out.extend_from_slice(br#","level""#);
+            }
+            out.push(b']');
         }
         out.extend_from_slice(b"}}\n");
     }
@@ -194,6 +294,7 @@ mod tests {
             text: &text,
             truncated,
             parse_error,
+            fields: None,
         };
         let mut out = Vec::new();
         Encoder::new("logstash").encode(&mut out, &ctx(), &doc);

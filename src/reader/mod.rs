@@ -37,17 +37,25 @@ pub struct ReaderSettings {
     pub rules: select::Rules,
     /// The multiline modes rules and annotations may name.
     pub multiline: record::multiline::Catalog,
+    /// The field parsers rules and annotations may name.
+    pub parsers: record::fields::Catalog,
     /// Renders every document (index target, label options).
     pub encoder: Encoder,
 }
 
 impl ReaderSettings {
     /// The settings a config implies.
-    pub fn from_config(cfg: &crate::config::Config) -> ReaderSettings {
+    pub fn from_config(
+        cfg: &crate::config::Config,
+    ) -> Result<ReaderSettings, crate::config::ConfigError> {
         let i = &cfg.input;
         let max_record_bytes = usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX);
         let catalog = record::multiline::Catalog::from_config(&cfg.multiline);
-        ReaderSettings {
+        let parsers = record::fields::Catalog::from_config(&cfg.fields);
+        let parser = parsers
+            .parser(&cfg.fields.parser)
+            .unwrap_or(record::fields::Parser::None);
+        Ok(ReaderSettings {
             roots: Roots {
                 docker: i.docker_root.clone(),
                 pods: i.pods_root.clone(),
@@ -60,19 +68,25 @@ impl ReaderSettings {
                 budget: i.turn_budget_bytes,
                 drain_grace: std::time::Duration::from_millis(i.drain_grace_ms),
             },
-            record: record::Settings { max_record_bytes },
+            record: record::Settings {
+                max_record_bytes,
+                fields: record::fields::Options::from_config(&cfg.fields)?,
+            },
             file: record::FileSettings {
                 multiline: record::multiline::Settings::from_config(
                     &cfg.multiline,
                     &catalog,
                     max_record_bytes,
                 ),
+                parsers: [parser.clone(), parser],
             },
             rules: select::Rules::from_config(&cfg.rules),
             multiline: catalog,
+            parsers,
             encoder: Encoder::for_target(&cfg.elasticsearch.target())
-                .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations),
-        }
+                .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations)
+                .with_fields_key(&cfg.fields.target),
+        })
     }
 }
 
@@ -452,6 +466,9 @@ impl Reader {
         Stats::add(&s.truncated, c.truncated);
         Stats::add(&s.multiline_groups, c.groups);
         Stats::add(&s.multiline_lines_joined, c.lines_joined);
+        Stats::add(&s.fields_parsed, c.fields_parsed);
+        Stats::add(&s.fields_invalid, c.fields_invalid);
+        Stats::add(&s.fields_caps, c.fields_caps);
     }
 
     /// Resume points of every identified file, for the caller to persist once the

@@ -18,11 +18,12 @@
 //! whose chunks have not all arrived) is reported by [`RecordStream::held`], so the
 //! caller never checkpoints past the first byte of a record not yet emitted.
 
+pub mod fields;
 pub mod multiline;
 pub mod parse;
 pub mod partial;
 
-use crate::encode::{Doc, Encoder, FileContext, Level, Metadata, Stream, Text};
+use crate::encode::{Doc, Encoder, Fields, FileContext, Level, Metadata, Stream, Text};
 use crate::ids::FileId;
 use crate::timestamp::Timestamp;
 use memchr::memchr_iter;
@@ -34,6 +35,8 @@ use partial::{cap_text, Merger};
 pub struct Settings {
     /// Largest message kept per record; the rest is dropped and the record flagged.
     pub max_record_bytes: usize,
+    /// How parsed fields are shaped.
+    pub fields: fields::Options,
 }
 
 /// How one file's records are shaped: set per file (from rules and annotations), and
@@ -41,6 +44,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSettings {
     pub multiline: multiline::Settings,
+    /// How each stream's records (stdout, stderr) are parsed into fields.
+    pub parsers: [fields::Parser; 2],
 }
 
 /// What a stream produced: added to the batch (documents) and to the metrics.
@@ -66,6 +71,12 @@ pub struct Counts {
     pub groups: u64,
     /// Lines joined into a group after its first.
     pub lines_joined: u64,
+    /// Documents with parsed fields.
+    pub fields_parsed: u64,
+    /// Records the parser applied to that kept their text only: not valid...
+    pub fields_invalid: u64,
+    /// ...or past the caps on keys, depth or key length.
+    pub fields_caps: u64,
     /// Newest record timestamp (Unix milliseconds; 0 when none).
     pub newest_ms: u64,
 }
@@ -95,6 +106,9 @@ impl Counts {
         self.truncated += other.truncated;
         self.groups += other.groups;
         self.lines_joined += other.lines_joined;
+        self.fields_parsed += other.fields_parsed;
+        self.fields_invalid += other.fields_invalid;
+        self.fields_caps += other.fields_caps;
         self.newest_ms = self.newest_ms.max(other.newest_ms);
     }
 }
@@ -141,11 +155,50 @@ pub struct RecordStream {
 struct Emitter {
     enc: Encoder,
     ctx: FileContext,
+    fields: fields::Options,
+    /// Scratch for the parser, and the fields of the document being made.
+    scratch: Vec<u8>,
+    parsed: Fields,
     /// Encoded documents waiting for an earlier group, by offset.
     waiting: Vec<(u64, Vec<u8>)>,
 }
 
 impl Emitter {
+    /// Parses a record's text into fields with `parser`, then encodes its document.
+    fn parsed_doc(
+        &mut self,
+        doc: Doc<'_>,
+        parser: &fields::Parser,
+        barrier: u64,
+        out: &mut Output<'_>,
+    ) {
+        let mut parsed = std::mem::take(&mut self.parsed);
+        let found = match fields::parse(
+            parser,
+            &self.fields,
+            doc.text,
+            &mut self.scratch,
+            &mut parsed,
+        ) {
+            Ok(found) => found,
+            Err(fields::Skip::Invalid) => {
+                out.counts.fields_invalid += 1;
+                false
+            }
+            Err(fields::Skip::Caps) => {
+                out.counts.fields_caps += 1;
+                false
+            }
+        };
+        out.counts.fields_parsed += u64::from(found);
+        let doc = Doc {
+            fields: found.then_some(&parsed),
+            ..doc
+        };
+        self.doc(&doc, barrier, out);
+        self.parsed = parsed;
+    }
+
     /// Encodes `doc`: out at once, unless an open group (first offset `barrier`) or a
     /// waiting document comes before it in the file.
     fn doc(&mut self, doc: &Doc<'_>, barrier: u64, out: &mut Output<'_>) {
@@ -196,6 +249,9 @@ impl RecordStream {
             docs: Emitter {
                 enc,
                 ctx,
+                fields: settings.fields.clone(),
+                scratch: Vec::new(),
+                parsed: Fields::default(),
                 waiting: Vec::new(),
             },
         }
@@ -440,6 +496,7 @@ impl RecordStream {
                     text: &text,
                     truncated: capped || cut,
                     parse_error: Some(err.reason()),
+                    fields: None,
                 };
                 let barrier = self.barrier();
                 self.docs.doc(&doc, barrier, out);
@@ -447,23 +504,11 @@ impl RecordStream {
         }
     }
 
-    /// Encodes a closed group: one document, at its first line's offset and time.
+    /// Encodes a closed group.
     fn group(&mut self, stream: Stream, g: multiline::Group, out: &mut Output<'_>) {
-        if g.lines > 1 {
-            out.counts.groups += 1;
-            out.counts.lines_joined += u64::from(g.lines - 1);
-        }
-        let text = Text::Escaped(&g.text);
-        let doc = Doc {
-            offset: g.offset,
-            time: g.time,
-            stream: Some(stream),
-            text: &text,
-            truncated: g.truncated,
-            parse_error: None,
-        };
         let barrier = self.barrier();
-        self.docs.doc(&doc, barrier, out);
+        let parser = &self.settings.parsers[stream.index()];
+        group_doc(&mut self.docs, parser, stream, g, barrier, out);
     }
 }
 
@@ -504,25 +549,9 @@ fn group_or_emit(
             .min()
             .unwrap_or(u64::MAX)
     };
+    let parser = &settings.parsers[rec.stream.index()];
     if let Some(g) = closed {
-        if g.lines > 1 {
-            out.counts.groups += 1;
-            out.counts.lines_joined += u64::from(g.lines - 1);
-        }
-        let text = Text::Escaped(&g.text);
-        let doc = Doc {
-            offset: g.offset,
-            time: g.time,
-            stream: Some(rec.stream),
-            text: &text,
-            truncated: g.truncated,
-            parse_error: None,
-        };
-        docs.doc(
-            &doc,
-            barrier().min(if pass { rec.offset } else { u64::MAX }),
-            out,
-        );
+        group_doc(docs, parser, rec.stream, g, barrier(), out);
     }
     if pass {
         let doc = Doc {
@@ -532,8 +561,40 @@ fn group_or_emit(
             text: rec.text,
             truncated: rec.truncated,
             parse_error: None,
+            fields: None,
         };
-        docs.doc(&doc, barrier(), out);
+        docs.parsed_doc(doc, parser, barrier(), out);
+    }
+}
+
+/// Encodes a closed group: one document, at its first line's offset and time; a
+/// one-line group is parsed into fields (a multiline trace never is).
+fn group_doc(
+    docs: &mut Emitter,
+    parser: &fields::Parser,
+    stream: Stream,
+    g: multiline::Group,
+    barrier: u64,
+    out: &mut Output<'_>,
+) {
+    if g.lines > 1 {
+        out.counts.groups += 1;
+        out.counts.lines_joined += u64::from(g.lines - 1);
+    }
+    let text = Text::Escaped(&g.text);
+    let doc = Doc {
+        offset: g.offset,
+        time: g.time,
+        stream: Some(stream),
+        text: &text,
+        truncated: g.truncated,
+        parse_error: None,
+        fields: None,
+    };
+    if g.lines == 1 {
+        docs.parsed_doc(doc, parser, barrier, out);
+    } else {
+        docs.doc(&doc, barrier, out);
     }
 }
 
@@ -545,4 +606,258 @@ fn next_good_time(format: Option<Format>, after: &[u8]) -> Option<Timestamp> {
             .ok()
             .map(|p| p.time)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::Encoder;
+
+    const T0: &str = "2024-07-08T03:42:57.";
+
+    fn docker(stream: &str, ms: u32, msg: &str) -> String {
+        let log = serde_json::to_string(&format!("{msg}\n")).unwrap();
+        format!("{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{T0}{ms:03}000000Z\"}}\n")
+    }
+
+    fn stream(mode: multiline::Mode) -> RecordStream {
+        let file = FileSettings {
+            multiline: multiline::Settings {
+                mode,
+                gap_ns: 200_000_000,
+                max_lines: 500,
+                max_bytes: 1 << 20,
+            },
+            parsers: [fields::Parser::None, fields::Parser::None],
+        };
+        let id = FileId::compute("docker:t", b"first");
+        RecordStream::new(
+            &Settings {
+                max_record_bytes: 1 << 20,
+                fields: fields::Options::from_config(&crate::config::FieldsConfig::default())
+                    .unwrap(),
+            },
+            file,
+            Encoder::new("t"),
+            id,
+            &Metadata::default(),
+            None,
+        )
+    }
+
+    /// Feeds `text` from `from` in pushes of `chunk` lines; returns (id, log) per
+    /// document, and the counts.
+    fn run(
+        s: &mut RecordStream,
+        text: &str,
+        from: usize,
+        chunk: usize,
+    ) -> (Vec<(String, String)>, Counts) {
+        let mut ndjson = Vec::new();
+        let mut counts = Counts::default();
+        let bytes = &text.as_bytes()[from..];
+        let mut offset = from;
+        let mut lines = bytes.split_inclusive(|&b| b == b'\n').peekable();
+        while lines.peek().is_some() {
+            let take: Vec<&[u8]> = lines.by_ref().take(chunk).collect();
+            let joined = take.concat();
+            let mut out = Output {
+                ndjson: &mut ndjson,
+                counts: &mut counts,
+            };
+            s.push(offset as u64, &joined, Timestamp::EPOCH, &mut out);
+            offset += joined.len();
+        }
+        let mut out = Output {
+            ndjson: &mut ndjson,
+            counts: &mut counts,
+        };
+        s.finish(&mut out);
+        let docs: Vec<(String, String)> = String::from_utf8(ndjson)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|p| {
+                let a: serde_json::Value = serde_json::from_str(p[0]).unwrap();
+                let d: serde_json::Value = serde_json::from_str(p[1]).unwrap();
+                (
+                    a["create"]["_id"].as_str().unwrap().to_owned(),
+                    d["log"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            docs.len() as u64,
+            counts.docs,
+            "the counts count the documents"
+        );
+        (docs, counts)
+    }
+
+    /// A Java trace on stderr while access lines go to stdout, as the runtimes write them.
+    fn interleaved() -> String {
+        [
+            docker("stdout", 1, "GET /a 200"),
+            docker("stderr", 2, "ERROR [main] App - request failed"),
+            docker("stderr", 2, "java.lang.IllegalStateException: bad"),
+            docker("stdout", 3, "GET /b 200"),
+            docker("stderr", 3, "\tat a.B.c(B.java:1)"),
+            docker("stderr", 3, "\tat a.B.d(B.java:2)"),
+            docker("stdout", 4, "GET /c 500"),
+            docker("stderr", 5, "INFO [main] App - next"),
+            docker("stdout", 6, "GET /d 200"),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_trace_is_one_document_in_file_order_with_the_first_lines_id() {
+        let text = interleaved();
+        let (docs, counts) = run(&mut stream(multiline::Mode::Auto), &text, 0, 100);
+        let logs: Vec<&str> = docs.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            logs,
+            [
+                "GET /a 200",
+                "ERROR [main] App - request failed\njava.lang.IllegalStateException: bad\n\tat a.B.c(B.java:1)\n\tat a.B.d(B.java:2)",
+                "GET /b 200",
+                "GET /c 500",
+                "INFO [main] App - next",
+                "GET /d 200",
+            ]
+        );
+        let second_line = text.find("{\"log\":\"ERROR").unwrap() as u64;
+        let id = FileId::compute("docker:t", b"first").record_id(second_line);
+        assert_eq!(docs[1].0.as_bytes(), &id[..]);
+        assert_eq!(
+            (counts.groups, counts.lines_joined, counts.lines),
+            (1, 3, 9)
+        );
+        let (off, _) = run(&mut stream(multiline::Mode::Off), &text, 0, 100);
+        assert_eq!(off.len(), 9, "off: one document per line");
+    }
+
+    /// Group boundaries depend only on the bytes: any way of reading them, and a restart
+    /// from any checkpoint the stream reported, give the same documents under the same ids.
+    #[test]
+    fn groups_do_not_depend_on_reads_or_restarts() {
+        let text = interleaved();
+        let (whole, _) = run(&mut stream(multiline::Mode::Auto), &text, 0, 100);
+        for chunk in 1..=4 {
+            let (docs, _) = run(&mut stream(multiline::Mode::Auto), &text, 0, chunk);
+            assert_eq!(docs, whole, "read {chunk} lines at a time");
+        }
+        // Every checkpoint the stream would report, line by line; a restart from it
+        // re-creates every document from there on, identically.
+        let mut s = stream(multiline::Mode::Auto);
+        let mut offset = 0;
+        let mut sink = Vec::new();
+        let mut counts = Counts::default();
+        for line in text.split_inclusive('\n') {
+            let mut out = Output {
+                ndjson: &mut sink,
+                counts: &mut counts,
+            };
+            s.push(offset as u64, line.as_bytes(), Timestamp::EPOCH, &mut out);
+            offset += line.len();
+            let from = s.held().pending.map_or(offset, |(o, _)| o as usize);
+            let emitted_before: Vec<(String, String)> = {
+                let mut tmp = stream(multiline::Mode::Auto);
+                let (all, _) = run(&mut tmp, &text, 0, 100);
+                let ids_after: std::collections::BTreeSet<String> = {
+                    let mut r = stream(multiline::Mode::Auto);
+                    run(&mut r, &text, from, 100)
+                        .0
+                        .into_iter()
+                        .map(|(i, _)| i)
+                        .collect()
+                };
+                all.into_iter()
+                    .filter(|(i, _)| !ids_after.contains(i))
+                    .collect()
+            };
+            let (after, _) = run(&mut stream(multiline::Mode::Auto), &text, from, 100);
+            let mut rebuilt = emitted_before;
+            rebuilt.extend(after);
+            let mut want = whole.clone();
+            want.sort();
+            rebuilt.sort();
+            assert_eq!(rebuilt, want, "restart from offset {from}");
+        }
+    }
+
+    #[test]
+    fn a_group_spans_docker_partials() {
+        let long_frame = format!("\tat a.B.c({}.java:1)", "x".repeat(40_000));
+        let mut text = docker("stderr", 1, "java.lang.Error: x");
+        // dockerd's split: chunks without the trailing newline, then the last one.
+        let log = format!("{long_frame}\n");
+        let (a, b) = log.split_at(16_384);
+        for (piece, end) in [(a, false), (b, true)] {
+            let l = serde_json::to_string(piece).unwrap();
+            let _ = end;
+            text += &format!("{{\"log\":{l},\"stream\":\"stderr\",\"time\":\"{T0}001000000Z\"}}\n");
+        }
+        text += &docker("stderr", 2, "\tat a.B.d(B.java:2)");
+        let (docs, counts) = run(&mut stream(multiline::Mode::Auto), &text, 0, 1);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(
+            docs[0].1,
+            format!("java.lang.Error: x\n{long_frame}\n\tat a.B.d(B.java:2)")
+        );
+        assert_eq!(counts.partials_merged, 1);
+    }
+
+    #[test]
+    fn the_clock_closes_a_trace_only_at_the_end_of_the_file() {
+        let text = [
+            docker("stderr", 1, "java.lang.Error: x"),
+            docker("stderr", 1, "\tat a.B.c(B.java:1)"),
+        ]
+        .concat();
+        let mut s = stream(multiline::Mode::Auto);
+        let mut ndjson = Vec::new();
+        let mut counts = Counts::default();
+        let mut out = Output {
+            ndjson: &mut ndjson,
+            counts: &mut counts,
+        };
+        s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
+        assert_eq!(s.next_deadline(), None, "not at the end yet");
+        let last = Timestamp::parse(format!("{T0}001000000Z").as_bytes()).unwrap();
+        s.at_end(
+            Timestamp::from_unix_nanos(last.unix_nanos() + 100_000_000),
+            &mut out,
+        );
+        assert_eq!(out.counts.docs, 0, "within the gap: still open");
+        assert_eq!(s.next_deadline(), Some(last.unix_nanos() + 200_000_001));
+        assert_eq!(s.held().pending.map(|p| p.0), Some(0));
+        s.at_end(
+            Timestamp::from_unix_nanos(last.unix_nanos() + 250_000_000),
+            &mut out,
+        );
+        assert_eq!(out.counts.docs, 1);
+        assert_eq!(s.held().pending, None);
+    }
+
+    #[test]
+    fn a_later_line_of_the_other_stream_closes_a_stale_group() {
+        let text = [
+            docker("stderr", 1, "ERROR x - boom"),
+            docker("stdout", 500, "much later, other stream"),
+        ]
+        .concat();
+        let mut s = stream(multiline::Mode::Auto);
+        let mut ndjson = Vec::new();
+        let mut counts = Counts::default();
+        let mut out = Output {
+            ndjson: &mut ndjson,
+            counts: &mut counts,
+        };
+        s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
+        assert_eq!(out.counts.docs, 1, "the stderr group closed: 499 ms > gap");
+        let second = text.find('\n').unwrap() as u64 + 1;
+        assert_eq!(s.held().pending.map(|p| p.0), Some(second));
+    }
 }
