@@ -104,7 +104,7 @@ pub fn agent(cfg: &Config) -> anyhow::Result<Arc<Stats>> {
     let shipper = Shipper::new(
         Client::new(es)?,
         buffered.clone(),
-        es.into(),
+        cfg.into(),
         stats.clone(),
         dead,
     );

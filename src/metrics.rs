@@ -68,6 +68,13 @@ counters! {
     fields_invalid,
     /// ...or past the caps on keys, depth or key length.
     fields_caps,
+    /// Documents Elasticsearch refused for their parsed fields, sent again without them:
+    /// a value of the wrong type for the mapping...
+    fields_rejected_mapper_parsing,
+    /// ...a field where an object is mapped (or the reverse), or the total fields limit...
+    fields_rejected_illegal_argument,
+    /// ...or an index that accepts no new fields.
+    fields_rejected_strict_mapping,
     /// Bytes of overlong lines skipped past the size cap.
     overlong_bytes_skipped,
     /// Errors reading log files or their metadata.
@@ -171,6 +178,18 @@ impl Stats {
         c.load(Ordering::Relaxed)
     }
 
+    /// Counts a document sent again without its parsed fields.
+    pub fn fields_rejected(&self, reason: FieldsRejected) {
+        Stats::add(
+            match reason {
+                FieldsRejected::MapperParsing => &self.fields_rejected_mapper_parsing,
+                FieldsRejected::IllegalArgument => &self.fields_rejected_illegal_argument,
+                FieldsRejected::StrictMapping => &self.fields_rejected_strict_mapping,
+            },
+            1,
+        );
+    }
+
     /// Counts one bulk request by how it ended, and how long it took.
     pub fn bulk_result(&self, result: BulkResult, took: Duration) {
         Stats::add(
@@ -202,6 +221,20 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why Elasticsearch refused a document's parsed fields: the `reason` label of
+/// `shipper_fields_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldsRejected {
+    /// `mapper_parsing_exception` / `document_parsing_exception`: a value of the wrong
+    /// type for the field's mapping.
+    MapperParsing,
+    /// `illegal_argument_exception` about a field: an object where a value is mapped (or
+    /// the reverse), or the total fields limit.
+    IllegalArgument,
+    /// `strict_dynamic_mapping_exception`: the index accepts no new fields.
+    StrictMapping,
 }
 
 /// How a bulk request ended: the `result` label of `shipper_bulk_requests_total`.
@@ -604,6 +637,16 @@ fn labelled() -> Vec<Labelled> {
                 ("parsed", |s| counter(&s.fields_parsed)),
                 ("invalid", |s| counter(&s.fields_invalid)),
                 ("caps", |s| counter(&s.fields_caps)),
+            ],
+        ),
+        (
+            "shipper_fields_rejected_total",
+            "Documents Elasticsearch refused because of their parsed fields, sent again without them (shipper.fields_rejected says why), by reason: mapper_parsing (a value of the wrong type), illegal_argument (object vs value, or the total fields limit), strict_mapping.",
+            "reason",
+            vec![
+                ("mapper_parsing", |s| counter(&s.fields_rejected_mapper_parsing)),
+                ("illegal_argument", |s| counter(&s.fields_rejected_illegal_argument)),
+                ("strict_mapping", |s| counter(&s.fields_rejected_strict_mapping)),
             ],
         ),
         (

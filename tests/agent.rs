@@ -91,7 +91,7 @@ impl Node {
     /// Whether the agent has persisted the identity of container `c`'s live file: files
     /// rotate at megabytes, long after the agent has seen them, and a file rotated away
     /// before any agent saw it is outside what a tailer can promise.
-    fn seen(&self, c: usize) -> bool {
+    pub(crate) fn seen(&self, c: usize) -> bool {
         let Ok(bytes) = std::fs::read(self.log(c)) else {
             return false;
         };
@@ -104,7 +104,7 @@ impl Node {
     }
 
     /// Rotates container `c` like dockerd: shift `.N` to `.N+1`, live file to `.1`.
-    fn rotate(&mut self, c: usize) {
+    pub(crate) fn rotate(&mut self, c: usize) {
         let live = self.log(c);
         let name = live.file_name().unwrap().to_str().unwrap().to_owned();
         let dir = live.parent().unwrap();

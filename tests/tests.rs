@@ -15,4 +15,5 @@ mod proxy;
 mod retention;
 mod roundtrip;
 mod shutdown;
+mod structured;
 mod tail_model;

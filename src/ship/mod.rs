@@ -13,6 +13,7 @@
 
 pub mod bulk;
 pub mod client;
+pub mod conflict;
 pub mod control;
 pub mod dead_letter;
 pub mod template;
@@ -41,8 +42,9 @@ pub struct ShipConfig {
     pub compression: bool,
 }
 
-impl From<&crate::config::Elasticsearch> for ShipConfig {
-    fn from(es: &crate::config::Elasticsearch) -> ShipConfig {
+impl From<&crate::config::Config> for ShipConfig {
+    fn from(cfg: &crate::config::Config) -> ShipConfig {
+        let es = &cfg.elasticsearch;
         ShipConfig {
             max_concurrency: usize::try_from(es.max_concurrency).unwrap_or(1),
             max_backoff: Duration::from_millis(es.max_backoff_ms),
@@ -51,6 +53,7 @@ impl From<&crate::config::Elasticsearch> for ShipConfig {
             template_options: template::Options {
                 nanos: es.timestamp_nanos,
                 ilm_policy: es.ilm_policy.clone(),
+                fields_key: Some(cfg.fields.target.clone()).filter(|k| !k.is_empty()),
             },
             compression: es.compression,
         }
@@ -443,10 +446,13 @@ impl Shipper {
             },
             latency,
         );
-        if !report.reject.is_empty() {
-            self.dead_letter(part, &report.reject).await;
+        // Documents refused for their parsed fields go again without them; the rest of
+        // the refused go to the dead-letter file.
+        let (stripped, dead) = self.strip_fields(part, report.reject);
+        if !dead.is_empty() {
+            self.dead_letter(part, &dead).await;
         }
-        if report.retry.is_empty() {
+        if report.retry.is_empty() && stripped.is_empty() {
             self.limiter.success(latency);
             return Settled::Done;
         }
@@ -455,7 +461,14 @@ impl Shipper {
         }
         Stats::add(&self.stats.docs_retried, report.retry.len() as u64);
         match part.select(&report.retry) {
-            Ok(next) => Settled::Retry(next),
+            Ok(mut next) => {
+                next.docs += stripped.len();
+                for (action, doc) in stripped {
+                    next.lines.push(action);
+                    next.lines.push(doc);
+                }
+                Settled::Retry(next)
+            }
             Err(e) => {
                 // The stored batch cannot be split (damaged on disk): send it whole again;
                 // 409s make the repeat harmless.
@@ -467,6 +480,40 @@ impl Shipper {
                 })
             }
         }
+    }
+
+    /// Splits refused documents into those sent again without their parsed fields
+    /// (action and new document lines) and those for the dead-letter file.
+    #[allow(clippy::type_complexity)]
+    fn strip_fields(
+        &self,
+        part: &mut Part,
+        rejects: Vec<(usize, u16, String)>,
+    ) -> (Vec<(Bytes, Bytes)>, Vec<(usize, u16, String)>) {
+        let mut stripped = Vec::new();
+        let mut dead = Vec::new();
+        for (i, status, error) in rejects {
+            let Some(reason) = conflict::reason(&error) else {
+                dead.push((i, status, error));
+                continue;
+            };
+            let new = part.lines().ok().and_then(|lines| {
+                let doc = lines.get(2 * i + 1)?;
+                let doc = doc.strip_suffix(b"\n").unwrap_or(doc);
+                let mut new = conflict::strip(doc, &conflict::describe(&error))?;
+                new.push(b'\n');
+                Some((lines[2 * i].clone(), Bytes::from(new)))
+            });
+            match new {
+                Some(pair) => {
+                    self.stats.fields_rejected(reason);
+                    crate::log_every!(crate::logging::EVERY, warn, error = %error, "a document's parsed fields were refused; sending it again without them");
+                    stripped.push(pair);
+                }
+                None => dead.push((i, status, error)),
+            }
+        }
+        (stripped, dead)
     }
 
     async fn dead_letter(&self, part: &mut Part, rejects: &[(usize, u16, String)]) {

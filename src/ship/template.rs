@@ -5,6 +5,13 @@
 //! `kubernetes.*` string is a keyword, and label/annotation values are keywords whatever
 //! their key (keys are de-dotted by default, so `app` and `app.kubernetes.io/name` do not
 //! collide as keyword and object).
+//!
+//! Parsed fields (`fields.*`, or the root) are mapped so that the common conflicts do not
+//! happen: strings are keywords and are never guessed to be dates (`date_detection` off),
+//! a value of the wrong type for a numeric or date field is dropped from the document
+//! instead of refusing it (`index.mapping.ignore_malformed`), and the total fields limit
+//! is raised. What is left (an object where a value was mapped) is cured by sending the
+//! document again without its fields (see [`super::conflict`]).
 
 use super::client::Version;
 use crate::index::Target;
@@ -19,32 +26,58 @@ pub struct Options {
     /// rollover and deletion of a data stream's backing indices. Ignored on OpenSearch,
     /// whose ISM policies attach themselves by index pattern.
     pub ilm_policy: Option<String>,
+    /// Where parsed fields go (`None`: at the root).
+    pub fields_key: Option<String>,
 }
+
+/// Fields per index at most (Elasticsearch's default is 1000: a few apps' JSON fields in
+/// one daily index reach it).
+pub const TOTAL_FIELDS_LIMIT: u32 = 5000;
 
 /// `(path, body)` of the request that installs the template for `<prefix>-*` (dated
 /// indices) or for the data stream.
 pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>) {
     let nanos = opts.nanos;
-    let settings = match &opts.ilm_policy {
-        Some(policy) if !v.opensearch => json!({"index.lifecycle.name": policy}),
-        _ => json!({}),
+    let mut settings = json!({
+        "index.mapping.ignore_malformed": true,
+        "index.mapping.total_fields.limit": TOTAL_FIELDS_LIMIT,
+    });
+    if !v.opensearch && (v.major, v.minor) >= (8, 6) {
+        // New fields past the limit are left unindexed instead of refusing the document.
+        settings["index.mapping.total_fields.ignore_dynamic_beyond_limit"] = json!(true);
+    }
+    if let (Some(policy), false) = (&opts.ilm_policy, v.opensearch) {
+        settings["index.lifecycle.name"] = json!(policy);
+    }
+    let parsed_strings = match &opts.fields_key {
+        Some(key) => {
+            json!({"parsed_fields": {"path_match": format!("{key}.*"), "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}})
+        }
+        None => {
+            json!({"parsed_fields": {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}})
+        }
     };
     let mappings = json!({
+        "date_detection": false,
         "dynamic_templates": [
             {"kubernetes_labels": {"path_match": "kubernetes.labels.*", "mapping": {"type": "keyword"}}},
             {"kubernetes_namespace_labels": {"path_match": "kubernetes.namespace_labels.*", "mapping": {"type": "keyword"}}},
             {"kubernetes_annotations": {"path_match": "kubernetes.annotations.*", "mapping": {"type": "keyword"}}},
-            {"kubernetes_strings": {"path_match": "kubernetes.*", "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}
+            {"kubernetes_strings": {"path_match": "kubernetes.*", "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}},
+            parsed_strings
         ],
         "properties": {
             "@timestamp": {"type": if nanos { "date_nanos" } else { "date" }},
             "log": {"type": "text"},
             "stream": {"type": "keyword"},
+            "level": {"type": "keyword"},
             "docker": {"properties": {"container_id": {"type": "keyword"}}},
             "shipper": {"properties": {
                 "metadata": {"type": "keyword"},
                 "truncated": {"type": "boolean"},
-                "parse_error": {"type": "keyword"}
+                "parse_error": {"type": "keyword"},
+                "fields": {"type": "keyword"},
+                "fields_rejected": {"type": "keyword", "ignore_above": 1024}
             }}
         }
     });
@@ -82,6 +115,7 @@ mod tests {
         Options {
             nanos,
             ilm_policy: None,
+            fields_key: Some("fields".into()),
         }
     }
 
@@ -113,9 +147,32 @@ mod tests {
             "date"
         );
         assert!(
-            !String::from_utf8(body).unwrap().contains("\"_type\""),
+            !String::from_utf8(body.clone())
+                .unwrap()
+                .contains("\"_type\""),
             "never a mapping type"
         );
+        let t = &b["template"];
+        assert_eq!(t["settings"]["index.mapping.ignore_malformed"], true);
+        assert_eq!(
+            t["settings"]["index.mapping.total_fields.limit"],
+            TOTAL_FIELDS_LIMIT
+        );
+        assert_eq!(
+            t["settings"]["index.mapping.total_fields.ignore_dynamic_beyond_limit"],
+            true
+        );
+        assert_eq!(t["mappings"]["date_detection"], false);
+        assert_eq!(
+            t["mappings"]["dynamic_templates"][4]["parsed_fields"]["path_match"],
+            "fields.*"
+        );
+        // Before 8.6 (and on OpenSearch) the setting does not exist: never sent.
+        let (_, body) = request(&v7, &Target::daily("k8s"), &nanos(false));
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(b["settings"]
+            .get("index.mapping.total_fields.ignore_dynamic_beyond_limit")
+            .is_none());
     }
 
     #[test]
@@ -128,6 +185,7 @@ mod tests {
         let opts = Options {
             nanos: true,
             ilm_policy: Some("logs-30d".into()),
+            fields_key: None,
         };
         let (path, body) = request(&v, &Target::Fixed("logs-k8s-default".into()), &opts);
         assert_eq!(path, "/_index_template/shipper-logs-k8s-default");
@@ -145,9 +203,10 @@ mod tests {
         };
         let (_, body) = request(&os, &Target::Fixed("logs-k8s-default".into()), &opts);
         let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            b["template"]["settings"],
-            serde_json::json!({}),
+        assert!(
+            b["template"]["settings"]
+                .get("index.lifecycle.name")
+                .is_none(),
             "no ILM on OpenSearch"
         );
         assert_eq!(
