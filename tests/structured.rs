@@ -41,7 +41,7 @@ fn java_trace(n: u64) -> Vec<String> {
             10 + f
         ));
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         v.push(format!("Caused by: java.sql.SQLException: dup {n}"));
         v.push("\tat org.h2.Db.run(Db.java:1)".into());
         v.push("\t... 12 more".into());
