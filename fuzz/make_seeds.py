@@ -184,6 +184,29 @@ BULK_RESPONSES = [
 ]
 
 
+JAVA = ("2024-07-08 03:42:57.123 ERROR 1 --- [exec-1] c.a.Orders : failed\n"
+        "java.lang.IllegalStateException: bad\n\tat a.B.c(B.java:1)\nCaused by: x.Y: z\n\t... 3 more\n"
+        "INFO next\n")
+PYTHON = ("ERROR:root:failed\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n"
+          "    x()\nValueError: bad\n\nDuring handling of the above exception, another exception occurred:\n\n"
+          "Traceback (most recent call last):\n  File \"a.py\", line 3\nRuntimeError: worse\nINFO:root:next\n")
+GO = ("panic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/app/main.go:5 +0x1d\nexit status 2\n"
+      "2024/07/08 next\n")
+MIXED = "\x40stderr line\nstdout line\n\x4f\tat a.B.c(B.java:1)\n\x41    at x (y.js:1:2)\n"
+
+MULTILINE = [bytes([sel]) + text.encode() for sel, text in
+             [(1, JAVA), (2, JAVA), (3, PYTHON), (4, GO), (1, MIXED), (0, JAVA), (8, "PHP Fatal error:  x\nStack trace:\n#0 {main}\n")]]
+
+FIELDS = [bytes([sel]) + text for sel, text in [
+    (0, b'{"level":"error","msg":"boom","user_id":42,"http":{"status":500}}'),
+    (2, b'{"log":"mine","@timestamp":"x","level":"info","a":[1,{"b":null}]}'),
+    (4, b'{"level":"WARNING","msg":"m","ts":"2024-07-08T03:42:57Z"}'),
+    (1, b'time=2024-07-08T03:42:57Z level=info msg="hello \\"x\\"" n=1'),
+    (3, b'a=1 b=2 shipper=3'),
+    (0, b'{"a":"\\ud83d\\ude00","b":1e400}'),
+]]
+
+
 def main():
     for line in GARBAGE + DOCKER + example_lines("**/*-json.log*") + example_lines("pods/shop_*/nginx/0.log"):
         write("docker_parse", line)
@@ -203,6 +226,10 @@ def main():
         write("buffer_frames", seg)
     for body in BULK_RESPONSES:
         write("bulk_response", body)
+    for m in MULTILINE:
+        write("multiline_group", m)
+    for f in FIELDS:
+        write("field_parse", f)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("index_date_format", index_date_format),
     ("buffer_frames", buffer_frames),
     ("bulk_response", bulk_response),
+    ("multiline_group", multiline_group),
+    ("field_parse", field_parse),
 ];
 
 /// The encoder and file context every target encodes with.
@@ -632,4 +634,233 @@ pub fn bulk_response(data: &[u8]) {
             );
         }
     }
+}
+
+/// `multiline_group`: byte 0 picks the mode (off, auto, one language), the rest is lines
+/// of CRI messages (bit 6 of a line's first byte: stderr; its low bits: milliseconds
+/// since the line before). Fed at once or line by line, the record stream makes the same
+/// documents; every line lands in exactly one document, in order within its stream; a
+/// restart from any checkpoint the stream reports makes the same documents from there.
+pub fn multiline_group(data: &[u8]) {
+    use crate::record::multiline::{Lang, Mode};
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let mode = match sel % 9 {
+        0 => Mode::Off,
+        1 => Mode::Auto,
+        n => Mode::Lang(Lang::ALL[usize::from(n - 2)]),
+    };
+    let text = String::from_utf8_lossy(rest);
+    let mut file = String::new();
+    let mut messages: [Vec<String>; 2] = Default::default();
+    let mut ms: i64 = 0;
+    for line in text.split('\n').take(200) {
+        let first = line.bytes().next().unwrap_or(0);
+        let stderr = first & 0x40 != 0;
+        ms += i64::from(first & 0x0f) * 30;
+        let t = Timestamp::from_unix_nanos(1_720_410_177_000_000_000 + ms * 1_000_000);
+        let stream = if stderr { "stderr" } else { "stdout" };
+        file += &format!("{t} {stream} F {line}\n");
+        messages[usize::from(stderr)].push(line.to_owned());
+    }
+    let docs = |from: usize, chunk: usize| stream_docs(&mode, &file, from, chunk);
+    let whole = docs(0, usize::MAX);
+    assert_eq!(docs(0, 1), whole, "read line by line");
+    // Every line in exactly one document, in order, per stream.
+    for (s, want) in messages.iter().enumerate() {
+        let stream = if s == 1 { "stderr" } else { "stdout" };
+        let got: Vec<&str> = whole
+            .iter()
+            .filter(|d| d.2 == stream)
+            .flat_map(|d| d.1.split('\n'))
+            .collect();
+        assert_eq!(&got, want, "the {stream} lines");
+    }
+    // A restart from the checkpoint after each line rebuilds the same documents.
+    let mut offset = 0;
+    for line in file.split_inclusive('\n').take(40) {
+        offset += line.len();
+        let held = held_after(&mode, &file, offset);
+        let again = docs(held, usize::MAX);
+        for d in &again {
+            assert!(whole.contains(d), "restart at {held} made {d:?}");
+        }
+        let first_after = whole.iter().filter(|d| d.3 >= held as u64).count();
+        assert_eq!(again.len(), first_after, "restart at {held}");
+    }
+}
+
+/// (id, log, stream, offset) of the documents a record stream makes from `file[from..]`,
+/// fed `chunk` lines at a time.
+fn stream_docs(
+    mode: &crate::record::multiline::Mode,
+    file: &str,
+    from: usize,
+    chunk: usize,
+) -> Vec<(String, String, String, u64)> {
+    let mut s = fuzz_stream(mode);
+    let mut ndjson = Vec::new();
+    let mut counts = crate::record::Counts::default();
+    let mut offset = from;
+    let lines: Vec<&str> = file[from..].split_inclusive('\n').collect();
+    for group in lines.chunks(chunk.max(1)) {
+        let joined = group.concat();
+        let mut out = crate::record::Output {
+            ndjson: &mut ndjson,
+            counts: &mut counts,
+        };
+        s.push(offset as u64, joined.as_bytes(), Timestamp::EPOCH, &mut out);
+        offset += joined.len();
+    }
+    let mut out = crate::record::Output {
+        ndjson: &mut ndjson,
+        counts: &mut counts,
+    };
+    s.finish(&mut out);
+    let text = String::from_utf8(ndjson).expect("NDJSON is UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, 2 * counts.docs, "counts match the documents");
+    let id_of = crate::ids::FileId::compute("cri:fuzz", b"first");
+    let mut starts = std::collections::HashMap::new();
+    let mut o = 0;
+    for line in file.split_inclusive('\n') {
+        starts.insert(id_of.record_id(o as u64).to_vec(), o as u64);
+        o += line.len();
+    }
+    lines
+        .chunks(2)
+        .map(|p| {
+            let a: Value = serde_json::from_str(p[0]).expect("action is JSON");
+            let d: Value = serde_json::from_str(p[1]).expect("document is JSON");
+            let id = a["create"]["_id"].as_str().unwrap_or_default().to_owned();
+            let offset = *starts
+                .get(id.as_bytes())
+                .expect("the id is a line's offset");
+            (
+                id,
+                d["log"].as_str().unwrap_or_default().to_owned(),
+                d["stream"].as_str().unwrap_or_default().to_owned(),
+                offset,
+            )
+        })
+        .collect()
+}
+
+/// Where a restart would resume after the stream read `file[..upto]`.
+fn held_after(mode: &crate::record::multiline::Mode, file: &str, upto: usize) -> usize {
+    let mut s = fuzz_stream(mode);
+    let mut ndjson = Vec::new();
+    let mut counts = crate::record::Counts::default();
+    let mut out = crate::record::Output {
+        ndjson: &mut ndjson,
+        counts: &mut counts,
+    };
+    s.push(0, &file.as_bytes()[..upto], Timestamp::EPOCH, &mut out);
+    s.held().pending.map_or(upto, |(o, _)| o as usize)
+}
+
+fn fuzz_stream(mode: &crate::record::multiline::Mode) -> crate::record::RecordStream {
+    use crate::record::{fields, multiline, FileSettings, RecordStream, Settings};
+    let file = FileSettings {
+        multiline: multiline::Settings {
+            mode: mode.clone(),
+            gap_ns: 200_000_000,
+            max_lines: 7,
+            max_bytes: 400,
+        },
+        parsers: [fields::Parser::None, fields::Parser::None],
+    };
+    let settings = Settings {
+        max_record_bytes: 1 << 16,
+        fields: fields::Options::from_config(&crate::config::FieldsConfig::default())
+            .expect("the default field options are valid"),
+    };
+    RecordStream::new(
+        &settings,
+        file,
+        Encoder::new("fuzz"),
+        FileId::compute("cri:fuzz", b"first"),
+        &crate::encode::Metadata::default(),
+        None,
+    )
+}
+
+/// `field_parse`: byte 0 picks the parser (json or logfmt) and the target (a key or the
+/// root), the rest is the text. The document encoded with the fields is valid JSON whose
+/// `@timestamp`, `log` and `stream` are the agent's; `shipper.fields` lists what was
+/// added; JSON values are exactly the input's; stripping the fields (as the shipper does
+/// after a mapping conflict) leaves a valid document without them.
+pub fn field_parse(data: &[u8]) {
+    use crate::record::fields::{self, Parser};
+    let Some((&sel, text)) = data.split_first() else {
+        return;
+    };
+    let parser = if sel & 1 == 0 {
+        Parser::Json
+    } else {
+        Parser::Logfmt
+    };
+    let root = sel & 2 != 0;
+    let mut cfg = crate::config::FieldsConfig::default();
+    if root {
+        cfg.target = String::new();
+    }
+    if sel & 4 != 0 {
+        cfg.level_keys = vec!["level".into()];
+        cfg.keep_log = false;
+    }
+    let opts = fields::Options::from_config(&cfg).expect("valid options");
+    let mut parsed = crate::encode::Fields::default();
+    let raw = Text::Raw(text);
+    let found = fields::parse(&parser, &opts, &raw, &mut Vec::new(), &mut parsed);
+    let Ok(true) = found else {
+        return;
+    };
+    let enc = Encoder::new("fuzz").with_fields_key(&cfg.target);
+    let ctx = FileContext {
+        id: FileId::compute("cri:fuzz", b"l"),
+        meta: Vec::new(),
+        level: Level::None,
+    };
+    let time = Timestamp::parse(b"2024-07-08T03:42:57Z").expect("a valid time");
+    let doc = Doc {
+        offset: 0,
+        time,
+        stream: Some(Stream::Stdout),
+        text: &raw,
+        truncated: false,
+        parse_error: None,
+        fields: Some(&parsed),
+    };
+    let mut out = Vec::new();
+    enc.encode(&mut out, &ctx, &doc);
+    let line = out.split(|&b| b == b'\n').nth(1).expect("a document line");
+    let d: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
+        panic!("document is not JSON ({e}): {}", String::from_utf8_lossy(line))
+    });
+    assert_eq!(d["stream"], "stdout");
+    assert!(d["log"].is_string());
+    let listed: Vec<&str> = d["shipper"]["fields"]
+        .as_array()
+        .expect("shipper.fields lists the added keys")
+        .iter()
+        .map(|k| k.as_str().expect("keys are strings"))
+        .collect();
+    for k in &listed {
+        assert!(d.get(*k).is_some(), "listed key {k} is in the document");
+    }
+    if matches!(parser, Parser::Json) && !root {
+        let original: Value = serde_json::from_slice(text).expect("parsed text is JSON");
+        for (k, v) in d["fields"].as_object().expect("fields is an object") {
+            assert_eq!(Some(v), original.get(k), "field {k} as written");
+        }
+    }
+    let stripped = crate::ship::conflict::strip(line, "test").expect("a document with fields strips");
+    let s: Value = serde_json::from_slice(&stripped).expect("stripped document is JSON");
+    for k in &listed {
+        assert!(s.get(*k).is_none(), "{k} was stripped");
+    }
+    assert_eq!(s["log"], d["log"]);
+    assert_eq!(s["shipper"]["fields_rejected"], "test");
 }

@@ -323,6 +323,13 @@ fn json(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
         if raw.starts_with('"') && raw.contains("\\u") {
             serde_json::from_str::<Cow<'_, str>>(raw).map_err(|_| Skip::Invalid)?;
         }
+        // A number no double holds (`1e400`) is refused by Elasticsearch and by strict
+        // parsers: not a field.
+        if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            && !raw.parse::<f64>().is_ok_and(f64::is_finite)
+        {
+            return Err(Skip::Invalid);
+        }
         if matches!(v.get().as_bytes().first(), Some(b'{' | b'[')) {
             let mut de = serde_json::Deserializer::from_str(v.get());
             let counter = Counter {
