@@ -38,6 +38,23 @@ pub struct Position {
     pub last_time: Option<Timestamp>,
     /// Where the file was last seen (informational; identity is the key).
     pub path: PathBuf,
+    /// Where each stream (stdout, stderr) resumes, at or after `offset`: a line of that
+    /// stream before it already went into a document (a stream can be ahead of the other
+    /// one's open record, and a continuation line re-read without its group would make a
+    /// different document).
+    pub streams: [u64; 2],
+}
+
+impl Position {
+    /// A position where both streams resume at `offset`.
+    pub fn at(offset: u64, last_time: Option<Timestamp>, path: PathBuf) -> Position {
+        Position {
+            offset,
+            last_time,
+            path,
+            streams: [offset; 2],
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +71,9 @@ struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_time: Option<String>,
     path: PathBuf,
+    /// Per-stream resume offsets, when a stream is ahead of `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    streams: Option<[u64; 2]>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -282,6 +302,7 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
                 offset: p.offset,
                 last_time: p.last_time.map(|t| t.to_string()),
                 path: p.path.clone(),
+                streams: (p.streams != [p.offset; 2]).then_some(p.streams),
             })
             .collect(),
     };
@@ -304,12 +325,17 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
             Some(t) => Some(Timestamp::parse(t.as_bytes()).map_err(|_| bad("invalid last_time"))?),
             None => None,
         };
+        let streams = e.streams.unwrap_or([e.offset; 2]);
+        if streams.iter().any(|&s| s < e.offset) {
+            return Err(bad("a stream resumes before the file's offset"));
+        }
         map.insert(
             id,
             Position {
                 offset: e.offset,
                 last_time,
                 path: e.path,
+                streams,
             },
         );
     }
@@ -337,6 +363,7 @@ mod tests {
                 offset: 42,
                 last_time: Some(t),
                 path: "/a".into(),
+                streams: [42; 2],
             },
         );
         c.update(
@@ -345,6 +372,7 @@ mod tests {
                 offset: 7,
                 last_time: None,
                 path: "/b".into(),
+                streams: [7; 2],
             },
         );
         assert!(c.save().unwrap());
@@ -364,6 +392,7 @@ mod tests {
                 offset: 1,
                 last_time: None,
                 path: "/x".into(),
+                streams: [1; 2],
             },
         );
         let good = encode(&map);

@@ -664,9 +664,10 @@ pub fn multiline_group(data: &[u8]) {
         file += &format!("{t} {stream} F {line}\n");
         messages[usize::from(stderr)].push(line.to_owned());
     }
-    let docs = |from: usize, chunk: usize| stream_docs(&mode, &file, from, chunk);
-    let whole = docs(0, usize::MAX);
-    assert_eq!(docs(0, 1), whole, "read line by line");
+    let docs =
+        |from: usize, skip: [u64; 2], chunk: usize| stream_docs(&mode, &file, from, skip, chunk);
+    let whole = docs(0, [0; 2], usize::MAX);
+    assert_eq!(docs(0, [0; 2], 1), whole, "read line by line");
     // Every line in exactly one document, in order, per stream.
     for (s, want) in messages.iter().enumerate() {
         let stream = if s == 1 { "stderr" } else { "stdout" };
@@ -681,13 +682,14 @@ pub fn multiline_group(data: &[u8]) {
     let mut offset = 0;
     for line in file.split_inclusive('\n').take(40) {
         offset += line.len();
-        let held = held_after(&mode, &file, offset);
-        let again = docs(held, usize::MAX);
+        let (held, skip) = held_after(&mode, &file, offset);
+        let again = docs(held, skip, usize::MAX);
         for d in &again {
-            assert!(whole.contains(d), "restart at {held} made {d:?}");
+            assert!(whole.contains(d), "restart at {held} {skip:?} made {d:?}");
         }
-        let first_after = whole.iter().filter(|d| d.3 >= held as u64).count();
-        assert_eq!(again.len(), first_after, "restart at {held}");
+        let stream_of = |d: &(String, String, String, u64)| usize::from(d.2 == "stderr");
+        let after = whole.iter().filter(|d| d.3 >= skip[stream_of(d)]).count();
+        assert_eq!(again.len(), after, "restart at {held} {skip:?}");
     }
 }
 
@@ -697,9 +699,10 @@ fn stream_docs(
     mode: &crate::record::multiline::Mode,
     file: &str,
     from: usize,
+    skip: [u64; 2],
     chunk: usize,
 ) -> Vec<(String, String, String, u64)> {
-    let mut s = fuzz_stream(mode);
+    let mut s = fuzz_stream(mode, skip);
     let mut ndjson = Vec::new();
     let mut counts = crate::record::Counts::default();
     let mut offset = from;
@@ -720,7 +723,11 @@ fn stream_docs(
     s.finish(&mut out);
     let text = String::from_utf8(ndjson).expect("NDJSON is UTF-8");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len() as u64, 2 * counts.docs, "counts match the documents");
+    assert_eq!(
+        lines.len() as u64,
+        2 * counts.docs,
+        "counts match the documents"
+    );
     let id_of = crate::ids::FileId::compute("cri:fuzz", b"first");
     let mut starts = std::collections::HashMap::new();
     let mut o = 0;
@@ -747,9 +754,10 @@ fn stream_docs(
         .collect()
 }
 
-/// Where a restart would resume after the stream read `file[..upto]`.
-fn held_after(mode: &crate::record::multiline::Mode, file: &str, upto: usize) -> usize {
-    let mut s = fuzz_stream(mode);
+/// Where a restart would resume after the stream read `file[..upto]`: the offset, and
+/// each stream's own point.
+fn held_after(mode: &crate::record::multiline::Mode, file: &str, upto: usize) -> (usize, [u64; 2]) {
+    let mut s = fuzz_stream(mode, [0; 2]);
     let mut ndjson = Vec::new();
     let mut counts = crate::record::Counts::default();
     let mut out = crate::record::Output {
@@ -757,10 +765,15 @@ fn held_after(mode: &crate::record::multiline::Mode, file: &str, upto: usize) ->
         counts: &mut counts,
     };
     s.push(0, &file.as_bytes()[..upto], Timestamp::EPOCH, &mut out);
-    s.held().pending.map_or(upto, |(o, _)| o as usize)
+    let held = s.held();
+    let streams = held.streams.map(|o| o.unwrap_or(upto as u64));
+    (held.pending.map_or(upto, |(o, _)| o as usize), streams)
 }
 
-fn fuzz_stream(mode: &crate::record::multiline::Mode) -> crate::record::RecordStream {
+fn fuzz_stream(
+    mode: &crate::record::multiline::Mode,
+    skip: [u64; 2],
+) -> crate::record::RecordStream {
     use crate::record::{fields, multiline, FileSettings, RecordStream, Settings};
     let file = FileSettings {
         multiline: multiline::Settings {
@@ -782,7 +795,7 @@ fn fuzz_stream(mode: &crate::record::multiline::Mode) -> crate::record::RecordSt
         Encoder::new("fuzz"),
         FileId::compute("cri:fuzz", b"first"),
         &crate::encode::Metadata::default(),
-        None,
+        (None, skip),
     )
 }
 
@@ -837,7 +850,10 @@ pub fn field_parse(data: &[u8]) {
     enc.encode(&mut out, &ctx, &doc);
     let line = out.split(|&b| b == b'\n').nth(1).expect("a document line");
     let d: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
-        panic!("document is not JSON ({e}): {}", String::from_utf8_lossy(line))
+        panic!(
+            "document is not JSON ({e}): {}",
+            String::from_utf8_lossy(line)
+        )
     });
     assert_eq!(d["stream"], "stdout");
     assert!(d["log"].is_string());
@@ -856,7 +872,8 @@ pub fn field_parse(data: &[u8]) {
             assert_eq!(Some(v), original.get(k), "field {k} as written");
         }
     }
-    let stripped = crate::ship::conflict::strip(line, "test").expect("a document with fields strips");
+    let stripped =
+        crate::ship::conflict::strip(line, "test").expect("a document with fields strips");
     let s: Value = serde_json::from_slice(&stripped).expect("stripped document is JSON");
     for k in &listed {
         assert!(s.get(*k).is_none(), "{k} was stripped");

@@ -146,9 +146,12 @@ pub fn run(
             stats
                 .caught_up
                 .store(batch.is_empty() && out.is_empty(), Ordering::Relaxed);
-            let wait = batch
-                .linger_left(&limits, now)
-                .map_or(idle_wait, |l| l.min(idle_wait));
+            // Wake for whichever comes first: the batch's linger, a multiline group that
+            // may close by the clock, or the idle period.
+            let wait = [batch.linger_left(&limits, now), reader.next_deadline()]
+                .into_iter()
+                .flatten()
+                .fold(idle_wait, Duration::min);
             if waker.rx.recv_timeout(wait).is_ok() {
                 // Coalesce a burst of events into one wake-up, and look for new files.
                 while waker.rx.try_recv().is_ok() {}

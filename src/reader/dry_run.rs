@@ -49,6 +49,7 @@ pub fn run(
             } else {
                 idle_wait
             };
+            let wait = reader.next_deadline().map_or(wait, |d| d.min(wait));
             if polled.bytes == 0 && waker.rx.recv_timeout(wait).is_ok() {
                 // Coalesce a burst of events into one wake-up, and look for new files.
                 while waker.rx.try_recv().is_ok() {}

@@ -177,14 +177,18 @@ fn sink<'a>(
                     return Held::default();
                 };
                 match event {
-                    Event::Start { id, last_time } => {
+                    Event::Start {
+                        id,
+                        last_time,
+                        streams,
+                    } => {
                         let mut s = RecordStream::new(
                             &settings.record,
                             f.settings.clone(),
                             settings.encoder.clone(),
                             id,
                             f.meta.metadata(),
-                            last_time,
+                            (last_time, streams),
                         );
                         s.set_excluded(f.meta.excluded());
                         f.stream = Some(s);

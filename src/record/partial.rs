@@ -135,6 +135,12 @@ impl Merger {
             .min_by_key(|(offset, _)| *offset)
     }
 
+    /// The first offset of `stream`'s pending record, if it has one.
+    pub fn pending_offset(&self, stream: Stream) -> Option<u64> {
+        let p = &self.pending[stream.index()];
+        p.active.then_some(p.offset)
+    }
+
     /// The size cap of a record's message.
     pub fn cap(&self) -> usize {
         self.cap

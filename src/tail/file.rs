@@ -67,6 +67,8 @@ pub struct FileTail {
     pos: u64,
     /// What the consumer of this file's lines still holds (its last reply).
     held: Held,
+    /// Where each stream resumed (from the checkpoint), told to the consumer at start.
+    resumed: [u64; 2],
     /// Inside an overlong line that began at this offset (with the time before it).
     skip: Option<(u64, Option<Timestamp>)>,
     pub phase: Phase,
@@ -92,6 +94,7 @@ impl FileTail {
             announced: false,
             pos: 0,
             held: Held::default(),
+            resumed: [0; 2],
             skip: None,
             phase: Phase::Live,
             checked_len: m.len(),
@@ -135,6 +138,7 @@ impl FileTail {
         if let Some(p) = at {
             self.pos = p.offset;
             self.held.last_time = p.last_time;
+            self.resumed = p.streams;
         }
     }
 
@@ -146,7 +150,15 @@ impl FileTail {
         if let Some(id) = self.id {
             self.announced = true;
             let last_time = self.held.last_time;
-            self.held = sink(self.key, Event::Start { id, last_time });
+            let streams = self.resumed;
+            self.held = sink(
+                self.key,
+                Event::Start {
+                    id,
+                    last_time,
+                    streams,
+                },
+            );
         }
     }
 
@@ -160,6 +172,7 @@ impl FileTail {
         self.announced = false;
         self.pos = 0;
         self.held = Held::default();
+        self.resumed = [0; 2];
         self.skip = None;
     }
 
@@ -174,12 +187,20 @@ impl FileTail {
             .chain(self.skip)
             .min_by_key(|(o, _)| *o)
             .unwrap_or((self.pos, self.held.last_time));
+        // A stream that holds nothing is done up to the read position; before the
+        // consumer first answered, up to where it resumed.
+        let streams = [0, 1].map(|s| {
+            self.held.streams[s]
+                .unwrap_or(self.pos.max(self.resumed[s]))
+                .max(offset)
+        });
         Some((
             id,
             Position {
                 offset,
                 last_time,
                 path: self.path.clone(),
+                streams,
             },
         ))
     }

@@ -59,10 +59,12 @@ pub enum Event<'a> {
     /// belongs to the same container as `like`.
     Opened { like: FileKey },
     /// The file's identity is known; lines follow. `last_time` is the timestamp of the
-    /// last good line before the resume position (from its checkpoint).
+    /// last good line before the resume position, `streams` where each stream resumes
+    /// (both from its checkpoint).
     Start {
         id: FileId,
         last_time: Option<Timestamp>,
+        streams: [u64; 2],
     },
     /// Complete lines (each with its `\n`), the first at `offset`.
     Lines { offset: u64, data: &'a [u8] },
