@@ -169,6 +169,8 @@ pub fn parse(
         Parser::Logfmt => logfmt(raw, opts, out)?,
         Parser::Pattern(p) => pattern(&p.regex, raw, opts, out)?,
     };
+    // An empty object, or one whose every key the agent owns, adds nothing.
+    let found = found && !out.keys.is_empty();
     if !found {
         out.clear();
     }

@@ -838,6 +838,36 @@ mod tests {
     }
 
     #[test]
+    fn a_group_spans_cri_partial_lines() {
+        let cri = |ms: u32, stream: &str, tag: &str, msg: &str| {
+            format!("{T0}{ms:03}000000Z {stream} {tag} {msg}\n")
+        };
+        let text = [
+            cri(1, "stderr", "F", "Traceback (most recent call last):"),
+            cri(1, "stderr", "P", "  File \"/app/a.py\", line 3, in "),
+            cri(1, "stdout", "F", "GET / 200"),
+            cri(1, "stderr", "F", "<module>"),
+            cri(1, "stderr", "F", "ValueError: bad"),
+            cri(2, "stderr", "F", "INFO done"),
+        ]
+        .concat();
+        let (docs, counts) = run(&mut stream(multiline::Mode::Auto), &text, 0, 1);
+        let logs: Vec<&str> = docs.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(
+            logs,
+            [
+                "Traceback (most recent call last):\n  File \"/app/a.py\", line 3, in <module>\nValueError: bad",
+                "GET / 200",
+                "INFO done"
+            ]
+        );
+        assert_eq!(
+            (counts.partials_merged, counts.groups, counts.lines_joined),
+            (1, 1, 2)
+        );
+    }
+
+    #[test]
     fn the_clock_closes_a_trace_only_at_the_end_of_the_file() {
         let text = [
             docker("stderr", 1, "java.lang.Error: x"),
