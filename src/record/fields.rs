@@ -295,14 +295,11 @@ impl<'de> Visitor<'de> for Counter<'_> {
     }
 }
 
+/// Without JSON's whitespace (space, tab, CR, LF) at either end.
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    let end = s.len()
-        - s[start..]
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count();
+    let ws = |b: &&u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let start = s.iter().take_while(ws).count();
+    let end = s.len() - s[start..].iter().rev().take_while(ws).count();
     &s[start..end]
 }
 
@@ -440,8 +437,11 @@ fn logfmt(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
             while i < b.len() && b[i] != b'"' {
                 if b[i] == b'\\' && i + 1 < b.len() {
                     let o = owned.get_or_insert_with(|| s[vstart..i].to_owned());
-                    o.push(b[i + 1] as char);
-                    i += 2;
+                    // The escaped character may be any character (a backslash is ASCII,
+                    // so the next one starts right after it).
+                    let ch = s[i + 1..].chars().next().unwrap_or('\\');
+                    o.push(ch);
+                    i += 1 + ch.len_utf8();
                     continue;
                 }
                 if let Some(o) = &mut owned {
