@@ -295,6 +295,30 @@ impl<'de> Visitor<'de> for Counter<'_> {
     }
 }
 
+/// Appends valid JSON `raw` to `out` without the whitespace between its tokens (a value
+/// written across lines must not break the one-line document).
+fn compact_into(out: &mut Vec<u8>, raw: &[u8]) {
+    if !raw.iter().any(|&b| matches!(b, b'\n' | b'\r' | b'\t')) {
+        out.extend_from_slice(raw);
+        return;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in raw {
+        if in_string {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+}
+
 /// Without JSON's whitespace (space, tab, CR, LF) at either end.
 fn trim(s: &[u8]) -> &[u8] {
     let ws = |b: &&u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
@@ -345,7 +369,7 @@ fn json(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
         }
     }
     for (k, v) in &members {
-        member(out, opts, k, |m| m.extend_from_slice(v.get().as_bytes()));
+        member(out, opts, k, |m| compact_into(m, v.get().as_bytes()));
     }
     let string = |key: &str| -> Option<&RawValue> {
         members
@@ -570,6 +594,16 @@ mod tests {
         assert_eq!(
             parsed(&Parser::Json, &opts(), Text::Escaped(inner)).unwrap(),
             got
+        );
+    }
+
+    #[test]
+    fn values_written_across_lines_are_compacted() {
+        let line = "{\"a\":[1,\n 2],\"b\":\"x\\\" \\n y\",\"c\":{\r\n\"d\":\t1}}";
+        let got = parsed(&Parser::Json, &opts(), Text::Raw(line.as_bytes())).unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some("\"a\":[1,2],\"b\":\"x\\\" \\n y\",\"c\":{\"d\":1}")
         );
     }
 
