@@ -8,6 +8,9 @@
 #
 #   benches/e2e-ship.sh            # SIZE, CONTAINERS, SEED, WORK, KEEP as for e2e.sh
 #   SHIPPER_BIN=/path/to/shipper   # measure another build (BUILD=0 skips the release build)
+#   RUNS="defaults plain off"      # which runs: defaults, plain (multiline and fields off),
+#                                  # off (compression off), records (no settings changed,
+#                                  # one document per record: for builds before multiline)
 #
 # The sink is ../shared/bench/es_sink when that directory exists beside the repo; without
 # it this script says so and exits 0 (the dry-run benchmark still runs).
@@ -73,6 +76,12 @@ PY
 }
 
 echo "gzip -1 reference: $GZIP_CPU CPU s over the corpus ($RECORDS records, $EVENTS events)"
-run "ship, defaults" true "$EVENTS"
-run "ship, plain" true "$RECORDS" SHIPPER_MULTILINE_MODE=off SHIPPER_FIELDS_PARSER=none
-run "ship, compression off" false "$EVENTS"
+for r in ${RUNS:-defaults plain off}; do
+  case $r in
+    defaults) run "ship, defaults" true "$EVENTS" ;;
+    plain) run "ship, plain" true "$RECORDS" SHIPPER_MULTILINE_MODE=off SHIPPER_FIELDS_PARSER=none ;;
+    off) run "ship, compression off" false "$EVENTS" ;;
+    records) run "ship, gzip on" true "$RECORDS" ;;
+    *) echo "e2e-ship: unknown run $r" >&2; exit 2 ;;
+  esac
+done
