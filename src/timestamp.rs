@@ -15,11 +15,15 @@ use std::fmt;
 /// Longest text we produce: `YYYY-MM-DDTHH:MM:SS.fffffffffZ`.
 const MAX_LEN: usize = 30;
 
-/// A UTC timestamp stored inline as RFC 3339 text (`...Z`), with the source's precision.
+/// A UTC timestamp stored inline as RFC 3339 text (`...Z`), with the source's precision,
+/// and as the time since the Unix epoch (taken for every line: the multiline gap, the
+/// lag metric).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp {
     buf: [u8; MAX_LEN],
     len: u8,
+    /// Nanoseconds since the Unix epoch (saturated outside 1677-2262).
+    nanos: i64,
 }
 
 /// Why a timestamp was rejected; the text is used as `shipper.parse_error`.
@@ -86,15 +90,20 @@ impl Timestamp {
             }
             _ => return Err(TimestampError::Syntax),
         };
+        let local_secs = days_from_civil(i64::from(year), i64::from(month), i64::from(day))
+            * 86_400
+            + i64::from(hour * 3600 + minute * 60 + second);
         let mut ts = Timestamp {
             buf: [0; MAX_LEN],
-            len: 0,
+            len: 19,
+            nanos: unix_nanos(local_secs - offset_minutes * 60, frac_nanos(frac)),
         };
         if offset_minutes == 0 {
-            ts.push(&s[..10]);
-            ts.push(b"T");
-            ts.push(&s[11..19]);
+            let head: &[u8; 19] = s[..19].try_into().map_err(|_| TimestampError::Syntax)?;
+            ts.buf[..19].copy_from_slice(head);
+            ts.buf[10] = b'T';
         } else {
+            ts.len = 0;
             let local = NaiveDateTime::new(
                 NaiveDate::from_ymd_opt(year as i32, month, day).ok_or(TimestampError::Range)?,
                 NaiveTime::from_hms_opt(hour, minute, second).ok_or(TimestampError::Range)?,
@@ -141,50 +150,28 @@ impl Timestamp {
         d
     }
 
-    /// Seconds since the Unix epoch and the fraction in nanoseconds, from the text
-    /// without a calendar library: it is taken for every record (the lag metric, the
-    /// multiline gap), so it must cost a few nanoseconds. Days from the civil date by
-    /// Howard Hinnant's `days_from_civil`.
-    fn unix_parts(&self) -> (i64, i64) {
-        let b = &self.buf;
-        let num = |r: std::ops::Range<usize>| -> i64 {
-            b[r].iter()
-                .fold(0, |n, d| n * 10 + i64::from(d.wrapping_sub(b'0')))
-        };
-        let (y, m, d) = (num(0..4), num(5..7), num(8..10));
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
-        // The fraction (if any) starts at byte 20 and ends before the `Z`.
-        let mut nanos = 0;
-        let len = self.len as usize;
-        for i in 0..9 {
-            let at = 20 + i;
-            let digit = if at < len - 1 && b[19] == b'.' {
-                i64::from(b[at].wrapping_sub(b'0'))
-            } else {
-                0
-            };
-            nanos = nanos * 10 + digit;
-        }
-        (secs, nanos)
-    }
-
     /// Milliseconds since the Unix epoch.
     pub fn unix_millis(&self) -> i64 {
-        let (secs, nanos) = self.unix_parts();
-        secs * 1000 + nanos / 1_000_000
+        if self.nanos == i64::MAX || self.nanos == i64::MIN {
+            // Past the years nanoseconds hold: from the (UTC) text.
+            let b = &self.buf;
+            let num = |r: std::ops::Range<usize>| {
+                b[r].iter()
+                    .fold(0, |n, d| n * 10 + i64::from(d.wrapping_sub(b'0')))
+            };
+            let days = days_from_civil(num(0..4), num(5..7), num(8..10));
+            let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
+            let len = self.len as usize;
+            let frac = if b[19] == b'.' { &b[20..len - 1] } else { &[] };
+            return secs * 1000 + frac_nanos(frac) / 1_000_000;
+        }
+        self.nanos.div_euclid(1_000_000)
     }
 
-    /// Nanoseconds since the Unix epoch (saturating outside the years `i64` holds).
+    /// Nanoseconds since the Unix epoch (saturating outside the years `i64` holds,
+    /// 1677-2262).
     pub fn unix_nanos(&self) -> i64 {
-        let (secs, nanos) = self.unix_parts();
-        secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+        self.nanos
     }
 
     /// The time `nanos` after the Unix epoch.
@@ -205,6 +192,7 @@ impl Timestamp {
     pub const EPOCH: Timestamp = Timestamp {
         buf: *b"1970-01-01T00:00:00Z\0\0\0\0\0\0\0\0\0\0",
         len: 20,
+        nanos: 0,
     };
 }
 
@@ -236,6 +224,39 @@ fn digits(s: &[u8]) -> Result<u32, TimestampError> {
         v = v * 10 + u32::from(b - b'0');
     }
     Ok(v)
+}
+
+/// Nanoseconds since the Unix epoch, saturated to `i64::MIN` or `i64::MAX` outside the
+/// years they hold.
+fn unix_nanos(secs: i64, frac_ns: i64) -> i64 {
+    match secs
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac_ns))
+    {
+        Some(n) => n,
+        None if secs < 0 => i64::MIN,
+        None => i64::MAX,
+    }
+}
+
+/// Nanoseconds of a fraction's digits (at most nine).
+fn frac_nanos(frac: &[u8]) -> i64 {
+    frac.iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(9)
+        .fold(0, |n, d| n * 10 + i64::from(d.wrapping_sub(b'0')))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date, by Howard Hinnant's
+/// `days_from_civil`: no calendar library on the per-line path.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
