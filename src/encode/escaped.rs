@@ -161,15 +161,24 @@ pub fn unescape_prefix(s: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
             i += 2;
             continue;
         }
-        let hex = s
-            .get(i + 2..i + 6)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b, hex.and_then(|h| u32::from_str_radix(h, 16).ok())) {
+        let hex_at = |at: usize| s.get(at..at + 4).and_then(hex4).map(u32::from);
+        match (b, hex_at(i + 2)) {
             (Some(b'u'), Some(cp)) => {
-                let c = char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER);
+                // A surrogate pair is one character.
+                let low = (0xD800..0xDC00)
+                    .contains(&cp)
+                    .then(|| s.get(i + 6..i + 8).filter(|p| *p == br"\u"))
+                    .flatten()
+                    .and_then(|_| hex_at(i + 8))
+                    .filter(|lo| (0xDC00..0xE000).contains(lo));
+                let (c, len) = match low {
+                    Some(lo) => (0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00), 12),
+                    None => (cp, 6),
+                };
+                let c = char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER);
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                i += 6;
+                i += len;
             }
             _ => {
                 out.push(b'\\');
@@ -183,6 +192,13 @@ pub fn unescape_prefix(s: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
 /// Appends `s` to `out` as JSON string content (no quotes), replacing invalid UTF-8
 /// with U+FFFD.
 pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
+    // Most text (keys, plain ASCII messages) needs no escaping at all.
+    if s.iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(s);
+        return;
+    }
     let text = String::from_utf8_lossy(s);
     let start = out.len();
     let mut ser = serde_json::Serializer::new(&mut *out);
@@ -213,6 +229,12 @@ mod tests {
         assert!(unescape_prefix(br"bad \q and \ud800", 100, &mut out));
         assert_eq!(out, "bad \\q and \u{fffd}".as_bytes());
         assert!(unescape_prefix(br"ends in \", 100, &mut out));
+        assert!(unescape_prefix(
+            br"\ud83d\ude00 \ud83d\u0041",
+            100,
+            &mut out
+        ));
+        assert_eq!(out, "\u{1f600} \u{fffd}A".as_bytes());
     }
 
     #[test]

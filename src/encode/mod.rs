@@ -72,10 +72,10 @@ pub const RESERVED_KEYS: &[&str] = &[
 pub struct Fields {
     /// `"key":value` members, comma-separated, as JSON.
     pub members: Vec<u8>,
-    /// The top-level keys, in order: the document lists the keys it added under
-    /// `shipper.fields`, so a document Elasticsearch refuses for a mapping reason can be
-    /// sent again without them.
-    pub keys: Vec<String>,
+    /// The top-level keys, in order, as the content of a JSON array (`"a","b"`): the
+    /// document lists the keys it added under `shipper.fields`, so a document
+    /// Elasticsearch refuses for a mapping reason can be sent again without them.
+    pub keys: Vec<u8>,
     /// `@timestamp` from a field (the index date stays the runtime timestamp's).
     pub time: Option<Timestamp>,
     /// The text that replaces `log`, as JSON string content.
@@ -248,16 +248,7 @@ impl Encoder {
                     out.extend_from_slice(key);
                     out.push(b'"');
                 }
-                None => {
-                    for (i, k) in f.keys.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        out.push(b'"');
-                        escaped::escape_into(out, k.as_bytes());
-                        out.push(b'"');
-                    }
-                }
+                None => out.extend_from_slice(&f.keys),
             }
             if f.level.is_some() {
                 out.extend_from_slice(br#","level""#);
