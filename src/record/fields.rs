@@ -13,11 +13,12 @@
 
 use crate::encode::{escaped, Fields, Text, RESERVED_KEYS};
 use crate::timestamp::Timestamp;
+use memchr::memmem::Finder;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// A user pattern: a regular expression whose named captures become fields.
 #[derive(Debug)]
@@ -158,6 +159,21 @@ pub fn parse(
             if matches!(parser, Parser::None) {
                 return Ok(false);
             }
+            // Most lines are not JSON: their start says so without unescaping them all.
+            if matches!(parser, Parser::Json) {
+                let starts = match e.first() {
+                    Some(b'{') => true,
+                    // Whitespace, maybe escaped, before the brace.
+                    Some(b' ' | b'\\') => {
+                        escaped::unescape_prefix(e, 64, scratch);
+                        trim(scratch).first().is_none_or(|&b| b == b'{')
+                    }
+                    _ => false,
+                };
+                if !starts {
+                    return Ok(false);
+                }
+            }
             // Docker's escaped text was validated as JSON string content: exact.
             escaped::unescape_prefix(e, usize::MAX, scratch);
             scratch
@@ -188,33 +204,125 @@ fn member(out: &mut Fields, opts: &Options, key: &str, value: impl FnOnce(&mut V
     if !out.members.is_empty() {
         out.members.push(b',');
     }
+    let start = out.members.len();
     out.members.push(b'"');
     escaped::escape_into(&mut out.members, key.as_bytes());
-    out.members.extend_from_slice(b"\":");
+    out.members.push(b'"');
+    if !out.keys.is_empty() {
+        out.keys.push(b',');
+    }
+    out.keys.extend_from_slice(&out.members[start..]);
+    out.members.push(b':');
     value(&mut out.members);
-    out.keys.push(key.to_owned());
 }
 
-/// The top level of a JSON object: its members, keys unescaped, values as written.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+static UNICODE_ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br"\u"));
 
-impl<'de> serde::Deserialize<'de> for Members<'de> {
+/// A JSON object key, borrowed from the text unless it had escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
+            type Value = Key<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a key")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    v.push(entry);
-                }
-                Ok(Members(v))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_str(V)
+    }
+}
+
+/// The top level of a JSON object, read in one pass: each member is checked and written
+/// to `out` as it is read; the members that set the time, message and level are noted.
+struct Members<'o, 'de> {
+    opts: &'o Options,
+    out: &'o mut Fields,
+    /// Keys so far, nested ones included.
+    keys: usize,
+    /// Past a cap (the rest is still read: invalid JSON is told apart).
+    over: bool,
+    time: Option<&'de RawValue>,
+    /// The message: the index in `message_keys` of the key it came from.
+    message: Option<(usize, &'de RawValue)>,
+    level: Option<(usize, &'static str)>,
+    /// The `level_keys` seen (only a key's first member is read for the level).
+    levels_seen: u64,
+}
+
+impl<'de> Visitor<'de> for &mut Members<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let opts = self.opts;
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            let v: &'de RawValue = map.next_value()?;
+            self.keys += 1;
+            if k.len() > opts.max_key_bytes || self.keys > opts.max_keys {
+                self.over = true;
+            }
+            let raw = v.get();
+            let first = raw.as_bytes()[0];
+            if first == b'"' {
+                // A value is copied as written: decode strings with `\u` escapes once, so
+                // a lone surrogate (which strict parsers refuse) never reaches a document.
+                if UNICODE_ESCAPE.find(raw.as_bytes()).is_some() {
+                    serde_json::from_str::<Cow<'_, str>>(raw).map_err(A::Error::custom)?;
+                }
+            } else if first == b'-' || first.is_ascii_digit() {
+                // A number no double holds (`1e400`) is refused by Elasticsearch and by
+                // strict parsers: not a field.
+                if !raw.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(A::Error::custom("number out of range"));
+                }
+            } else if first == b'{' || first == b'[' {
+                let mut de = serde_json::Deserializer::from_str(raw);
+                let counter = Counter {
+                    depth: 1,
+                    keys: &mut self.keys,
+                    limits: (opts.max_keys, opts.max_depth, opts.max_key_bytes),
+                    over: &mut self.over,
+                };
+                // This counts, and decodes nested strings (lone surrogates are refused).
+                counter.deserialize(&mut de).map_err(A::Error::custom)?;
+            }
+            if self.over {
+                continue;
+            }
+            if first == b'"' {
+                if self.time.is_none() && opts.time_key.as_deref() == Some(&*k) {
+                    self.time = Some(v);
+                }
+                if let Some(i) = opts.message_keys.iter().position(|m| *m == *k) {
+                    if self.message.is_none_or(|(j, _)| i < j) {
+                        self.message = Some((i, v));
+                    }
+                }
+            }
+            if let Some(i) = opts.level_keys.iter().position(|l| *l == *k) {
+                let bit = 1u64.checked_shl(i as u32).unwrap_or(0);
+                if self.levels_seen & bit == 0 {
+                    self.levels_seen |= bit;
+                    if let Some(l) = level(raw) {
+                        if self.level.is_none_or(|(j, _)| i < j) {
+                            self.level = Some((i, l));
+                        }
+                    }
+                }
+            }
+            member(self.out, opts, &k, |m| compact_into(m, raw.as_bytes()));
+        }
+        Ok(())
     }
 }
 
@@ -243,7 +351,7 @@ impl<'de> Visitor<'de> for Counter<'_> {
         if self.depth >= max_depth {
             *self.over = true;
         }
-        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
             *self.keys += 1;
             if k.len() > max_key || *self.keys > max_keys {
                 *self.over = true;
@@ -298,7 +406,7 @@ impl<'de> Visitor<'de> for Counter<'_> {
 /// Appends valid JSON `raw` to `out` without the whitespace between its tokens (a value
 /// written across lines must not break the one-line document).
 fn compact_into(out: &mut Vec<u8>, raw: &[u8]) {
-    if !raw.iter().any(|&b| matches!(b, b'\n' | b'\r' | b'\t')) {
+    if memchr::memchr3(b'\n', b'\r', b'\t', raw).is_none() {
         out.extend_from_slice(raw);
         return;
     }
@@ -332,70 +440,43 @@ fn json(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
     if t.first() != Some(&b'{') || t.last() != Some(&b'}') {
         return Ok(false);
     }
-    let Members(members) = serde_json::from_slice(t).map_err(|_| Skip::Invalid)?;
-    let mut keys = 0;
-    let mut over = false;
-    for (k, v) in &members {
-        keys += 1;
-        if k.len() > opts.max_key_bytes || keys > opts.max_keys {
-            return Err(Skip::Caps);
-        }
-        // A value is copied as written: decode strings with `\u` escapes once, so a lone
-        // surrogate (which strict parsers refuse) never reaches a document.
-        let raw = v.get();
-        if raw.starts_with('"') && raw.contains("\\u") {
-            serde_json::from_str::<Cow<'_, str>>(raw).map_err(|_| Skip::Invalid)?;
-        }
-        // A number no double holds (`1e400`) is refused by Elasticsearch and by strict
-        // parsers: not a field.
-        if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
-            && !raw.parse::<f64>().is_ok_and(f64::is_finite)
-        {
-            return Err(Skip::Invalid);
-        }
-        if matches!(v.get().as_bytes().first(), Some(b'{' | b'[')) {
-            let mut de = serde_json::Deserializer::from_str(v.get());
-            let counter = Counter {
-                depth: 1,
-                keys: &mut keys,
-                limits: (opts.max_keys, opts.max_depth, opts.max_key_bytes),
-                over: &mut over,
-            };
-            // This counts, and decodes nested strings (lone surrogates are refused).
-            counter.deserialize(&mut de).map_err(|_| Skip::Invalid)?;
-            if over {
-                return Err(Skip::Caps);
-            }
-        }
-    }
-    for (k, v) in &members {
-        member(out, opts, k, |m| compact_into(m, v.get().as_bytes()));
-    }
-    let string = |key: &str| -> Option<&RawValue> {
-        members
-            .iter()
-            .find(|(k, v)| k == key && v.get().starts_with('"'))
-            .map(|(_, v)| *v)
+    let mut m = Members {
+        opts,
+        out,
+        keys: 0,
+        over: false,
+        time: None,
+        message: None,
+        level: None,
+        levels_seen: 0,
     };
-    if let Some(tk) = &opts.time_key {
-        out.time = string(tk)
+    // Validated once here, so the parser reads strings without checking them again.
+    let t = std::str::from_utf8(t).map_err(|_| Skip::Invalid)?;
+    let mut de = serde_json::Deserializer::from_str(t);
+    de.deserialize_map(&mut m)
+        .and_then(|()| de.end())
+        .map_err(|_| Skip::Invalid)?;
+    if m.over {
+        return Err(Skip::Caps);
+    }
+    let Members {
+        time,
+        message,
+        level,
+        ..
+    } = m;
+    if opts.time_key.is_some() {
+        out.time = time
             .and_then(|v| serde_json::from_str::<Cow<'_, str>>(v.get()).ok())
             .and_then(|s| Timestamp::parse(s.as_bytes()).ok());
     }
     if !opts.keep_log {
-        if let Some(v) = opts.message_keys.iter().find_map(|k| string(k)) {
+        if let Some((_, v)) = message {
             let quoted = v.get().as_bytes();
             out.message = Some(quoted[1..quoted.len() - 1].to_vec());
         }
     }
-    for key in &opts.level_keys {
-        if let Some((_, v)) = members.iter().find(|(k, _)| k == key) {
-            out.level = level(v.get());
-            if out.level.is_some() {
-                break;
-            }
-        }
-    }
+    out.level = level.map(|(_, l)| l);
     Ok(true)
 }
 
@@ -685,7 +766,7 @@ mod tests {
             Ok(true)
         );
         assert_eq!(f.members, br#""level":"info","a":1"#);
-        assert_eq!(f.keys, ["level", "a"]);
+        assert_eq!(f.keys, br#""level","a""#);
     }
 
     #[test]

@@ -29,6 +29,8 @@ use crate::timestamp::Timestamp;
 use memchr::memchr_iter;
 use parse::{parse_line, Format, ParseError};
 use partial::{cap_text, Merger};
+use std::collections::VecDeque;
+use std::ops::Range;
 
 /// Settings shared by every file's stream.
 #[derive(Debug, Clone)]
@@ -166,8 +168,70 @@ struct Emitter {
     /// Scratch for the parser, and the fields of the document being made.
     scratch: Vec<u8>,
     parsed: Fields,
-    /// Encoded documents waiting for an earlier group, by offset (with their stream).
-    waiting: Vec<(u64, Option<Stream>, Vec<u8>)>,
+    waiting: Waiting,
+}
+
+/// Encoded documents waiting for an earlier group: back to back in one buffer, listed
+/// by offset. Documents leave in offset order, mostly from the buffer's front; the
+/// buffer is emptied when none waits, and compacted when most of it is gone.
+#[derive(Debug, Default)]
+struct Waiting {
+    buf: Vec<u8>,
+    /// Offset, stream and bytes in `buf` of each document, by offset.
+    docs: VecDeque<(u64, Option<Stream>, Range<usize>)>,
+    /// Bytes of `buf` still waiting.
+    live: usize,
+}
+
+/// What a file's waiting buffer keeps between uses.
+const KEEP_BYTES: usize = 16 * 1024;
+
+impl Waiting {
+    /// Adds the document at `offset` that `encode` appends.
+    fn add(&mut self, offset: u64, stream: Option<Stream>, encode: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        encode(&mut self.buf);
+        self.live += self.buf.len() - start;
+        let at = self.docs.partition_point(|(o, _, _)| *o < offset);
+        self.docs
+            .insert(at, (offset, stream, start..self.buf.len()));
+    }
+
+    /// Appends the documents before `barrier` to `out`; returns how many.
+    fn release(&mut self, barrier: u64, out: &mut Vec<u8>) -> u64 {
+        let mut n = 0;
+        while let Some((_, _, r)) = self.docs.front().filter(|(o, _, _)| *o < barrier) {
+            out.extend_from_slice(&self.buf[r.clone()]);
+            self.live -= r.len();
+            self.docs.pop_front();
+            n += 1;
+        }
+        if self.docs.is_empty() {
+            self.buf.clear();
+            self.buf.shrink_to(KEEP_BYTES);
+        } else if self.buf.len() > 64 * 1024 && self.live < self.buf.len() / 4 {
+            let mut buf = Vec::with_capacity(self.live * 2);
+            for (_, _, r) in &mut self.docs {
+                let start = buf.len();
+                buf.extend_from_slice(&self.buf[r.clone()]);
+                *r = start..buf.len();
+            }
+            self.buf = buf;
+        }
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// The first waiting document of `stream`.
+    fn first_of(&self, stream: Stream) -> Option<u64> {
+        self.docs
+            .iter()
+            .find(|(_, st, _)| *st == Some(stream))
+            .map(|(o, _, _)| *o)
+    }
 }
 
 impl Emitter {
@@ -179,6 +243,9 @@ impl Emitter {
         barrier: u64,
         out: &mut Output<'_>,
     ) {
+        if matches!(parser, fields::Parser::None) {
+            return self.doc(&doc, barrier, out);
+        }
         let mut parsed = std::mem::take(&mut self.parsed);
         let found = match fields::parse(
             parser,
@@ -216,19 +283,14 @@ impl Emitter {
             out.counts.docs += 1;
             return;
         }
-        let mut ndjson = Vec::with_capacity(256);
-        self.enc.encode(&mut ndjson, &self.ctx, doc);
-        let at = self.waiting.partition_point(|(o, _, _)| *o < doc.offset);
-        self.waiting.insert(at, (doc.offset, doc.stream, ndjson));
+        let (enc, ctx) = (&self.enc, &self.ctx);
+        self.waiting
+            .add(doc.offset, doc.stream, |buf| enc.encode(buf, ctx, doc));
     }
 
     /// Hands over the waiting documents that no open group comes before.
     fn release(&mut self, barrier: u64, out: &mut Output<'_>) {
-        let n = self.waiting.partition_point(|(o, _, _)| *o < barrier);
-        for (_, _, ndjson) in self.waiting.drain(..n) {
-            out.ndjson.extend_from_slice(&ndjson);
-            out.counts.docs += 1;
-        }
+        out.counts.docs += self.waiting.release(barrier, out.ndjson);
     }
 }
 
@@ -261,7 +323,7 @@ impl RecordStream {
                 fields: settings.fields.clone(),
                 scratch: Vec::new(),
                 parsed: Fields::default(),
-                waiting: Vec::new(),
+                waiting: Waiting::default(),
             },
         }
     }
@@ -285,13 +347,8 @@ impl RecordStream {
         }
     }
 
-    /// The first offset of the earliest open group (`u64::MAX`: none).
     fn barrier(&self) -> u64 {
-        self.groups
-            .iter()
-            .filter_map(|g| g.resume_point().map(|(o, _)| o))
-            .min()
-            .unwrap_or(u64::MAX)
+        barrier(&self.groups)
     }
 
     /// Replaces the metadata of the records emitted from now on.
@@ -405,12 +462,7 @@ impl RecordStream {
             )
             .min_by_key(|(o, _)| *o);
         let streams = [Stream::Stdout, Stream::Stderr].map(|s| {
-            let waiting = self
-                .docs
-                .waiting
-                .iter()
-                .find(|(_, st, _)| *st == Some(s))
-                .map(|(o, _, _)| *o);
+            let waiting = self.docs.waiting.first_of(s);
             [
                 self.merger.pending_offset(s),
                 self.groups[s.index()].resume_point().map(|(o, _)| o),
@@ -430,6 +482,9 @@ impl RecordStream {
     /// Closes the groups that are `gap` older than `now_ns` (the wall clock at the end
     /// of the file, or the timestamp of a later line of either stream).
     fn expire(&mut self, now_ns: i64, out: &mut Output<'_>) {
+        if self.groups.iter().all(|g| g.resume_point().is_none()) {
+            return;
+        }
         let settings = &self.settings.multiline;
         let mut closed = [None, None];
         for (i, g) in self.groups.iter_mut().enumerate() {
@@ -449,15 +504,18 @@ impl RecordStream {
     }
 
     fn emit_closed(&mut self, closed: [Option<multiline::Group>; 2], out: &mut Output<'_>) {
-        let [a, b] = closed;
-        let mut closed: Vec<(Stream, multiline::Group)> =
-            [(Stream::Stdout, a), (Stream::Stderr, b)]
-                .into_iter()
-                .filter_map(|(s, g)| Some((s, g?)))
-                .collect();
-        closed.sort_by_key(|(_, g)| g.offset);
-        for (stream, g) in closed {
-            self.group(stream, g, out);
+        match closed {
+            [None, None] => {}
+            [Some(a), None] => self.group(Stream::Stdout, a, out),
+            [None, Some(b)] => self.group(Stream::Stderr, b, out),
+            [Some(a), Some(b)] if a.offset < b.offset => {
+                self.group(Stream::Stdout, a, out);
+                self.group(Stream::Stderr, b, out);
+            }
+            [Some(a), Some(b)] => {
+                self.group(Stream::Stderr, b, out);
+                self.group(Stream::Stdout, a, out);
+            }
         }
     }
 
@@ -538,7 +596,8 @@ impl RecordStream {
     fn group(&mut self, stream: Stream, g: multiline::Group, out: &mut Output<'_>) {
         let barrier = self.barrier();
         let parser = &self.settings.parsers[stream.index()];
-        group_doc(&mut self.docs, parser, stream, g, barrier, out);
+        let text = group_doc(&mut self.docs, parser, stream, g, barrier, out);
+        self.groups[stream.index()].recycle(text);
     }
 }
 
@@ -561,6 +620,19 @@ fn group_or_emit(
     rec: Record<'_>,
     out: &mut Output<'_>,
 ) {
+    let parser = &settings.parsers[rec.stream.index()];
+    if settings.multiline.mode == multiline::Mode::Off && barrier(groups) == u64::MAX {
+        let doc = Doc {
+            offset: rec.offset,
+            time: rec.time,
+            stream: Some(rec.stream),
+            text: rec.text,
+            truncated: rec.truncated,
+            parse_error: None,
+            fields: None,
+        };
+        return docs.parsed_doc(doc, parser, u64::MAX, out);
+    }
     let input = multiline::Input {
         offset: rec.offset,
         time: rec.time,
@@ -572,16 +644,9 @@ fn group_or_emit(
         multiline::Step::Held { closed } => (closed, false),
         multiline::Step::Pass { closed } => (closed, true),
     };
-    let barrier = || {
-        groups
-            .iter()
-            .filter_map(|g| g.resume_point().map(|(o, _)| o))
-            .min()
-            .unwrap_or(u64::MAX)
-    };
-    let parser = &settings.parsers[rec.stream.index()];
     if let Some(g) = closed {
-        group_doc(docs, parser, rec.stream, g, barrier(), out);
+        let text = group_doc(docs, parser, rec.stream, g, barrier(groups), out);
+        groups[rec.stream.index()].recycle(text);
     }
     if pass {
         let doc = Doc {
@@ -593,12 +658,23 @@ fn group_or_emit(
             parse_error: None,
             fields: None,
         };
-        docs.parsed_doc(doc, parser, barrier(), out);
+        docs.parsed_doc(doc, parser, barrier(groups), out);
     }
 }
 
+/// The first offset of the earliest open group (`u64::MAX`: none): documents after it
+/// wait for it.
+fn barrier(groups: &[multiline::Grouper; 2]) -> u64 {
+    groups
+        .iter()
+        .filter_map(|g| g.resume_point().map(|(o, _)| o))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
 /// Encodes a closed group: one document, at its first line's offset and time; a
-/// one-line group is parsed into fields (a multiline trace never is).
+/// one-line group is parsed into fields (a multiline trace never is). Gives back the
+/// group's text buffer.
 fn group_doc(
     docs: &mut Emitter,
     parser: &fields::Parser,
@@ -606,7 +682,7 @@ fn group_doc(
     g: multiline::Group,
     barrier: u64,
     out: &mut Output<'_>,
-) {
+) -> Vec<u8> {
     if g.lines > 1 {
         out.counts.groups += 1;
         out.counts.lines_joined += u64::from(g.lines - 1);
@@ -626,6 +702,7 @@ fn group_doc(
     } else {
         docs.doc(&doc, barrier, out);
     }
+    g.text
 }
 
 /// The time of the first line in `after` that parses (detecting the format if the file's
@@ -900,10 +977,45 @@ mod tests {
     }
 
     #[test]
+    fn only_a_line_that_may_introduce_a_trace_is_held() {
+        let mut s = stream(multiline::Mode::Auto);
+        let mut ndjson = Vec::new();
+        let mut counts = Counts::default();
+        let mut out = Output {
+            ndjson: &mut ndjson,
+            counts: &mut counts,
+        };
+        let plain = docker("stdout", 1, "GET /healthz 200 0.2ms");
+        s.push(0, plain.as_bytes(), Timestamp::EPOCH, &mut out);
+        assert_eq!(out.counts.docs, 1, "nothing can join an ordinary line");
+        assert_eq!(s.held().pending, None);
+        for (i, text) in [
+            "ERROR c.a.Orders - failed",
+            "request failed: connection refused error",
+            "http: panic serving 10.0.0.1:80",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut s = stream(multiline::Mode::Auto);
+            let line = docker("stdout", 1, text);
+            s.push(100, line.as_bytes(), Timestamp::EPOCH, &mut out);
+            assert_eq!(
+                out.counts.docs,
+                1 + i as u64,
+                "{text} waits for its next line"
+            );
+            assert_eq!(s.held().pending.map(|p| p.0), Some(100), "{text}");
+            s.finish(&mut out);
+            assert_eq!(out.counts.docs, 2 + i as u64, "{text}");
+        }
+    }
+
+    #[test]
     fn a_later_line_of_the_other_stream_closes_a_stale_group() {
         let text = [
             docker("stderr", 1, "ERROR x - boom"),
-            docker("stdout", 500, "much later, other stream"),
+            docker("stdout", 500, "ERROR much later, other stream"),
         ]
         .concat();
         let mut s = stream(multiline::Mode::Auto);

@@ -25,7 +25,9 @@
 
 use crate::encode::{escaped, Text};
 use crate::timestamp::Timestamp;
-use std::sync::Arc;
+use memchr::memmem::Finder;
+use std::cell::OnceCell;
+use std::sync::{Arc, LazyLock};
 
 /// How much of a line's start the detectors look at.
 const HEAD: usize = 256;
@@ -208,6 +210,22 @@ struct Line<'a> {
     /// The end of the text as stored (escaped for Docker lines; identifiers and
     /// parentheses are the same either way).
     tail: &'a [u8],
+    /// [`exception_header`] of the head, once several detectors asked.
+    header: OnceCell<Option<bool>>,
+}
+
+impl<'a> Line<'a> {
+    fn new(head: &'a [u8], tail: &'a [u8]) -> Line<'a> {
+        Line {
+            head,
+            tail,
+            header: OnceCell::new(),
+        }
+    }
+
+    fn header(&self) -> Option<bool> {
+        *self.header.get_or_init(|| exception_header(self.head))
+    }
 }
 
 /// One open group.
@@ -223,36 +241,56 @@ pub struct Group {
     pub lines: u32,
     pub truncated: bool,
     state: State,
-    /// The first line is a logger's line with a level word (it may introduce a trace).
-    intro: bool,
-    /// The first line mentions a panic (Go's `http: panic serving ...`).
-    panic: bool,
-    /// The first line mentions an error or exception (frames may follow it).
-    mentions_error: bool,
-    /// The first line carries PHP Monolog's `[object] (` exception context.
-    php_object: bool,
+    /// What its first line says about a trace that may follow.
+    intro: Intro,
 }
 
 impl Group {
-    fn new(rec: &Input<'_>, line: &Line<'_>, ns: i64, state: State) -> Group {
-        let mut text = Vec::with_capacity(text_len(rec.text) + 16);
-        append(&mut text, rec.text, false);
+    /// A group of one record, its text in `buf` (a recycled buffer).
+    fn new(rec: &Input<'_>, ns: i64, (state, intro): (State, Intro), mut buf: Vec<u8>) -> Group {
+        buf.clear();
+        append(&mut buf, rec.text, false);
         Group {
             offset: rec.offset,
             time: rec.time,
             time_before: rec.time_before,
             last_ns: ns,
-            text,
+            text: buf,
             lines: 1,
             truncated: rec.truncated,
             state,
-            intro: has_level_word(line.head),
-            panic: contains(line.head, b"panic"),
-            mentions_error: [&b"Error"[..], b"Exception", b"error", b"exception"]
-                .iter()
-                .any(|w| contains(line.head, w)),
-            php_object: contains(line.head, b"[object] ("),
+            intro,
         }
+    }
+}
+
+/// What a line says about a trace that may follow it. A line of ordinary text that says
+/// none of this can never be continued: it is not held.
+#[derive(Debug, Clone, Copy, Default)]
+struct Intro {
+    /// A logger's line with a level word.
+    level: bool,
+    /// It mentions a panic (Go's `http: panic serving ...`).
+    panic: bool,
+    /// It mentions an error or exception (frames may follow it).
+    error: bool,
+    /// It carries PHP Monolog's `[object] (` exception context.
+    php_object: bool,
+}
+
+impl Intro {
+    fn of(head: &[u8]) -> Intro {
+        let has = |f: &LazyLock<Finder<'static>>| f.find(head).is_some();
+        Intro {
+            level: has_level_word(head),
+            panic: has(&PANIC),
+            error: ERROR_WORDS.iter().any(has),
+            php_object: has(&PHP_OBJECT),
+        }
+    }
+
+    fn any(self) -> bool {
+        self.level || self.panic || self.error || self.php_object
     }
 }
 
@@ -280,12 +318,17 @@ pub struct Grouper {
     open: Option<Group>,
     /// Scratch for unescaping a line's head.
     head: Vec<u8>,
+    /// The text buffer of a group already encoded, for the next group.
+    spare: Vec<u8>,
 }
+
+/// Largest buffer kept for reuse once its group is encoded.
+const SPARE_BYTES: usize = 16 * 1024;
 
 impl Grouper {
     /// Feeds one record.
     pub fn push(&mut self, s: &Settings, rec: Input<'_>) -> Step {
-        let Grouper { open, head } = self;
+        let Grouper { open, head, spare } = self;
         if s.mode == Mode::Off {
             return Step::Pass {
                 closed: open.take(),
@@ -297,6 +340,11 @@ impl Grouper {
         } else {
             HEAD
         };
+        if stored_json_object(rec.text) {
+            return Step::Pass {
+                closed: open.take(),
+            };
+        }
         let line = view(rec.text, head, limit);
         if is_json_object(&line) {
             return Step::Pass {
@@ -316,13 +364,34 @@ impl Grouper {
                     return Step::Held { closed: None };
                 }
                 // The byte cap: this line starts the next group, in the same trace.
-                let closed = open.replace(Group::new(&rec, &line, ns, state));
-                return Step::Held { closed };
+                let g = Group::new(&rec, ns, (state, Intro::default()), std::mem::take(spare));
+                return Step::Held {
+                    closed: open.replace(g),
+                };
             }
         }
+        let closed = open.take();
         let state = start_state(&s.mode, &line);
-        let closed = open.replace(Group::new(&rec, &line, ns, state));
+        let intro = match (state, &s.mode) {
+            (State::Plain, Mode::Lang(_) | Mode::Auto) => {
+                let intro = Intro::of(line.head);
+                if !intro.any() {
+                    // Nothing can join it: out at once, not held.
+                    return Step::Pass { closed };
+                }
+                intro
+            }
+            _ => Intro::default(),
+        };
+        *open = Some(Group::new(&rec, ns, (state, intro), std::mem::take(spare)));
         Step::Held { closed }
+    }
+
+    /// Takes back the text buffer of a closed group once it is encoded.
+    pub fn recycle(&mut self, text: Vec<u8>) {
+        if text.capacity() <= SPARE_BYTES && text.capacity() > self.spare.capacity() {
+            self.spare = text;
+        }
     }
 
     /// Closes the open group if the wall clock (`now_ns`) is `gap` past its last line.
@@ -382,22 +451,27 @@ fn append(buf: &mut Vec<u8>, t: &Text<'_>, separate: bool) {
 /// they had to be).
 fn view<'a>(t: &'a Text<'a>, scratch: &'a mut Vec<u8>, limit: usize) -> Line<'a> {
     match t {
-        Text::Raw(r) => Line {
-            head: &r[..r.len().min(limit)],
-            tail: r,
-        },
-        Text::Owned(s) => Line {
-            head: &s.as_bytes()[..s.len().min(limit)],
-            tail: s.as_bytes(),
-        },
+        Text::Raw(r) => Line::new(&r[..r.len().min(limit)], r),
+        Text::Owned(s) => Line::new(&s.as_bytes()[..s.len().min(limit)], s.as_bytes()),
         Text::Escaped(e) => {
-            escaped::unescape_prefix(e, limit, scratch);
-            Line {
-                head: scratch,
-                tail: e,
+            let end = e.len().min(limit);
+            if memchr::memchr(b'\\', &e[..end]).is_none() {
+                // Nothing escaped in the head: it reads as it is stored.
+                return Line::new(&e[..end], e);
             }
+            escaped::unescape_prefix(e, limit, scratch);
+            Line::new(scratch, e)
         }
     }
+}
+
+/// The common case of [`is_json_object`], told from the text as stored (braces are never
+/// escaped), before any unescaping.
+fn stored_json_object(t: &Text<'_>) -> bool {
+    let (Text::Escaped(s) | Text::Raw(s)) = t else {
+        return false;
+    };
+    s.first() == Some(&b'{') && s.last() == Some(&b'}')
 }
 
 /// A line holding one JSON object (`{...}`): never part of a multiline event.
@@ -421,9 +495,17 @@ fn trim_end(s: &[u8]) -> &[u8] {
     &s[..s.len() - n]
 }
 
-fn contains(h: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(h, needle).is_some()
-}
+/// Searchers for the needles tested on every line, built once.
+static RB: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b".rb:"));
+static IN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b":in "));
+static PANIC: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"panic"));
+static ERROR_WORDS: [LazyLock<Finder<'static>>; 4] = [
+    LazyLock::new(|| Finder::new(b"Error")),
+    LazyLock::new(|| Finder::new(b"error")),
+    LazyLock::new(|| Finder::new(b"Exception")),
+    LazyLock::new(|| Finder::new(b"exception")),
+];
+static PHP_OBJECT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"[object] ("));
 
 /// Leading spaces and tabs.
 fn indent(h: &[u8]) -> usize {
@@ -545,7 +627,7 @@ fn lang_start(lang: Lang, l: &Line<'_>) -> Option<State> {
     match lang {
         // A group may also begin inside a trace (after a gap or a cap): a frame line is
         // one whatever comes before it.
-        Lang::Java => match exception_header(h) {
+        Lang::Java => match l.header() {
             Some(true) => trace(Phase::Frames),
             _ if h.starts_with(b"Exception in thread ") => trace(Phase::Frames),
             _ if h.first() == Some(&b'\t') && is_frame_at(h) => trace(Phase::Frames),
@@ -561,7 +643,7 @@ fn lang_start(lang: Lang, l: &Line<'_>) -> Option<State> {
             || is_goroutine(h))
         .then_some(State::Trace(lang, Phase::Frames)),
         Lang::Ruby => is_ruby_header(l).then_some(State::Trace(lang, Phase::Frames)),
-        Lang::Node => match exception_header(h) {
+        Lang::Node => match l.header() {
             Some(false) => trace(Phase::Frames),
             _ if h.starts_with(b"    at ") && is_frame_at(h) => trace(Phase::Frames),
             _ => None,
@@ -569,7 +651,7 @@ fn lang_start(lang: Lang, l: &Line<'_>) -> Option<State> {
         Lang::Dotnet => {
             if is_dotnet_console(h) {
                 trace(Phase::Console)
-            } else if h.starts_with(b"Unhandled exception. ") && exception_header(h).is_some() {
+            } else if h.starts_with(b"Unhandled exception. ") && l.header().is_some() {
                 trace(Phase::Frames)
             } else {
                 None
@@ -591,10 +673,12 @@ fn joins(mode: &Mode, g: &Group, l: &Line<'_>) -> Option<State> {
         (Mode::Off, _) => None,
         (Mode::Rule(rule), _) => rule_joins(rule, l).then_some(State::Rule),
         (_, State::Trace(lang, phase)) => lang_continues(lang, phase, l),
-        (Mode::Lang(lang), _) => plain_joins(*lang, g, l),
+        // Only a group's first line introduces a trace.
+        (_, State::Plain) if g.lines > 1 => None,
+        (Mode::Lang(lang), _) => plain_joins(*lang, l, g.intro),
         (Mode::Auto, _) => Lang::ALL
             .into_iter()
-            .find_map(|lang| plain_joins(lang, g, l)),
+            .find_map(|lang| plain_joins(lang, l, g.intro)),
     }
 }
 
@@ -611,37 +695,24 @@ fn rule_joins(rule: &Rule, l: &Line<'_>) -> bool {
 /// A line that turns a group of ordinary lines into a trace of `lang`: an exception
 /// header or traceback after the logger's line that introduced it, or frames right
 /// after a line that named the exception itself.
-fn plain_joins(lang: Lang, g: &Group, l: &Line<'_>) -> Option<State> {
+fn plain_joins(lang: Lang, l: &Line<'_>, intro: Intro) -> Option<State> {
     let h = l.head;
-    let first = g.lines == 1;
-    let trace = Some(State::Trace(lang, Phase::Frames));
-    match lang {
+    let joined = match lang {
         Lang::Java => {
-            if first && g.intro && exception_header(h).is_some() {
-                return trace;
-            }
-            (first && g.mentions_error && is_frame_at(h) && h.first() == Some(&b'\t'))
-                .then_some(State::Trace(lang, Phase::Frames))
+            (l.header().is_some() && intro.level)
+                || (h.first() == Some(&b'\t') && is_frame_at(h) && intro.error)
         }
-        Lang::Python => (first && g.intro && h.starts_with(b"Traceback (most recent call last):"))
-            .then_some(State::Trace(lang, Phase::Frames)),
-        Lang::Go => {
-            (first && g.panic && is_goroutine(h)).then_some(State::Trace(lang, Phase::Frames))
-        }
-        Lang::Ruby => (first && g.intro && (is_ruby_header(l) || is_ruby_path_frame(h)))
-            .then_some(State::Trace(lang, Phase::Frames)),
+        Lang::Python => h.starts_with(b"Traceback (most recent call last):") && intro.level,
+        Lang::Go => is_goroutine(h) && intro.panic,
+        Lang::Ruby => (is_ruby_header(l) || is_ruby_path_frame(h)) && intro.level,
         Lang::Node => {
-            if first && g.intro && exception_header(h) == Some(false) {
-                return trace;
-            }
-            (first && g.mentions_error && h.starts_with(b"    at ") && is_frame_at(h))
-                .then_some(State::Trace(lang, Phase::Frames))
+            (l.header() == Some(false) && intro.level)
+                || (h.starts_with(b"    at ") && is_frame_at(h) && intro.error)
         }
-        Lang::Dotnet => (first && g.mentions_error && h.starts_with(b"   at ") && is_frame_at(h))
-            .then_some(State::Trace(lang, Phase::Frames)),
-        Lang::Php => (first && g.php_object && h == b"[stacktrace]")
-            .then_some(State::Trace(lang, Phase::Frames)),
-    }
+        Lang::Dotnet => h.starts_with(b"   at ") && is_frame_at(h) && intro.error,
+        Lang::Php => h == b"[stacktrace]" && intro.php_object,
+    };
+    joined.then_some(State::Trace(lang, Phase::Frames))
 }
 
 /// Whether a line continues a trace of `lang` at `phase`; the phase after it.
@@ -764,7 +835,7 @@ fn is_go_register(h: &[u8]) -> bool {
 
 /// Ruby's header: `app.rb:3:in 'foo': message (RuntimeError)`.
 fn is_ruby_header(l: &Line<'_>) -> bool {
-    if !(contains(l.head, b".rb:") && contains(l.head, b":in ")) {
+    if !(RB.find(l.head).is_some() && IN.find(l.head).is_some()) {
         return false;
     }
     let t = trim_end(l.tail);
@@ -784,7 +855,7 @@ fn is_ruby_header(l: &Line<'_>) -> bool {
 
 /// `app/models/user.rb:12:in 'save'`: a backtrace line (Rails prints them unindented).
 fn is_ruby_path_frame(h: &[u8]) -> bool {
-    let Some(at) = memchr::memmem::find(h, b".rb:") else {
+    let Some(at) = RB.find(h) else {
         return false;
     };
     !h[..at].contains(&b' ') && {
