@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("bulk_response", bulk_response),
     ("multiline_group", multiline_group),
     ("field_parse", field_parse),
+    ("redaction", redaction),
 ];
 
 /// The encoder and file context every target encodes with.
@@ -783,6 +784,7 @@ fn fuzz_stream(
             max_bytes: 400,
         },
         parsers: [fields::Parser::None, fields::Parser::None],
+        controls: Default::default(),
     };
     let settings = Settings {
         max_record_bytes: 1 << 16,
@@ -880,4 +882,41 @@ pub fn field_parse(data: &[u8]) {
     }
     assert_eq!(s["log"], d["log"]);
     assert_eq!(s["shipper"]["fields_rejected"], "test");
+}
+
+/// `redaction`: byte 0 picks the replacement (a text or a keyed hash), the rest is the
+/// text. The redactor sees the same text whether it is stored raw or JSON-escaped (as
+/// Docker stores it), so both give the same result; a redacted text encodes into a valid
+/// document; every pattern named in the counts replaced something.
+pub fn redaction(data: &[u8]) {
+    use crate::config::REDACT_BUILTINS;
+    use crate::record::redact::{hash_key, Redactor, Replacement};
+    let Some((&sel, text)) = data.split_first() else {
+        return;
+    };
+    let replacement = if sel & 1 == 0 {
+        Replacement::Text("[REDACTED]".into())
+    } else {
+        Replacement::Hash(hash_key(b"fuzz"))
+    };
+    let builtins: Vec<String> = REDACT_BUILTINS.iter().map(|b| (*b).to_owned()).collect();
+    let user = [("digits".to_owned(), "id=([0-9]+)".to_owned())];
+    let user = if sel & 2 != 0 { &user[..] } else { &[] };
+    let r = Redactor::new(&builtins, user, replacement).expect("valid patterns");
+    let Ok(utf8) = std::str::from_utf8(text) else {
+        // Raw bytes that are not UTF-8 still redact without a panic.
+        let _ = r.redact(&Text::Raw(text), &mut Vec::new());
+        return;
+    };
+    let raw = r.redact(&Text::Raw(text), &mut Vec::new());
+    let mut escaped = Vec::new();
+    crate::encode::escaped::escape_into(&mut escaped, utf8.as_bytes());
+    let from_escaped = r.redact(&Text::Escaped(&escaped), &mut Vec::new());
+    assert_eq!(raw, from_escaped, "raw and escaped forms redact alike");
+    if let Some(red) = raw {
+        assert!(red.hits.iter().all(|(_, n)| *n > 0));
+        assert!(!red.hits.is_empty());
+        let t = crate::timestamp::Timestamp::parse(b"2024-07-08T03:42:57Z").expect("valid");
+        encode_checked(t, Stream::Stdout, &Text::Owned(red.text), 0);
+    }
 }

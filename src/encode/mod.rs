@@ -56,6 +56,34 @@ pub enum Text<'a> {
     Owned(String),
 }
 
+impl Text<'_> {
+    /// The text's bytes as stored (escaped for [`Text::Escaped`]).
+    pub fn stored(&self) -> &[u8] {
+        match self {
+            Text::Escaped(b) | Text::Raw(b) => b,
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+
+    /// The first `limit` bytes of the text as a reader sees it (unescaped, in `scratch`
+    /// when something in them is escaped). Raw text may hold invalid UTF-8.
+    pub fn unescaped<'s>(&'s self, limit: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        match self {
+            Text::Raw(r) => &r[..r.len().min(limit)],
+            Text::Owned(s) => &s.as_bytes()[..s.len().min(limit)],
+            Text::Escaped(e) => {
+                let end = e.len().min(limit);
+                if memchr::memchr(b'\\', &e[..end]).is_none() {
+                    // Nothing escaped: it reads as it is stored.
+                    return &e[..end];
+                }
+                escaped::unescape_prefix(e, limit, scratch);
+                scratch
+            }
+        }
+    }
+}
+
 /// The document's keys the agent writes at its root: parsed fields never replace them.
 pub const RESERVED_KEYS: &[&str] = &[
     "@timestamp",

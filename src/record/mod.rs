@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! lines → parse (Docker or CRI, detected from content) → partial merge
-//!       → multiline grouping (per stream) → encode
+//!       → multiline grouping (per stream) → filter → redact → fields → encode
 //! ```
-//! Later record transforms (structured fields, filters) slot in before the encoder, where
-//! a record or a closed group becomes a `Doc`.
+//! The record transforms after grouping (filter, redaction, fields) apply where a record
+//! or a closed group becomes a `Doc`, in [`Emitter::emit`].
 //!
 //! Documents come out in file order (a group's document at its first line's offset),
 //! which a group still open in the other stream can delay; a group closes at the latest
@@ -19,9 +19,11 @@
 //! caller never checkpoints past the first byte of a record not yet emitted.
 
 pub mod fields;
+pub mod filter;
 pub mod multiline;
 pub mod parse;
 pub mod partial;
+pub mod redact;
 
 use crate::encode::{Doc, Encoder, Fields, FileContext, Level, Metadata, Stream, Text};
 use crate::ids::FileId;
@@ -31,6 +33,7 @@ use parse::{parse_line, Format, ParseError};
 use partial::{cap_text, Merger};
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Settings shared by every file's stream.
 #[derive(Debug, Clone)]
@@ -48,10 +51,46 @@ pub struct FileSettings {
     pub multiline: multiline::Settings,
     /// How each stream's records (stdout, stderr) are parsed into fields.
     pub parsers: [fields::Parser; 2],
+    /// Which records are shipped, and which secrets they lose.
+    pub controls: Controls,
+}
+
+/// The filter and redaction of a file's records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Controls {
+    pub filter: Option<Arc<filter::Filter>>,
+    pub redact: Option<Arc<redact::Redactor>>,
+}
+
+/// Counts by rule or pattern name (a few names: a short list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally(Vec<(Arc<str>, u64)>);
+
+impl Tally {
+    pub fn add(&mut self, name: &Arc<str>, n: u64) {
+        match self.0.iter_mut().find(|(k, _)| k == name) {
+            Some((_, c)) => *c += n,
+            None => self.0.push((name.clone(), n)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(k, n)| (&**k, *n))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        for (k, n) in &other.0 {
+            self.add(k, *n);
+        }
+    }
 }
 
 /// What a stream produced: added to the batch (documents) and to the metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Documents encoded.
     pub docs: u64,
@@ -79,6 +118,10 @@ pub struct Counts {
     pub fields_invalid: u64,
     /// ...or past the caps on keys, depth or key length.
     pub fields_caps: u64,
+    /// Records dropped by a rule's `drop`/`keep` filter, by rule name.
+    pub dropped: Tally,
+    /// Secrets replaced, by pattern name.
+    pub redactions: Tally,
     /// Newest record timestamp (Unix milliseconds; 0 when none).
     pub newest_ms: u64,
 }
@@ -111,6 +154,8 @@ impl Counts {
         self.fields_parsed += other.fields_parsed;
         self.fields_invalid += other.fields_invalid;
         self.fields_caps += other.fields_caps;
+        self.dropped.merge(&other.dropped);
+        self.redactions.merge(&other.redactions);
         self.newest_ms = self.newest_ms.max(other.newest_ms);
     }
 }
@@ -167,6 +212,8 @@ struct Emitter {
     fields: fields::Options,
     /// Scratch for the parser, and the fields of the document being made.
     scratch: Vec<u8>,
+    /// The text unescaped, for the filter and the redactor.
+    plain: Vec<u8>,
     parsed: Fields,
     waiting: Waiting,
 }
@@ -235,6 +282,59 @@ impl Waiting {
 }
 
 impl Emitter {
+    /// A record or closed group becomes a document: unless `ctl`'s filter drops it, its
+    /// secrets are replaced, its text parsed into fields (with `parser`, when given),
+    /// and it is encoded.
+    fn emit(
+        &mut self,
+        doc: Doc<'_>,
+        parser: Option<&fields::Parser>,
+        ctl: &Controls,
+        barrier: u64,
+        out: &mut Output<'_>,
+    ) {
+        // The filter and the redactor read the text unescaped: unescape it once.
+        let stored = doc.text.stored();
+        let search = ctl.redact.as_ref().is_some_and(|r| r.needs_search(stored));
+        let mut plain_buf = std::mem::take(&mut self.plain);
+        let plain = if ctl.filter.is_some() || search {
+            doc.text.unescaped(usize::MAX, &mut plain_buf)
+        } else {
+            &[]
+        };
+        if let Some(f) = &ctl.filter {
+            if !f.keeps_plain(plain) {
+                out.counts.dropped.add(&f.rule, 1);
+                self.plain = plain_buf;
+                return;
+            }
+        }
+        let redacted = match &ctl.redact {
+            Some(r) if search => r.redact_plain(stored, plain),
+            _ => None,
+        };
+        if plain_buf.capacity() > KEEP_BYTES {
+            // A huge record's buffer is not kept for every file.
+            plain_buf = Vec::new();
+        }
+        self.plain = plain_buf;
+        let text;
+        let doc = match redacted {
+            Some(r) => {
+                for (name, n) in &r.hits {
+                    out.counts.redactions.add(name, *n);
+                }
+                text = Text::Owned(r.text);
+                Doc { text: &text, ..doc }
+            }
+            None => doc,
+        };
+        match parser {
+            Some(p) => self.parsed_doc(doc, p, barrier, out),
+            None => self.doc(&doc, barrier, out),
+        }
+    }
+
     /// Parses a record's text into fields with `parser`, then encodes its document.
     fn parsed_doc(
         &mut self,
@@ -322,6 +422,7 @@ impl RecordStream {
                 ctx,
                 fields: settings.fields.clone(),
                 scratch: Vec::new(),
+                plain: Vec::new(),
                 parsed: Fields::default(),
                 waiting: Waiting::default(),
             },
@@ -587,7 +688,8 @@ impl RecordStream {
                     fields: None,
                 };
                 let barrier = self.barrier();
-                self.docs.doc(&doc, barrier, out);
+                self.docs
+                    .emit(doc, None, &self.settings.controls, barrier, out);
             }
         }
     }
@@ -595,8 +697,7 @@ impl RecordStream {
     /// Encodes a closed group.
     fn group(&mut self, stream: Stream, g: multiline::Group, out: &mut Output<'_>) {
         let barrier = self.barrier();
-        let parser = &self.settings.parsers[stream.index()];
-        let text = group_doc(&mut self.docs, parser, stream, g, barrier, out);
+        let text = group_doc(&mut self.docs, &self.settings, stream, g, barrier, out);
         self.groups[stream.index()].recycle(text);
     }
 }
@@ -631,7 +732,7 @@ fn group_or_emit(
             parse_error: None,
             fields: None,
         };
-        return docs.parsed_doc(doc, parser, u64::MAX, out);
+        return docs.emit(doc, Some(parser), &settings.controls, u64::MAX, out);
     }
     let input = multiline::Input {
         offset: rec.offset,
@@ -645,7 +746,7 @@ fn group_or_emit(
         multiline::Step::Pass { closed } => (closed, true),
     };
     if let Some(g) = closed {
-        let text = group_doc(docs, parser, rec.stream, g, barrier(groups), out);
+        let text = group_doc(docs, settings, rec.stream, g, barrier(groups), out);
         groups[rec.stream.index()].recycle(text);
     }
     if pass {
@@ -658,7 +759,7 @@ fn group_or_emit(
             parse_error: None,
             fields: None,
         };
-        docs.parsed_doc(doc, parser, barrier(groups), out);
+        docs.emit(doc, Some(parser), &settings.controls, barrier(groups), out);
     }
 }
 
@@ -677,7 +778,7 @@ fn barrier(groups: &[multiline::Grouper; 2]) -> u64 {
 /// group's text buffer.
 fn group_doc(
     docs: &mut Emitter,
-    parser: &fields::Parser,
+    settings: &FileSettings,
     stream: Stream,
     g: multiline::Group,
     barrier: u64,
@@ -697,11 +798,8 @@ fn group_doc(
         parse_error: None,
         fields: None,
     };
-    if g.lines == 1 {
-        docs.parsed_doc(doc, parser, barrier, out);
-    } else {
-        docs.doc(&doc, barrier, out);
-    }
+    let parser = (g.lines == 1).then(|| &settings.parsers[stream.index()]);
+    docs.emit(doc, parser, &settings.controls, barrier, out);
     g.text
 }
 
@@ -732,6 +830,10 @@ mod tests {
     }
 
     fn stream_at(mode: multiline::Mode, skip: [u64; 2]) -> RecordStream {
+        stream_with(mode, skip, Controls::default())
+    }
+
+    fn stream_with(mode: multiline::Mode, skip: [u64; 2], controls: Controls) -> RecordStream {
         let file = FileSettings {
             multiline: multiline::Settings {
                 mode,
@@ -740,6 +842,7 @@ mod tests {
                 max_bytes: 1 << 20,
             },
             parsers: [fields::Parser::None, fields::Parser::None],
+            controls,
         };
         let id = FileId::compute("docker:t", b"first");
         RecordStream::new(
@@ -804,6 +907,61 @@ mod tests {
             "the counts count the documents"
         );
         (docs, counts)
+    }
+
+    #[test]
+    fn filters_drop_whole_groups_and_redaction_covers_them() {
+        let text = [
+            docker("stdout", 1, "GET /healthz kube-probe/1.29"),
+            docker(
+                "stderr",
+                2,
+                "ERROR [main] App - login failed password=hunter2",
+            ),
+            docker("stderr", 2, "java.lang.IllegalStateException: bad"),
+            docker("stderr", 3, "\tat a.B.c(B.java:1)"),
+            docker("stdout", 4, "GET /orders token AKIAIOSFODNN7EXAMPLE"),
+            docker("stdout", 5, "kube-probe again"),
+        ]
+        .concat();
+        let redactor = redact::Redactor::new(
+            &["password".into(), "aws_access_key".into()],
+            &[],
+            redact::Replacement::Text("[REDACTED]".into()),
+        )
+        .unwrap();
+        let controls = Controls {
+            filter: Some(Arc::new(
+                filter::Filter::new("probes", false, "kube-probe").unwrap(),
+            )),
+            redact: Some(Arc::new(redactor)),
+        };
+        let mut all = Vec::new();
+        for chunk in [1, 2, 100] {
+            let mut s = stream_with(multiline::Mode::Auto, [0; 2], controls.clone());
+            let (docs, counts) = run(&mut s, &text, 0, chunk);
+            let logs: Vec<&str> = docs.iter().map(|(_, l)| l.as_str()).collect();
+            assert_eq!(
+                logs,
+                [
+                    "ERROR [main] App - login failed password=[REDACTED]\njava.lang.IllegalStateException: bad\n\tat a.B.c(B.java:1)",
+                    "GET /orders token [REDACTED]",
+                ]
+            );
+            assert_eq!(counts.dropped.iter().collect::<Vec<_>>(), [("probes", 2)]);
+            assert_eq!(counts.redactions.total(), 2);
+            assert_eq!(counts.lines, 6);
+            assert_eq!(
+                s.held().pending,
+                None,
+                "a dropped record holds nothing back"
+            );
+            all.push(docs);
+        }
+        assert!(
+            all.windows(2).all(|w| w[0] == w[1]),
+            "ids do not depend on reads"
+        );
     }
 
     /// A Java trace on stderr while access lines go to stdout, as the runtimes write them.

@@ -450,19 +450,11 @@ fn append(buf: &mut Vec<u8>, t: &Text<'_>, separate: bool) {
 /// The detectors' view of a text: its first `limit` bytes, unescaped (in `scratch` when
 /// they had to be).
 fn view<'a>(t: &'a Text<'a>, scratch: &'a mut Vec<u8>, limit: usize) -> Line<'a> {
-    match t {
-        Text::Raw(r) => Line::new(&r[..r.len().min(limit)], r),
-        Text::Owned(s) => Line::new(&s.as_bytes()[..s.len().min(limit)], s.as_bytes()),
-        Text::Escaped(e) => {
-            let end = e.len().min(limit);
-            if memchr::memchr(b'\\', &e[..end]).is_none() {
-                // Nothing escaped in the head: it reads as it is stored.
-                return Line::new(&e[..end], e);
-            }
-            escaped::unescape_prefix(e, limit, scratch);
-            Line::new(scratch, e)
-        }
-    }
+    let whole = match t {
+        Text::Raw(r) | Text::Escaped(r) => r,
+        Text::Owned(s) => s.as_bytes(),
+    };
+    Line::new(t.unescaped(limit, scratch), whole)
 }
 
 /// The common case of [`is_json_object`], told from the text as stored (braces are never
