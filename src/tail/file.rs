@@ -47,6 +47,8 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     pub bytes: u64,
+    /// Lines handed over (counted in strict turns only).
+    pub lines: u64,
     /// Reached the end of the file (for now).
     pub eof: bool,
 }
@@ -115,6 +117,11 @@ impl FileTail {
     /// Whether the size differs from the last call's (and remembers this one).
     pub fn size_changed(&mut self, len: u64) -> bool {
         std::mem::replace(&mut self.checked_len, len) != len
+    }
+
+    /// The container the file belongs to.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn id(&self) -> Option<FileId> {
@@ -210,13 +217,15 @@ impl FileTail {
         self.pos
     }
 
-    /// Reads up to about `budget` bytes of complete lines and hands them to `sink`.
+    /// Reads up to about `budget` bytes of complete lines and hands them to `sink`. A
+    /// `strict` turn (a rate-limited one) stops at the last whole line within the budget
+    /// (at least one line) rather than at the end of a read, and counts its lines.
     pub fn poll(
         &mut self,
         buf: &mut Vec<u8>,
         limits: &ReadLimits,
         stats: &Stats,
-        budget: u64,
+        (budget, strict): (u64, bool),
         sink: &mut Sink<'_>,
     ) -> io::Result<Progress> {
         let mut progress = Progress::default();
@@ -244,7 +253,13 @@ impl FileTail {
                 self.advance(used, &mut progress, stats);
                 continue;
             }
-            let Some(last_nl) = memrchr(b'\n', data) else {
+            let room = usize::try_from(budget - progress.bytes).unwrap_or(usize::MAX);
+            let last_nl = if strict && n > room {
+                memrchr(b'\n', &data[..room]).or_else(|| memchr(b'\n', data))
+            } else {
+                memrchr(b'\n', data)
+            };
+            let Some(last_nl) = last_nl else {
                 if n < buf.len() {
                     // A line still being written: wait for its end.
                     progress.eof = true;
@@ -264,6 +279,9 @@ impl FileTail {
                 continue;
             };
             let offset = self.pos;
+            if strict {
+                progress.lines += memchr::memchr_iter(b'\n', &data[..=last_nl]).count() as u64;
+            }
             self.held = sink(
                 self.key,
                 Event::Lines {

@@ -17,20 +17,24 @@
 //! - **Fairness**: [`Tail::poll_round`] gives every file one turn of at most `budget`
 //!   bytes, round-robin, so a chatty container cannot starve the others. A paused file
 //!   (waiting for its metadata) skips its turns; the others keep being read.
+//! - **Rate limits** ([`limit`]): a container over its limit skips turns until its
+//!   bucket refills; its backlog stays in its files, nothing is dropped.
 //!
 //! Checkpoints are read here (to resume a file) but never written: the caller persists
 //! [`Tail::positions`] once the records emitted so far are safe.
 
 mod file;
+pub mod limit;
 
 pub use file::{FileTail, Phase, Progress, ReadLimits};
+pub use limit::Limit;
 
 use crate::checkpoint::Position;
 use crate::ids::FileId;
 use crate::metrics::Stats;
 use crate::record::Held;
 use crate::timestamp::Timestamp;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -106,6 +110,8 @@ pub struct Tail {
     /// Where the next round starts (round-robin across calls).
     cursor: usize,
     next_key: u64,
+    /// Rate limits, one bucket per container (its live and rotated files share it).
+    buckets: HashMap<String, limit::Bucket>,
 }
 
 impl Tail {
@@ -122,7 +128,49 @@ impl Tail {
             stats,
             cursor: 0,
             next_key: 0,
+            buckets: HashMap::new(),
         }
+    }
+
+    /// Sets (or removes) the rate limit of the container file `key` belongs to.
+    pub fn set_limit(&mut self, key: FileKey, limit: Option<Limit>) {
+        let Some(i) = self.find(key) else { return };
+        let source = self.files[i].source();
+        match (limit, self.buckets.get_mut(source)) {
+            (None, _) => {
+                self.buckets.remove(source);
+            }
+            (Some(l), Some(b)) if b.limit() != l => b.set_limit(l),
+            (Some(_), Some(_)) => {}
+            (Some(l), None) => {
+                let b = limit::Bucket::new(l, Instant::now());
+                self.buckets.insert(source.to_owned(), b);
+            }
+        }
+        self.publish_throttled();
+    }
+
+    /// When a throttled container may read again, as a wait from now.
+    pub fn next_refill(&self) -> Option<Duration> {
+        self.buckets
+            .values()
+            .filter(|b| b.throttled)
+            .map(limit::Bucket::ready_in)
+            .min()
+    }
+
+    fn publish_throttled(&self) {
+        let n = (0..self.files.len()).filter(|&i| self.throttled(i)).count();
+        self.stats
+            .files_throttled
+            .store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the container of file `i` is being held back by its rate limit.
+    fn throttled(&self, i: usize) -> bool {
+        self.buckets
+            .get(self.files[i].source())
+            .is_some_and(|b| b.throttled)
     }
 
     pub fn len(&self) -> usize {
@@ -301,6 +349,9 @@ impl Tail {
         };
         if !copied && unread > 0 {
             Stats::add(&self.stats.rotated_unread_bytes, unread);
+            if self.throttled(i) {
+                Stats::add(&self.stats.rotated_unread_throttled, unread);
+            }
             tracing::warn!(path = %self.files[i].path.display(), bytes = unread, "file truncated before its last bytes were read, and no copy of it found");
         }
         self.identify_at(i, sink);
@@ -367,29 +418,48 @@ impl Tail {
                 self.cursor = i + 1;
                 continue;
             }
-            // A turn reads at most what still fits in the caller's batch.
+            // A turn reads at most what still fits in the caller's batch, and what the
+            // container's rate limit allows.
             let room = limit.saturating_sub(total);
-            let progress = self.poll_at(i, self.cfg.budget.min(room.max(4096)), sink);
+            let mut turn = self.cfg.budget.min(room.max(4096));
+            let mut strict = false;
+            let bucket = self.buckets.get_mut(self.files[i].source());
+            if let Some(b) = bucket {
+                let allowed = b.allowance(Instant::now());
+                if allowed == 0 {
+                    b.throttled = true;
+                    self.cursor = i + 1;
+                    continue;
+                }
+                turn = turn.min(allowed);
+                strict = true;
+            }
+            let progress = self.poll_at(i, (turn, strict), sink);
             total += progress.bytes;
+            if let Some(b) = self.buckets.get_mut(self.files[i].source()) {
+                b.spend(progress.bytes, progress.lines);
+                b.throttled = !progress.eof && progress.bytes >= turn;
+            }
             if !self.maybe_close(i, progress, sink) {
                 self.cursor = i + 1;
             }
         }
+        self.publish_throttled();
         total
     }
 
     /// Reads one file, up to `budget` bytes.
     pub fn poll_file(&mut self, key: FileKey, budget: u64, sink: &mut Sink<'_>) -> Progress {
         match self.find(key) {
-            Some(i) => self.poll_at(i, budget, sink),
+            Some(i) => self.poll_at(i, (budget, false), sink),
             None => Progress {
-                bytes: 0,
                 eof: true,
+                ..Progress::default()
             },
         }
     }
 
-    fn poll_at(&mut self, i: usize, budget: u64, sink: &mut Sink<'_>) -> Progress {
+    fn poll_at(&mut self, i: usize, budget: (u64, bool), sink: &mut Sink<'_>) -> Progress {
         let Tail {
             files,
             buf,
@@ -404,8 +474,8 @@ impl Tail {
                 Stats::add(&stats.read_errors, 1);
                 crate::log_every!(crate::logging::EVERY, warn, path = %f.path.display(), error = %e, "error reading log file");
                 Progress {
-                    bytes: 0,
                     eof: true,
+                    ..Progress::default()
                 }
             }
         }
