@@ -25,6 +25,8 @@ pub use crate::reader::agent::TEST_WEDGE_ENV;
 pub struct DryRun {
     pub pods: Option<PathBuf>,
     pub follow: bool,
+    /// Print which rule or annotation decided each file's settings.
+    pub explain: bool,
 }
 
 /// Where files get their metadata: the live cache when there is one.
@@ -58,12 +60,13 @@ pub fn dry_run(
             tracing::warn!("Kubernetes API has not answered yet; reading with cached and path metadata meanwhile");
         }
     }
-    let mut reader = Reader::new(
-        ReaderSettings::from_config(cfg)?,
-        source,
-        Default::default(),
-        stats.clone(),
-    );
+    // Rate limits pace the agent's reading; a dry-run reads at full speed.
+    let settings = ReaderSettings {
+        rate_limits: false,
+        explain: opts.explain,
+        ..ReaderSettings::from_config(cfg)?
+    };
+    let mut reader = Reader::new(settings, source, Default::default(), stats.clone());
     let rescan_every = Duration::from_millis(cfg.input.rescan_interval_ms);
     crate::reader::dry_run::run(&mut reader, out, opts.follow, stop, rescan_every)
         .context("writing output")?;
@@ -75,7 +78,8 @@ pub fn dry_run(
 
 /// Runs the agent until a stop signal (or a failed worker), then stops in the order
 /// [`shutdown::drain`] documents. Returns the counters; an error if a worker failed.
-pub fn agent(cfg: &Config) -> anyhow::Result<Arc<Stats>> {
+/// Runs the agent on `cfg`, loaded from `source` (loaded again the same way on a reload).
+pub fn agent(cfg: &Config, source: crate::reload::Source) -> anyhow::Result<Arc<Stats>> {
     use crate::ship::{client::Client, dead_letter::DeadLetter, Shipper};
     let stats = Arc::new(Stats::default());
     let stop = Stop::new();
@@ -101,20 +105,28 @@ pub fn agent(cfg: &Config) -> anyhow::Result<Arc<Stats>> {
         cfg.agent.dead_letter_max_bytes,
         stats.clone(),
     );
-    let shipper = Shipper::new(
-        Client::new(es)?,
-        buffered.clone(),
-        cfg.into(),
-        stats.clone(),
-        dead,
-    );
+    let client = Client::new(es)?;
+    let credentials = client.credentials();
+    let shipper = Shipper::new(client, buffered.clone(), cfg.into(), stats.clone(), dead);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("shipper-io")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.spawn(shutdown::signals(stop.clone()));
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+    let reloader = crate::reload::start(
+        source,
+        cfg.clone(),
+        reload_tx,
+        credentials,
+        stats.clone(),
+        {
+            let stop = stop.clone();
+            move || stop.is_set()
+        },
+    )?;
+    runtime.spawn(shutdown::signals(stop.clone(), reloader.trigger.clone()));
     let max_bytes = b.max_bytes as f64;
     let mut gauges: Vec<(&'static str, &'static str, GaugeFn)> = vec![(
         "shipper_buffer_max_bytes",
@@ -131,7 +143,7 @@ pub fn agent(cfg: &Config) -> anyhow::Result<Arc<Stats>> {
         drop(guard);
     });
     let source = meta_source(cfg, kube.as_ref());
-    let (reader, appender) = spawn_workers(cfg, &stats, &stop, source, cps, writer)?;
+    let (reader, appender) = spawn_workers(cfg, &stats, &stop, (source, reload_rx), cps, writer)?;
 
     let ready = |r: bool| {
         status
@@ -152,6 +164,7 @@ pub fn agent(cfg: &Config) -> anyhow::Result<Arc<Stats>> {
     let result = shutdown::drain(&runtime, running, &stop, deadline, |e| e.is::<Abandoned>());
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(kube);
+    drop(reloader);
     result.map(|()| stats)
 }
 
@@ -162,7 +175,7 @@ fn spawn_workers(
     cfg: &Config,
     stats: &Arc<Stats>,
     stop: &Arc<Stop>,
-    source: MetaSource,
+    (source, reloads): (MetaSource, crossbeam_channel::Receiver<ReaderSettings>),
     cps: Checkpoints,
     writer: crate::buffer::Writer,
 ) -> anyhow::Result<(Thread<()>, Thread<crate::buffer::Writer>)> {
@@ -196,6 +209,7 @@ fn spawn_workers(
         limits: Limits::from_config(es),
         rescan_every: Duration::from_millis(cfg.input.rescan_interval_ms),
         wedge: Wedge::from_env()?,
+        reloads: Some(reloads),
     };
     let (st, sp) = (stats.clone(), stop.clone());
     let reader = shutdown::spawn_worker(

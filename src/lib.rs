@@ -6,6 +6,8 @@
 //! Entry and wiring (may use any module below):
 //! - [`cli`]: flags. [`app`]: builds the pipeline from the config and runs it.
 //! - [`shutdown`]: the stop order, the signals, workers that fail.
+//! - [`reload`]: what changes without a restart (SIGHUP, a changed configuration or
+//!   credential file), and when.
 //! - [`manifests`]: `shipper manifests`, the Kubernetes objects of the whole EFK stack.
 //! - [`retention`]: `shipper retention`, deletes old daily indices.
 //! - [`fuzzing`]: the invariants the fuzz targets check (also replayed by `cargo test`).
@@ -44,6 +46,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod manifests;
+mod reload;
 pub mod retention;
 mod shutdown;
 
@@ -73,6 +76,7 @@ pub use app::{agent, dry_run, DryRun, TEST_WEDGE_ENV};
 pub use cli::{Args, Command};
 pub use logging::{init as init_logging, Format as LogFormat};
 pub use metrics::{Metrics, Stats};
+pub use reload::Source as ConfigSource;
 
 // For the integration tests, benchmarks and fuzz targets: the stages' pieces that they
 // drive directly.

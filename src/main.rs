@@ -31,17 +31,39 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             shipper::retention::run(opts, today, &mut std::io::stdout().lock())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::CheckConfig { file }) => {
+            return Ok(match config::check_file(file) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            });
+        }
         None => {}
     }
-    let cfg = config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    let source = shipper::ConfigSource {
+        file: args.config.clone(),
+        env: std::env::vars().collect(),
+        flags: args.overrides(),
+    };
+    let cfg = config::load(
+        source.file.as_deref(),
+        source.env.iter().cloned(),
+        source.flags.clone(),
+    )?;
     if !args.dry_run {
-        let stats = shipper::agent(&cfg)?;
+        let stats = shipper::agent(&cfg, source)?;
         tracing::info!(%stats, "stopped");
         return Ok(ExitCode::SUCCESS);
     }
     let opts = shipper::DryRun {
         pods: args.pods.clone(),
         follow: args.follow,
+        explain: args.explain,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

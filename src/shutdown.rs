@@ -167,8 +167,8 @@ pub fn drain(
 }
 
 /// Answers signals until the process ends: the first SIGTERM or SIGINT requests the stop,
-/// a second one exits at once; SIGHUP is logged.
-pub async fn signals(stop: Arc<Stop>) {
+/// a second one exits at once; SIGHUP asks for a reload.
+pub async fn signals(stop: Arc<Stop>, reload: crossbeam_channel::Sender<crate::reload::Trigger>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -187,7 +187,8 @@ pub async fn signals(stop: Arc<Stop>) {
             _ = term.recv() => 128 + 15,
             _ = int.recv() => 128 + 2,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP received: nothing to reload; still running");
+                tracing::info!("SIGHUP received: reloading the configuration");
+                let _ = reload.send(crate::reload::Trigger::Signal);
                 continue;
             }
         };

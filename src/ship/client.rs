@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, C
 use reqwest::Url;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,7 @@ struct Health {
 pub struct Client {
     http: reqwest::Client,
     endpoints: Vec<Url>,
-    auth: Option<HeaderValue>,
+    auth: Arc<Credentials>,
     next: AtomicUsize,
     health: Mutex<Vec<Health>>,
     /// Endpoints whose last request got an answer below 500; kept beside `health` so
@@ -144,52 +144,80 @@ fn read_secret(what: &'static str, path: &std::path::Path) -> Result<Secret, Cli
         })
 }
 
+/// The `Authorization` header the settings give (credential files read now), with the
+/// URLs stripped of any `user:pass@`.
+fn credentials(cfg: &Elasticsearch) -> Result<(Option<HeaderValue>, Vec<Url>), ClientError> {
+    let mut username = cfg.username.clone();
+    let mut password = match &cfg.password_file {
+        Some(p) => Some(read_secret("password", p)?),
+        None => cfg.password.clone(),
+    };
+    let mut endpoints = Vec::new();
+    for u in &cfg.urls {
+        let mut url = Url::parse(u).map_err(|_| ClientError::Url(redact_url(u)))?;
+        if !url.username().is_empty() {
+            username.get_or_insert_with(|| url.username().to_owned());
+            if let Some(p) = url.password() {
+                password.get_or_insert_with(|| Secret(p.to_owned()));
+            }
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        endpoints.push(url);
+    }
+    let api_key = match &cfg.api_key_file {
+        Some(p) => Some(read_secret("API key", p)?),
+        None => cfg.api_key.clone(),
+    };
+    let auth = match (api_key, username) {
+        (Some(key), _) => Some(format!("ApiKey {}", key.0)),
+        (None, Some(user)) => {
+            use base64::Engine;
+            let pass = password.map(|p| p.0).unwrap_or_default();
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+            ))
+        }
+        (None, None) => None,
+    };
+    let auth = match auth {
+        Some(a) => {
+            let mut v = HeaderValue::from_str(&a).map_err(|_| {
+                ClientError::Build(String::from("credentials contain invalid characters"))
+            })?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+    Ok((auth, endpoints))
+}
+
+/// The credentials every request carries; replaced when their files change (Secret
+/// volumes are updated in place).
+#[derive(Default)]
+pub struct Credentials(std::sync::RwLock<Option<HeaderValue>>);
+
+impl Credentials {
+    fn get(&self) -> Option<HeaderValue> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the credential files again; returns whether the credentials changed.
+    pub fn reload(&self, cfg: &Elasticsearch) -> Result<bool, ClientError> {
+        let (auth, _) = credentials(cfg)?;
+        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = *cur != auth;
+        *cur = auth;
+        Ok(changed)
+    }
+}
+
 impl Client {
     pub fn new(cfg: &Elasticsearch) -> Result<Client, ClientError> {
-        let mut username = cfg.username.clone();
-        let mut password = match &cfg.password_file {
-            Some(p) => Some(read_secret("password", p)?),
-            None => cfg.password.clone(),
-        };
-        let mut endpoints = Vec::new();
-        for u in &cfg.urls {
-            let mut url = Url::parse(u).map_err(|_| ClientError::Url(redact_url(u)))?;
-            if !url.username().is_empty() {
-                username.get_or_insert_with(|| url.username().to_owned());
-                if let Some(p) = url.password() {
-                    password.get_or_insert_with(|| Secret(p.to_owned()));
-                }
-                let _ = url.set_username("");
-                let _ = url.set_password(None);
-            }
-            endpoints.push(url);
-        }
-        let api_key = match &cfg.api_key_file {
-            Some(p) => Some(read_secret("API key", p)?),
-            None => cfg.api_key.clone(),
-        };
-        let auth = match (api_key, username) {
-            (Some(key), _) => Some(format!("ApiKey {}", key.0)),
-            (None, Some(user)) => {
-                use base64::Engine;
-                let pass = password.map(|p| p.0).unwrap_or_default();
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-                ))
-            }
-            (None, None) => None,
-        };
-        let auth = match auth {
-            Some(a) => {
-                let mut v = HeaderValue::from_str(&a).map_err(|_| {
-                    ClientError::Build(String::from("credentials contain invalid characters"))
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
+        let (auth, endpoints) = credentials(cfg)?;
+        let auth = Arc::new(Credentials(std::sync::RwLock::new(auth)));
         // One process-wide TLS provider; a second install attempt is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
@@ -322,8 +350,8 @@ impl Client {
             .http
             .request(method.clone(), url.clone())
             .headers(headers);
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
+        if let Some(a) = self.auth.get() {
+            req = req.header(AUTHORIZATION, a);
         }
         if let Some(b) = body {
             req = req.body(b);
@@ -436,6 +464,11 @@ impl Client {
     }
 
     /// The endpoint's URL, for logs (never with credentials).
+    /// The credentials requests carry, to replace them when their files change.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.auth.clone()
+    }
+
     pub fn endpoint_url(&self, i: usize) -> String {
         self.endpoints
             .get(i)
@@ -516,7 +549,7 @@ mod tests {
             !dbg.contains("s3cret") && !c.endpoint_url(0).contains("s3cret"),
             "{dbg}"
         );
-        assert!(c.auth.as_ref().unwrap().is_sensitive());
+        assert!(c.auth.get().unwrap().is_sensitive());
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! Live reload: what changes without a restart, and when. SIGHUP, or a change in the
+//! directory of the configuration file or of a credential file (ConfigMap and Secret
+//! volumes are updated in place through a symlink swap), loads the configuration again
+//! from the same file, environment and flags.
+//!
+//! - A configuration that does not load or validate is refused: logged with its error,
+//!   counted, and the agent keeps running on the one it has.
+//! - Rules (selection, filters, parsers, rate limits), `[redact]`, `[multiline]` and the
+//!   field parsers (`fields.parser`, `fields.patterns`) go to the reader, which applies
+//!   them file by file: exclusion and limits at once, record shaping where no group is
+//!   open (so a group's boundaries never depend on when a reload came).
+//! - Credential files (`password_file`, `api_key_file`) are read again; the next request
+//!   carries the new credentials.
+//! - Anything else (roots, data directory, listener, buffer, Elasticsearch endpoints...)
+//!   takes effect at the next start: the log says which sections changed.
+
+use crate::config::{self, Config};
+use crate::metrics::Stats;
+use crate::reader::ReaderSettings;
+use crate::ship::client::Credentials;
+use crossbeam_channel::{Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the configuration came from, to load it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub file: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub flags: Vec<(&'static str, toml::Value)>,
+}
+
+impl Source {
+    fn load(&self) -> Result<Config, config::ConfigError> {
+        config::load(
+            self.file.as_deref(),
+            self.env.iter().cloned(),
+            self.flags.clone(),
+        )
+    }
+}
+
+/// Why a reload was attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Signal,
+    FileChange,
+}
+
+/// The reloader's handles: where triggers go, and the thread.
+pub struct Reloader {
+    pub trigger: Sender<Trigger>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Starts watching; reloads run on their own thread until `stop` is set.
+pub fn start(
+    source: Source,
+    current: Config,
+    reader: Sender<ReaderSettings>,
+    credentials: Arc<Credentials>,
+    stats: Arc<Stats>,
+    stopping: impl Fn() -> bool + Send + 'static,
+) -> anyhow::Result<Reloader> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let watcher = watch(&source, &current, tx.clone());
+    let state = State {
+        source,
+        current,
+        reader,
+        credentials,
+        stats,
+    };
+    std::thread::Builder::new()
+        .name("shipper-reload".into())
+        .spawn(move || state.run(&rx, &stopping))?;
+    Ok(Reloader {
+        trigger: tx,
+        _watcher: watcher,
+    })
+}
+
+/// Watches the directories of the configuration file and of the credential files.
+fn watch(source: &Source, cfg: &Config, tx: Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let es = &cfg.elasticsearch;
+    let dirs: Vec<PathBuf> = [
+        source.file.as_ref(),
+        es.password_file.as_ref(),
+        es.api_key_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
+    .map(|p| {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p
+        }
+    })
+    .collect();
+    if dirs.is_empty() {
+        return None;
+    }
+    let mut w = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(Trigger::FileChange);
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the configuration for changes; reload with SIGHUP");
+            return None;
+        }
+    };
+    for d in dirs {
+        if let Err(e) = w.watch(&d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch for configuration changes; reload with SIGHUP");
+        }
+    }
+    Some(w)
+}
+
+struct State {
+    source: Source,
+    current: Config,
+    reader: Sender<ReaderSettings>,
+    credentials: Arc<Credentials>,
+    stats: Arc<Stats>,
+}
+
+/// How long a burst of file events is gathered into one reload (a symlink swap is
+/// several events).
+const SETTLE: Duration = Duration::from_millis(50);
+
+impl State {
+    fn run(mut self, rx: &Receiver<Trigger>, stopping: &dyn Fn() -> bool) {
+        while !stopping() {
+            let Ok(first) = rx.recv_timeout(Duration::from_millis(500)) else {
+                continue;
+            };
+            let mut signal = first == Trigger::Signal;
+            while let Ok(t) = rx.recv_timeout(SETTLE) {
+                signal |= t == Trigger::Signal;
+            }
+            self.reload(signal);
+        }
+    }
+
+    /// Loads the configuration again and applies what can change now.
+    fn reload(&mut self, signal: bool) {
+        let new = match self.source.load() {
+            Ok(c) => c,
+            Err(e) => return self.refuse(&e.to_string()),
+        };
+        match self.credentials.reload(&new.elasticsearch) {
+            Ok(true) => tracing::info!("credentials read again from their files"),
+            Ok(false) => {}
+            Err(e) => return self.refuse(&e.to_string()),
+        }
+        if new == self.current {
+            if signal {
+                tracing::info!("configuration reloaded: nothing changed");
+                Stats::add(&self.stats.config_reloads, 1);
+            }
+            return;
+        }
+        let restart = needs_restart(&self.current, &new);
+        if !restart.is_empty() {
+            tracing::warn!(sections = %restart.join(", "), "these settings changed but take effect only at the next start");
+        }
+        if reloadable(&self.current) != reloadable(&new) {
+            let settings = match ReaderSettings::from_config(&new) {
+                Ok(s) => s,
+                Err(e) => return self.refuse(&e.to_string()),
+            };
+            if self.reader.send(settings).is_err() {
+                return;
+            }
+        }
+        tracing::info!("configuration reloaded");
+        Stats::add(&self.stats.config_reloads, 1);
+        self.stats
+            .config_reload_failed
+            .store(false, Ordering::Relaxed);
+        self.current = new;
+    }
+
+    fn refuse(&self, error: &str) {
+        tracing::error!(%error, "new configuration refused; still running on the previous one");
+        Stats::add(&self.stats.config_reload_failures, 1);
+        self.stats
+            .config_reload_failed
+            .store(true, Ordering::Relaxed);
+    }
+}
+
+/// The settings a reload applies, as one comparable value.
+fn reloadable(
+    c: &Config,
+) -> (
+    &[config::Rule],
+    &config::Redact,
+    &config::Multiline,
+    &str,
+    String,
+) {
+    (
+        &c.rules,
+        &c.redact,
+        &c.multiline,
+        &c.fields.parser,
+        format!("{:?}", c.fields.patterns),
+    )
+}
+
+/// The sections whose changes wait for the next start.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut fields = (old.fields.clone(), new.fields.clone());
+    for f in [&mut fields.0, &mut fields.1] {
+        f.parser.clear();
+        f.patterns.clear();
+    }
+    [
+        ("input", old.input != new.input),
+        ("agent", old.agent != new.agent),
+        ("elasticsearch", old.elasticsearch != new.elasticsearch),
+        ("buffer", old.buffer != new.buffer),
+        ("kubernetes", old.kubernetes != new.kubernetes),
+        ("metrics", old.metrics != new.metrics),
+        ("fields", fields.0 != fields.1),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| name)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_cannot_change_live_asks_for_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.rules.push(config::Rule {
+            exclude: Some(true),
+            ..config::Rule::default()
+        });
+        new.redact.enabled = false;
+        new.multiline.mode = "java".into();
+        new.fields.parser = "logfmt".into();
+        assert!(needs_restart(&old, &new).is_empty());
+        assert_ne!(reloadable(&old), reloadable(&new));
+        new.input.read_bytes *= 2;
+        new.fields.target = "app".into();
+        new.elasticsearch.urls = vec!["http://other:9200".into()];
+        assert_eq!(
+            needs_restart(&old, &new),
+            ["input", "elasticsearch", "fields"]
+        );
+    }
+}
