@@ -68,6 +68,11 @@ pub struct Args {
     #[arg(long, requires = "dry_run")]
     pub follow: bool,
 
+    /// With --dry-run: print, for every file, the settings its rules and annotations
+    /// decided and which rule or annotation decided each (on stderr).
+    #[arg(long, requires = "dry_run")]
+    pub explain: bool,
+
     /// With --dry-run: pod metadata from a file of `kubectl get pods -A -o json` output.
     #[arg(
         long,
@@ -114,6 +119,12 @@ pub struct Args {
 pub enum Command {
     Manifests(crate::manifests::Options),
     Retention(crate::retention::Options),
+    /// Check a configuration file offline (for a ConfigMap in CI): prints where the
+    /// first error is (file:line:column) and exits 1, or exits 0.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 impl Args {

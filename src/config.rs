@@ -157,6 +157,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub multiline: Multiline,
     pub fields: FieldsConfig,
+    pub redact: Redact,
     /// `[[rules]]`: settings for the files a rule selects; for each setting, the first
     /// matching rule that sets it wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -165,7 +166,7 @@ pub struct Config {
 
 /// One `[[rules]]` entry: whom it selects (every condition given must hold; none given
 /// selects every file) and what it sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// A name for logs and the dry-run's explanations.
@@ -194,6 +195,46 @@ pub struct Rule {
     /// streams, or `{ stdout = "json", stderr = "none" }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parser: Option<ParserSetting>,
+    /// `true`: the selected files are not shipped (their checkpoints still move);
+    /// `false`: they are, whatever a later rule says (an include list is `exclude =
+    /// false` rules before a catch-all `exclude = true`). Pod annotations and labels
+    /// can exclude more, never less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<bool>,
+    /// Records whose text matches this regular expression are dropped (counted by the
+    /// rule's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<String>,
+    /// Only records whose text matches this regular expression are kept (the others
+    /// are dropped and counted by the rule's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<String>,
+    /// `false`: no redaction for the selected files (see `[redact]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact: Option<bool>,
+    /// A rate limit per container of the selected files: over it, the container's files
+    /// are read more slowly (never dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-container rate limit (one bucket per container).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Bytes of log file per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_sec: Option<u64>,
+    /// Records per second, as read (physical lines: each line of a stack trace counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_per_sec: Option<u64>,
+    /// How many seconds of each rate may be read at once after a quiet spell (1).
+    #[serde(default = "one_second")]
+    pub burst_secs: f64,
+}
+
+fn one_second() -> f64 {
+    1.0
 }
 
 /// A parser for both streams, or one per stream.
@@ -572,6 +613,62 @@ impl Default for FieldsConfig {
     }
 }
 
+/// `[redact]`: secrets masked in the text (and so in the fields parsed from it) before
+/// anything is shipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redact {
+    /// Redact at all (a rule's `redact = false` turns it off for the files it selects).
+    pub enabled: bool,
+    /// Built-in patterns: `bearer`, `password`, `aws_access_key`, `private_key`,
+    /// `credit_card`.
+    pub builtins: Vec<String>,
+    /// What replaces a secret: a text, or `hash` for `[REDACTED:<16 hex digits>]`, an
+    /// HMAC-SHA256 of the secret under the key in `hash_key_file` (equal secrets stay
+    /// correlatable, and without the key the hash cannot be tested against guesses).
+    pub replacement: String,
+    /// The key for `replacement = "hash"` (a Secret volume); read at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_key_file: Option<PathBuf>,
+    /// User patterns by name: a regular expression; its first capture group is what is
+    /// replaced when it has one, else the whole match.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub patterns: BTreeMap<String, RedactPattern>,
+}
+
+/// A user redaction pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactPattern {
+    pub regex: String,
+}
+
+/// Built-in redaction pattern names (the first four are on by default).
+pub const REDACT_BUILTINS: &[&str] = &[
+    "bearer",
+    "password",
+    "aws_access_key",
+    "private_key",
+    "credit_card",
+];
+
+impl Default for Redact {
+    fn default() -> Redact {
+        Redact {
+            enabled: true,
+            // Not `credit_card`: its digit scan costs more than the rest together, and
+            // 16-digit ids that pass the Luhn check (one in ten) would be redacted too.
+            builtins: REDACT_BUILTINS[..4]
+                .iter()
+                .map(|b| (*b).to_owned())
+                .collect(),
+            replacement: "[REDACTED]".into(),
+            hash_key_file: None,
+            patterns: BTreeMap::new(),
+        }
+    }
+}
+
 /// Built-in field parser names (besides user patterns).
 pub const FIELD_PARSERS: &[&str] = &["none", "json", "logfmt"];
 
@@ -579,6 +676,75 @@ pub const FIELD_PARSERS: &[&str] = &["none", "json", "logfmt"];
 pub const MULTILINE_MODES: &[&str] = &[
     "off", "auto", "java", "python", "go", "ruby", "nodejs", "node", "dotnet", "php",
 ];
+
+/// Checks the configuration file at `path` alone (no environment, no flags), as
+/// `shipper check-config` does: `Err` holds `path:line:column: what is wrong` (the line
+/// and column of the offending value when the file has it).
+pub fn check_file(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let where_ = |offset: Option<usize>| match offset {
+        Some(o) => {
+            let before = &text[..o.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{}:{line}:{col}", path.display())
+        }
+        None => path.display().to_string(),
+    };
+    match load(Some(path), std::iter::empty(), Vec::new()) {
+        Ok(cfg) => Ok(cfg),
+        Err(ConfigError::Toml { source, .. }) => {
+            let at = source.span().map(|s| s.start);
+            Err(format!("{}: {}", where_(at), source.message()))
+        }
+        Err(e @ ConfigError::Invalid { .. }) => {
+            let ConfigError::Invalid { key, .. } = &e else {
+                unreachable!()
+            };
+            Err(format!("{}: {e}", where_(locate(&text, key))))
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The byte offset in `text` of the value of `key` (`rules[2].drop`,
+/// `redact.patterns.session`), when the file holds it.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: &toml_edit::Table = doc.as_table();
+    let mut span = None;
+    let segs: Vec<&str> = key.split('.').collect();
+    for (n, seg) in segs.iter().enumerate() {
+        let (name, index) = match seg.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*seg, None),
+        };
+        let last = n + 1 == segs.len();
+        let item = table.get(name)?;
+        match (item, index) {
+            (toml_edit::Item::ArrayOfTables(a), Some(i)) => {
+                table = a.get(i)?;
+                span = table.span();
+            }
+            (toml_edit::Item::Table(t), None) => {
+                table = t;
+                span = t.span();
+            }
+            (toml_edit::Item::Value(v), _) => {
+                span = match (v, index) {
+                    (toml_edit::Value::Array(a), Some(i)) => a.get(i).and_then(|v| v.span()),
+                    (toml_edit::Value::InlineTable(t), None) if !last => {
+                        t.get(segs[n + 1]).and_then(|v| v.span())
+                    }
+                    _ => v.span(),
+                };
+                break;
+            }
+            _ => return span.map(|s| s.start),
+        }
+    }
+    span.map(|s| s.start)
+}
 
 /// Builds the configuration from its three layers. `flags` are `(section.key, value)`.
 pub fn load(
@@ -746,6 +912,7 @@ impl Config {
         e.api_key_file = Some(PathBuf::new());
         e.ca_file = Some(PathBuf::new());
         e.ilm_policy = Some(String::new());
+        c.redact.hash_key_file = Some(PathBuf::new());
         c
     }
 
@@ -755,6 +922,7 @@ impl Config {
         self.validate_multiline()?;
         self.validate_rules()?;
         self.validate_fields()?;
+        self.validate_redact()?;
         self.validate_elasticsearch()?;
         self.validate_index()?;
         let b = &self.buffer;
@@ -869,6 +1037,48 @@ impl Config {
         Ok(())
     }
 
+    fn validate_redact(&self) -> Result<(), ConfigError> {
+        let r = &self.redact;
+        for b in &r.builtins {
+            if !REDACT_BUILTINS.contains(&b.as_str()) {
+                return invalid(
+                    "redact.builtins",
+                    format!("`{b}`: expected some of {}", REDACT_BUILTINS.join(", ")),
+                );
+            }
+        }
+        if r.replacement == "hash" {
+            if r.hash_key_file
+                .as_ref()
+                .is_none_or(|p| p.as_os_str().is_empty())
+            {
+                return invalid(
+                    "redact.hash_key_file",
+                    "`replacement = \"hash\"` needs a key file".into(),
+                );
+            }
+        } else if r
+            .replacement
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || b < 0x20)
+        {
+            return invalid(
+                "redact.replacement",
+                "may not hold quotes, backslashes or control characters".into(),
+            );
+        }
+        for (name, p) in &r.patterns {
+            let key = format!("redact.patterns.{name}");
+            if REDACT_BUILTINS.contains(&name.as_str()) {
+                return invalid(&key, format!("`{name}` is a built-in pattern's name"));
+            }
+            if let Err(e) = regex::bytes::Regex::new(&p.regex) {
+                return invalid(&key, format!("bad regular expression: {e}"));
+            }
+        }
+        Ok(())
+    }
+
     fn check_parser(&self, key: &str, name: &str) -> Result<(), ConfigError> {
         if FIELD_PARSERS.contains(&name) || self.fields.patterns.contains_key(name) {
             return Ok(());
@@ -913,6 +1123,31 @@ impl Config {
             if let Some(p) = &r.parser {
                 for name in p.names().into_iter().flatten() {
                     self.check_parser(&key("parser"), name)?;
+                }
+            }
+            if let Some(l) = &r.rate_limit {
+                if l.bytes_per_sec.is_none() && l.records_per_sec.is_none() {
+                    return invalid(
+                        &key("rate_limit"),
+                        "set bytes_per_sec, records_per_sec or both".into(),
+                    );
+                }
+                if l.bytes_per_sec == Some(0) || l.records_per_sec == Some(0) {
+                    return invalid(&key("rate_limit"), "a rate of 0 would never read".into());
+                }
+                if !(0.1..=3600.0).contains(&l.burst_secs) {
+                    return invalid(
+                        &key("rate_limit.burst_secs"),
+                        format!("{} is outside 0.1..=3600", l.burst_secs),
+                    );
+                }
+            }
+            if r.drop.is_some() && r.keep.is_some() {
+                return invalid(&key("keep"), "a rule has `drop` or `keep`, not both".into());
+            }
+            for (k, re) in [("drop", &r.drop), ("keep", &r.keep)] {
+                if let Some(Err(e)) = re.as_deref().map(regex::bytes::Regex::new) {
+                    return invalid(&key(k), format!("bad regular expression: {e}"));
                 }
             }
             if let Some(m) = &r.multiline {

@@ -75,6 +75,15 @@ counters! {
     fields_rejected_illegal_argument,
     /// ...or an index that accepts no new fields.
     fields_rejected_strict_mapping,
+    /// Records dropped by a rule's `drop`/`keep` filter (decided, not lost: their
+    /// checkpoints move).
+    records_dropped,
+    /// Secrets replaced by redaction.
+    redactions,
+    /// Configurations loaded again (SIGHUP, a changed file) and applied.
+    config_reloads,
+    /// New configurations refused (the previous one stays).
+    config_reload_failures,
     /// Bytes of overlong lines skipped past the size cap.
     overlong_bytes_skipped,
     /// Errors reading log files or their metadata.
@@ -126,6 +135,8 @@ counters! {
     /// A file rotated by rename is drained from its open handle, so normal rotation never
     /// counts here.
     rotated_unread_bytes,
+    /// Of those, bytes of a container held back by its rate limit at the time.
+    rotated_unread_throttled,
     /// Records whose pod was found (API cache or pod list): `shipper.metadata: complete`.
     metadata_complete,
     /// Records with metadata from the log path and Docker's config only.
@@ -164,10 +175,61 @@ counters! {
         caught_up: std::sync::atomic::AtomicBool,
         /// Duration of bulk requests.
         bulk_duration: LatencyHistogram,
+        /// The last reload was refused (gauge, rendered as success 0/1).
+        config_reload_failed: std::sync::atomic::AtomicBool,
+        /// Open files whose container is held back by its rate limit (gauge).
+        files_throttled: AtomicU64,
         /// Heartbeats of the long-lived workers, for `/healthz`.
         live: Liveness,
+        /// Records dropped by filters, by rule name.
+        dropped_by_rule: Named,
+        /// Secrets replaced, by pattern name.
+        redactions_by_pattern: Named,
     }
 }
+
+/// Counters whose label values come from the configuration (rule and pattern names).
+/// The reader adds to them only when something was dropped or redacted, so the lock is
+/// rare on the data path.
+#[derive(Debug, Default)]
+pub struct Named(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl Named {
+    pub fn add(&self, name: &str, n: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(name) {
+            Some(c) => *c += n,
+            None => {
+                m.insert(name.to_owned(), n);
+            }
+        }
+    }
+
+    /// (name, value) pairs, by name.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// Which [`Named`] counters of [`Stats`] a family renders.
+type WhichNamed = fn(&Stats) -> &Named;
+
+/// The families of [`Named`] counters: name, help, label, which.
+const NAMED: &[(&str, &str, &str, WhichNamed)] = &[
+    (
+        "shipper_records_filtered_total",
+        "Records dropped by a rule's drop or keep filter, by rule name (their checkpoints move: dropped is decided, not lost).",
+        "rule",
+        |s| &s.dropped_by_rule,
+    ),
+    (
+        "shipper_redactions_total",
+        "Secrets replaced by redaction, by pattern name.",
+        "pattern",
+        |s| &s.redactions_by_pattern,
+    ),
+];
 
 impl Stats {
     pub fn add(c: &AtomicU64, n: u64) {
@@ -563,7 +625,8 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         ("shipper_multiline_lines_joined_total", "Lines joined into a multiline group after its first (so documents = records - joined).", C, |s| counter(&s.multiline_lines_joined)),
         ("shipper_partial_lines_merged_total", "Partial lines merged into the record they continue.", C, |s| counter(&s.partials_merged)),
         ("shipper_overlong_bytes_skipped_total", "Bytes of overlong lines skipped past the record cap.", C, |s| counter(&s.overlong_bytes_skipped)),
-        ("shipper_rotated_unread_bytes_total", "Bytes a file held past the read position when it was truncated with no copy left to read them from.", C, |s| counter(&s.rotated_unread_bytes)),
+        ("shipper_config_last_reload_successful", "1 unless the last configuration reload was refused (the agent then runs on the previous configuration).", G, |s| if s.config_reload_failed.load(Ordering::Relaxed) { 0.0 } else { 1.0 }),
+        ("shipper_files_throttled", "Open files whose container is held back by its rate limit (their backlog waits in the files).", G, |s| counter(&s.files_throttled)),
         ("shipper_buffer_bytes", "Bytes of buffer segments on disk.", G, |s| counter(&s.buffer_bytes)),
         ("shipper_buffer_records", "Records in the buffer not yet acknowledged by Elasticsearch.", G, |s| counter(&s.buffer_records)),
         ("shipper_buffer_oldest_record_age_seconds", "Age of the oldest unacknowledged batch in the buffer (0 when empty).", G, |s| {
@@ -614,13 +677,14 @@ fn labelled() -> Vec<Labelled> {
     vec![
         (
             "shipper_records_total",
-            "Records by final outcome: indexed (created), duplicate (409 on create: already there), dead_letter (rejected, written to the dead-letter file), excluded (lines dropped by exclusion annotations).",
+            "Records by final outcome: indexed (created), duplicate (409 on create: already there), dead_letter (rejected, written to the dead-letter file), excluded (lines of excluded files: rules, annotations, labels), dropped (by a rule's drop or keep filter).",
             "outcome",
             vec![
                 ("indexed", |s| counter(&s.records_indexed)),
                 ("duplicate", |s| counter(&s.records_duplicate)),
                 ("dead_letter", |s| counter(&s.records_dead_letter)),
                 ("excluded", |s| counter(&s.excluded_lines)),
+                ("dropped", |s| counter(&s.records_dropped)),
             ],
         ),
         (
@@ -647,6 +711,26 @@ fn labelled() -> Vec<Labelled> {
                 ("mapper_parsing", |s| counter(&s.fields_rejected_mapper_parsing)),
                 ("illegal_argument", |s| counter(&s.fields_rejected_illegal_argument)),
                 ("strict_mapping", |s| counter(&s.fields_rejected_strict_mapping)),
+            ],
+        ),
+        (
+            "shipper_config_reloads_total",
+            "Configuration reloads (SIGHUP or a changed file) by result: success (applied; settings that need a restart are logged), failure (refused; the previous configuration stays).",
+            "result",
+            vec![
+                ("success", |s| counter(&s.config_reloads)),
+                ("failure", |s| counter(&s.config_reload_failures)),
+            ],
+        ),
+        (
+            "shipper_rotated_unread_bytes_total",
+            "Bytes a file held past the read position when it was truncated with no copy left to read them from, by reason: truncated (copytruncate or a rewrite), throttled (the container was held back by its rate limit then).",
+            "reason",
+            vec![
+                ("truncated", |s| {
+                    counter(&s.rotated_unread_bytes) - counter(&s.rotated_unread_throttled)
+                }),
+                ("throttled", |s| counter(&s.rotated_unread_throttled)),
             ],
         ),
         (
@@ -683,6 +767,14 @@ impl StatsCollector {
                 (*name).into(),
                 (*help).into(),
                 vec![],
+                Default::default(),
+            )?);
+        }
+        for (name, help, label, _) in NAMED {
+            descs.push(Desc::new(
+                (*name).into(),
+                (*help).into(),
+                vec![(*label).into()],
                 Default::default(),
             )?);
         }
@@ -757,6 +849,14 @@ impl Collector for StatsCollector {
             let metrics = values
                 .iter()
                 .map(|(v, read)| value_metric(MetricType::COUNTER, read(s), Some((label, v))))
+                .collect();
+            out.push(family(name, help, MetricType::COUNTER, metrics));
+        }
+        for (name, help, label, which) in NAMED {
+            let metrics = which(s)
+                .snapshot()
+                .into_iter()
+                .map(|(v, n)| value_metric(MetricType::COUNTER, n as f64, Some((label, &v))))
                 .collect();
             out.push(family(name, help, MetricType::COUNTER, metrics));
         }

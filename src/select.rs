@@ -6,12 +6,16 @@
 //! `[[rules]]` table is read top to bottom; for each setting, the first matching rule
 //! that sets it wins. The pod's annotations come last and override the rules for the
 //! record-shaping settings (`shipper.io/multiline`), either one value for every container
-//! or a per-container list: `app=java,istio-proxy=off`.
+//! or a per-container list: `app=java,istio-proxy=off`. Exclusion is the exception: a
+//! rule's `exclude = true` is never undone by an annotation (annotations and labels can
+//! exclude more, never less; the reader adds theirs).
 
 use crate::config;
 use crate::encode::Metadata;
+use crate::record::filter::Filter;
 use globset::{Glob, GlobMatcher};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Pod annotation: the multiline mode of the pod's containers.
 pub const MULTILINE_ANNOTATION: &str = "shipper.io/multiline";
@@ -43,6 +47,16 @@ pub enum Origin {
     Annotation(&'static str),
 }
 
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::Rule(name) => write!(f, "rule {name}"),
+            Origin::Annotation(key) => write!(f, "annotation {key}"),
+        }
+    }
+}
+
 /// A setting's value and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chosen {
@@ -51,11 +65,70 @@ pub struct Chosen {
 }
 
 /// The settings that apply to one file (`None`: the configuration's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub multiline: Option<Chosen>,
     /// The field parser per stream (stdout, stderr).
     pub parser: [Option<Chosen>; 2],
+    /// Whether the file is shipped at all (`Some(true)`: excluded by a rule).
+    pub exclude: Option<(bool, Origin)>,
+    /// The line filter of the first matching rule that has one.
+    pub filter: Option<Arc<Filter>>,
+    /// `Some(false)`: no redaction (from the named rule).
+    pub redact: Option<(bool, Origin)>,
+    /// The container's rate limit.
+    pub rate_limit: Option<(config::RateLimit, Origin)>,
+}
+
+impl Selection {
+    /// One line on what was decided and by whom (`--dry-run --explain`); `excluded_by_pod`:
+    /// the pod's annotations or labels, or its namespace's label, exclude the file.
+    pub fn explain(&self, excluded_by_pod: bool) -> String {
+        let chosen = |c: &Option<Chosen>| match c {
+            Some(c) => format!("{} ({})", c.value, c.origin),
+            None => "default".to_owned(),
+        };
+        let shipped = match (&self.exclude, excluded_by_pod) {
+            (Some((true, o)), _) => format!("excluded ({o})"),
+            (_, true) => "excluded (pod annotation or label, or namespace label)".to_owned(),
+            (Some((false, o)), _) => format!("shipped ({o})"),
+            (None, false) => "shipped".to_owned(),
+        };
+        let filter = match &self.filter {
+            Some(f) => format!("{} (rule {})", f.describe(), f.rule),
+            None => "none".to_owned(),
+        };
+        let redact = match &self.redact {
+            Some((on, o)) => format!("{} ({o})", if *on { "on" } else { "off" }),
+            None => "default".to_owned(),
+        };
+        let limit = match &self.rate_limit {
+            Some((l, o)) => format!(
+                "records/s {} bytes/s {} burst {}s ({o})",
+                l.records_per_sec.map_or("-".into(), |r| r.to_string()),
+                l.bytes_per_sec.map_or("-".into(), |r| r.to_string()),
+                l.burst_secs
+            ),
+            None => "none".to_owned(),
+        };
+        format!(
+            "{shipped}; multiline {}; parser stdout {}, stderr {}; filter {filter}; redact {redact}; rate limit {limit}",
+            chosen(&self.multiline),
+            chosen(&self.parser[0]),
+            chosen(&self.parser[1]),
+        )
+    }
+}
+
+impl PartialEq for Selection {
+    fn eq(&self, other: &Selection) -> bool {
+        self.multiline == other.multiline
+            && self.parser == other.parser
+            && self.exclude == other.exclude
+            && self.filter == other.filter
+            && self.redact == other.redact
+            && self.rate_limit == other.rate_limit
+    }
 }
 
 #[derive(Clone)]
@@ -68,6 +141,10 @@ struct Compiled {
     source: Option<String>,
     multiline: Option<String>,
     parser: Option<config::ParserSetting>,
+    exclude: Option<bool>,
+    filter: Option<Arc<Filter>>,
+    redact: Option<bool>,
+    rate_limit: Option<config::RateLimit>,
 }
 
 /// The compiled `[[rules]]` table.
@@ -96,19 +173,32 @@ impl Rules {
         let rules = rules
             .iter()
             .enumerate()
-            .map(|(i, r)| Compiled {
-                name: r.name.clone().unwrap_or_else(|| format!("rules[{i}]")),
-                namespace: glob(&r.namespace),
-                pod: glob(&r.pod),
-                container: glob(&r.container),
-                labels: r
-                    .labels
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), glob(&Some(v.clone()))?)))
-                    .collect(),
-                source: r.source.clone(),
-                multiline: r.multiline.clone(),
-                parser: r.parser.clone(),
+            .map(|(i, r)| {
+                let name = r.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
+                // The configuration was validated: every expression compiles.
+                let filter = match (&r.drop, &r.keep) {
+                    (Some(re), _) => Filter::new(&name, false, re).ok(),
+                    (None, Some(re)) => Filter::new(&name, true, re).ok(),
+                    (None, None) => None,
+                };
+                Compiled {
+                    name,
+                    namespace: glob(&r.namespace),
+                    pod: glob(&r.pod),
+                    container: glob(&r.container),
+                    labels: r
+                        .labels
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), glob(&Some(v.clone()))?)))
+                        .collect(),
+                    source: r.source.clone(),
+                    multiline: r.multiline.clone(),
+                    parser: r.parser.clone(),
+                    exclude: r.exclude,
+                    filter: filter.map(Arc::new),
+                    redact: r.redact,
+                    rate_limit: r.rate_limit.clone(),
+                }
             })
             .collect();
         Rules { rules }
@@ -124,6 +214,19 @@ impl Rules {
             };
             if sel.multiline.is_none() {
                 sel.multiline = r.multiline.as_deref().map(chosen);
+            }
+            let origin = || Origin::Rule(r.name.clone());
+            if sel.exclude.is_none() {
+                sel.exclude = r.exclude.map(|e| (e, origin()));
+            }
+            if sel.filter.is_none() {
+                sel.filter.clone_from(&r.filter);
+            }
+            if sel.redact.is_none() {
+                sel.redact = r.redact.map(|e| (e, origin()));
+            }
+            if sel.rate_limit.is_none() {
+                sel.rate_limit = r.rate_limit.clone().map(|l| (l, origin()));
             }
             if let Some(p) = &r.parser {
                 for (slot, name) in sel.parser.iter_mut().zip(p.names()) {
@@ -259,6 +362,42 @@ mod tests {
         let mut unlabelled = meta("x", "p", "c", &[]);
         unlabelled.labels.clear();
         assert_eq!(pick(&unlabelled).map(|c| c.value), Some("off".into()));
+    }
+
+    #[test]
+    fn exclusion_filters_and_redaction_follow_the_first_rule_that_sets_them() {
+        let rules = Rules::from_config(&[
+            rule(|r| {
+                r.name = Some("keep-shop".into());
+                r.namespace = Some("shop".into());
+                r.exclude = Some(false);
+            }),
+            rule(|r| {
+                r.name = Some("probes".into());
+                r.container = Some("nginx".into());
+                r.drop = Some("kube-probe".into());
+                r.redact = Some(false);
+            }),
+            rule(|r| {
+                r.name = Some("only-shop".into());
+                r.exclude = Some(true);
+                r.keep = Some("ERROR".into());
+            }),
+        ]);
+        let shop = rules.select(&meta("shop", "web-1", "nginx", &[]), SourceKind::Container);
+        assert_eq!(
+            shop.exclude,
+            Some((false, Origin::Rule("keep-shop".into())))
+        );
+        assert_eq!(shop.filter.as_ref().map(|f| &*f.rule), Some("probes"));
+        assert_eq!(shop.redact, Some((false, Origin::Rule("probes".into()))));
+        let other = rules.select(&meta("dev", "x", "app", &[]), SourceKind::Container);
+        assert_eq!(
+            other.exclude,
+            Some((true, Origin::Rule("only-shop".into())))
+        );
+        assert_eq!(other.filter.as_ref().map(|f| &*f.rule), Some("only-shop"));
+        assert_eq!(other.redact, None);
     }
 
     #[test]

@@ -168,9 +168,11 @@ impl PodEntry {
         }
     }
 
-    /// Whether the pod's annotations exclude this container's logs.
+    /// Whether the pod's annotations (or its `shipper.io/exclude` label) exclude this
+    /// container's logs.
     pub fn excludes(&self, container: Option<&str>) -> bool {
-        if self.annotations.get(EXCLUDE_KEY).map(|v| v.trim()) == Some("true") {
+        let is_true = |v: Option<&String>| v.map(|v| v.trim()) == Some("true");
+        if is_true(self.annotations.get(EXCLUDE_KEY)) || is_true(self.labels.get(EXCLUDE_KEY)) {
             return true;
         }
         match (container, self.annotations.get(EXCLUDE_CONTAINERS_KEY)) {
@@ -492,6 +494,15 @@ mod tests {
         assert!(!e.excludes(Some("c")));
         e.annotations.insert(EXCLUDE_KEY.into(), "true".into());
         assert!(e.excludes(Some("c")) && e.excludes(None));
+    }
+
+    #[test]
+    fn the_exclude_label_works_like_the_annotation() {
+        let mut e = PodEntry::default();
+        e.labels.insert(EXCLUDE_KEY.into(), "false".into());
+        assert!(!e.excludes(Some("a")));
+        e.labels.insert(EXCLUDE_KEY.into(), " true".into());
+        assert!(e.excludes(Some("a")) && e.excludes(None));
     }
 
     #[test]

@@ -73,13 +73,15 @@ impl Wedge {
 }
 
 /// Settings of the loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoopSettings {
     pub limits: Limits,
     /// Full rescan period.
     pub rescan_every: Duration,
     /// The test hook (see [`TEST_WEDGE_ENV`]).
     pub wedge: Wedge,
+    /// Reloaded settings (see `reload`).
+    pub reloads: Option<crossbeam_channel::Receiver<super::ReaderSettings>>,
 }
 
 /// Runs until `stop` is set, then seals the last batch and returns.
@@ -113,6 +115,11 @@ pub fn run(
     let idle_wait = Duration::from_millis(100).min(limits.linger.max(Duration::from_millis(10)));
     loop {
         stats.live.beat(Worker::Reader);
+        if let Some(rx) = &settings.reloads {
+            while let Ok(new) = rx.try_recv() {
+                reader.reload(new);
+            }
+        }
         let stopping = stop.load(Ordering::Relaxed);
         outbox.rescan_if_due(reader);
         let polled = if stopping {

@@ -39,6 +39,12 @@ pub struct ReaderSettings {
     pub multiline: record::multiline::Catalog,
     /// The field parsers rules and annotations may name.
     pub parsers: record::fields::Catalog,
+    /// The redaction in force (unless a rule turns it off for a file).
+    pub redactor: Option<Arc<record::redact::Redactor>>,
+    /// Apply rules' rate limits (the agent does; a dry-run reads at full speed).
+    pub rate_limits: bool,
+    /// Print what was decided for each file, and by whom (`--dry-run --explain`).
+    pub explain: bool,
     /// Renders every document (index target, label options).
     pub encoder: Encoder,
 }
@@ -79,10 +85,14 @@ impl ReaderSettings {
                     max_record_bytes,
                 ),
                 parsers: [parser.clone(), parser],
+                controls: record::Controls::default(),
             },
             rules: select::Rules::from_config(&cfg.rules),
             multiline: catalog,
             parsers,
+            redactor: redactor(&cfg.redact)?,
+            rate_limits: true,
+            explain: false,
             encoder: Encoder::for_target(&cfg.elasticsearch.target())
                 .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations)
                 .with_fields_key(&cfg.fields.target),
@@ -90,12 +100,59 @@ impl ReaderSettings {
     }
 }
 
+/// The redactor `[redact]` describes (`None`: off, or nothing to redact).
+fn redactor(
+    cfg: &crate::config::Redact,
+) -> Result<Option<Arc<record::redact::Redactor>>, crate::config::ConfigError> {
+    use record::redact::{hash_key, Redactor, Replacement};
+    if !cfg.enabled || (cfg.builtins.is_empty() && cfg.patterns.is_empty()) {
+        return Ok(None);
+    }
+    let invalid = |key: &str, reason: String| crate::config::ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    };
+    let replacement = match (cfg.replacement.as_str(), &cfg.hash_key_file) {
+        ("hash", Some(path)) => {
+            let key = std::fs::read(path)
+                .map_err(|e| invalid("redact.hash_key_file", format!("{}: {e}", path.display())))?;
+            let key = key.trim_ascii();
+            if key.is_empty() {
+                return Err(invalid(
+                    "redact.hash_key_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Replacement::Hash(hash_key(key))
+        }
+        (text, _) => Replacement::Text(text.to_owned()),
+    };
+    let user: Vec<(String, String)> = cfg
+        .patterns
+        .iter()
+        .map(|(name, p)| (name.clone(), p.regex.clone()))
+        .collect();
+    Redactor::new(&cfg.builtins, &user, replacement)
+        .map(|r| Some(Arc::new(r)))
+        .map_err(|e| invalid("redact.patterns", e.to_string()))
+}
+
 impl ReaderSettings {
     /// How the records of a file with metadata `meta` are shaped: the defaults, with what
-    /// the rules and the pod's annotations select.
-    fn file_settings(&self, meta: &crate::encode::Metadata) -> record::FileSettings {
+    /// the rules and the pod's annotations select; whether a rule excludes the file, and
+    /// its container's rate limit.
+    fn file_settings(&self, meta: &crate::encode::Metadata) -> Choice {
         let sel = self.rules.select(meta, select::SourceKind::Container);
+        let explanation = self.explain.then(|| sel.clone());
         let mut file = self.file.clone();
+        file.controls = record::Controls {
+            filter: sel.filter.clone(),
+            redact: match sel.redact {
+                Some((false, _)) => None,
+                _ => self.redactor.clone(),
+            },
+        };
+        let excluded = matches!(sel.exclude, Some((true, _)));
         if let Some(chosen) = sel.multiline {
             match self.multiline.mode(&chosen.value) {
                 Some(mode) => file.multiline.mode = mode,
@@ -104,21 +161,100 @@ impl ReaderSettings {
                 }
             }
         }
-        file
+        for (slot, chosen) in file.parsers.iter_mut().zip(&sel.parser) {
+            let Some(chosen) = chosen else { continue };
+            match self.parsers.parser(&chosen.value) {
+                Some(p) => *slot = p,
+                None => {
+                    crate::log_every!(crate::logging::EVERY, warn, parser = %chosen.value, origin = ?chosen.origin, pod = ?meta.pod, "unknown field parser; using the default")
+                }
+            }
+        }
+        let limit = sel
+            .rate_limit
+            .filter(|_| self.rate_limits)
+            .map(|(l, _)| tail::Limit {
+                bytes_per_sec: l.bytes_per_sec.map(|r| r as f64),
+                lines_per_sec: l.records_per_sec.map(|r| r as f64),
+                burst_secs: l.burst_secs,
+            });
+        Choice {
+            settings: file,
+            excluded,
+            limit,
+            explanation,
+        }
     }
+}
+
+/// Decides again what the rules say for file `key` and applies it: exclusion and the
+/// rate limit at once, record shaping where no group is open.
+fn reselect(settings: &ReaderSettings, tail: &mut Tail, key: FileKey, f: &mut FileState) {
+    f.choice = settings.file_settings(f.meta.metadata());
+    explain(&f.meta, &f.choice);
+    tail.set_limit(key, f.choice.limit);
+    let excluded = f.excluded();
+    if let Some(s) = &mut f.stream {
+        s.set_excluded(excluded);
+        s.set_settings(f.choice.settings.clone());
+    }
+}
+
+/// Prints what was decided for a file (`--dry-run --explain`), on stderr.
+fn explain(meta: &FileMeta, choice: &Choice) {
+    let Some(sel) = &choice.explanation else {
+        return;
+    };
+    let m = meta.metadata();
+    let who = |v: &Option<String>| v.as_deref().unwrap_or("?").to_owned();
+    eprintln!(
+        "shipper explain: {}/{}/{} ({}): {}",
+        who(&m.namespace),
+        who(&m.pod),
+        who(&m.container),
+        who(&m.container_id),
+        sel.explain(meta.excluded())
+    );
+}
+
+/// What the rules decide for one file.
+#[derive(Clone)]
+struct Choice {
+    settings: record::FileSettings,
+    /// A rule excludes the file.
+    excluded: bool,
+    limit: Option<tail::Limit>,
+    /// What decided it, when asked to explain.
+    explanation: Option<select::Selection>,
 }
 
 /// One open file, as the reader knows it.
 struct FileState {
     meta: FileMeta,
-    /// How its records are shaped (from its metadata).
-    settings: record::FileSettings,
+    /// What the rules decide for it (from its metadata).
+    choice: Choice,
     /// Set once the tail knows the file's identity.
     stream: Option<RecordStream>,
 }
 
+impl FileState {
+    fn new(meta: FileMeta, choice: Choice) -> FileState {
+        FileState {
+            meta,
+            choice,
+            stream: None,
+        }
+    }
+
+    /// Whether the file's lines are shipped: a rule, the pod's annotations or labels,
+    /// or its namespace's label can exclude it.
+    fn excluded(&self) -> bool {
+        self.choice.excluded || self.meta.excluded()
+    }
+}
+
 /// What one poll produced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Polled {
     /// Bytes consumed from the files.
     pub bytes: u64,
@@ -153,15 +289,8 @@ fn sink<'a>(
         match event {
             Event::Opened { like } => {
                 if let Some(f) = files.get(&like) {
-                    let (meta, settings) = (f.meta.clone(), f.settings.clone());
-                    files.insert(
-                        key,
-                        FileState {
-                            meta,
-                            settings,
-                            stream: None,
-                        },
-                    );
+                    let state = FileState::new(f.meta.clone(), f.choice.clone());
+                    files.insert(key, state);
                 }
                 Held::default()
             }
@@ -184,13 +313,13 @@ fn sink<'a>(
                     } => {
                         let mut s = RecordStream::new(
                             &settings.record,
-                            f.settings.clone(),
+                            f.choice.settings.clone(),
                             settings.encoder.clone(),
                             id,
                             f.meta.metadata(),
                             (last_time, streams),
                         );
-                        s.set_excluded(f.meta.excluded());
+                        s.set_excluded(f.excluded());
                         f.stream = Some(s);
                     }
                     Event::Lines { offset, data } => {
@@ -326,15 +455,10 @@ impl Reader {
 
     fn add_state(&mut self, key: FileKey, meta: FileMeta) {
         self.tail.set_paused(key, meta.pending());
-        let settings = self.settings.file_settings(meta.metadata());
-        self.files.insert(
-            key,
-            FileState {
-                meta,
-                settings,
-                stream: None,
-            },
-        );
+        let choice = self.settings.file_settings(meta.metadata());
+        explain(&meta, &choice);
+        self.tail.set_limit(key, choice.limit);
+        self.files.insert(key, FileState::new(meta, choice));
     }
 
     /// Runs `f` with the tail and a sink into a scratch output (for calls that produce
@@ -376,28 +500,45 @@ impl Reader {
                 self.tail.set_paused(*key, f.meta.pending());
             }
             if r.changed {
-                f.settings = self.settings.file_settings(f.meta.metadata());
                 if let Some(s) = &mut f.stream {
                     s.set_meta(f.meta.metadata());
-                    s.set_excluded(f.meta.excluded());
-                    s.set_settings(f.settings.clone());
                 }
+                reselect(&self.settings, &mut self.tail, *key, f);
             }
         }
     }
 
-    /// When a record stream next needs the clock (a multiline group that may expire),
-    /// as a wait from now.
+    /// Takes a reloaded configuration's rules, redaction, multiline and parser settings
+    /// (the roots, the tail's and the records' other settings stay as they started), and
+    /// applies them to every open file.
+    pub fn reload(&mut self, new: ReaderSettings) {
+        let s = &mut self.settings;
+        s.file = new.file;
+        s.rules = new.rules;
+        s.multiline = new.multiline;
+        s.parsers = new.parsers;
+        s.redactor = new.redactor;
+        for (key, f) in &mut self.files {
+            reselect(&self.settings, &mut self.tail, *key, f);
+        }
+    }
+
+    /// When the reader next needs the clock, as a wait from now: a multiline group that
+    /// may expire, or a rate-limited container whose bucket refills.
     pub fn next_deadline(&self) -> Option<std::time::Duration> {
-        let at = self
+        let group = self
             .files
             .values()
             .filter_map(|f| f.stream.as_ref()?.next_deadline())
-            .min()?;
-        let now = crate::timestamp::now_nanos();
-        Some(std::time::Duration::from_nanos(
-            u64::try_from(at.saturating_sub(now)).unwrap_or(0),
-        ))
+            .min()
+            .map(|at| {
+                let now = crate::timestamp::now_nanos();
+                std::time::Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+            });
+        match (group, self.tail.next_refill()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether some file is waiting for its pod to appear in the metadata cache.
@@ -473,6 +614,14 @@ impl Reader {
         Stats::add(&s.fields_parsed, c.fields_parsed);
         Stats::add(&s.fields_invalid, c.fields_invalid);
         Stats::add(&s.fields_caps, c.fields_caps);
+        Stats::add(&s.records_dropped, c.dropped.total());
+        Stats::add(&s.redactions, c.redactions.total());
+        for (rule, n) in c.dropped.iter() {
+            s.dropped_by_rule.add(rule, n);
+        }
+        for (pattern, n) in c.redactions.iter() {
+            s.redactions_by_pattern.add(pattern, n);
+        }
     }
 
     /// Resume points of every identified file, for the caller to persist once the
