@@ -325,6 +325,7 @@ fn follow_picks_up_appends_rotations_and_new_files() {
                 &DryRun {
                     pods: None,
                     follow: true,
+                    explain: false,
                 },
                 &mut out,
                 &stop,
@@ -422,6 +423,7 @@ fn example_tree_counters_in_prometheus_text() {
     let opts = shipper::DryRun {
         pods: Some(repo().join("examples/node/pods.json")),
         follow: false,
+        explain: false,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let stats = shipper::dry_run(&cfg, &opts, &mut std::io::sink(), &stop).unwrap();

@@ -185,6 +185,7 @@ impl Following {
                 let opts = DryRun {
                     pods: None,
                     follow: true,
+                    explain: false,
                 };
                 dry_run(&cfg, &opts, &mut out, &stop).unwrap()
             })

@@ -4,6 +4,7 @@ mod util;
 
 mod agent;
 mod cli;
+mod control;
 mod dry_run;
 mod fuzz_replay;
 mod kube;

@@ -1,0 +1,372 @@
+//! Control without the Kubernetes API: `[[rules]]` exclusion, line filters and
+//! parsers, redaction, and `shipper check-config`, through the real binary.
+
+use crate::util::*;
+use std::path::Path;
+
+fn cri(time_ms: u32, msg: &str) -> String {
+    format!("2024-07-08T03:42:57.{time_ms:03}000000Z stdout F {msg}\n")
+}
+
+/// A CRI tree: `shop/web-1` (nginx) and `dev/app-1` (app).
+fn tree(root: &Path) {
+    let nginx = [
+        cri(1, "10.0.0.1 GET /healthz 200 kube-probe/1.29"),
+        cri(2, "10.0.0.2 GET /login?user=bob&password=hunter2 302"),
+        cri(
+            3,
+            "level=info msg=\"order placed\" card=4111-1111-1111-1111",
+        ),
+        cri(4, "10.0.0.1 GET /healthz 200 kube-probe/1.29"),
+    ]
+    .concat();
+    write(&root.join("shop_web-1_uid-1/nginx/0.log"), nginx.as_bytes());
+    let app = [cri(1, "debug noise"), cri(2, "more noise")].concat();
+    write(&root.join("dev_app-1_uid-2/app/0.log"), app.as_bytes());
+}
+
+/// `shipper --dry-run` over the CRI tree `pods` with the configuration file `cfg`.
+fn dry_run(pods: &Path, cfg: &Path, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = shipper();
+    cmd.arg("--dry-run")
+        .args(extra)
+        .args(["--docker-root", "/nonexistent", "--pods-root"])
+        .arg(pods)
+        .arg("--config")
+        .arg(cfg);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+const RULES: &str = r#"
+[redact]
+builtins = ["bearer", "password", "aws_access_key", "private_key", "credit_card"]
+
+[[rules]]
+name = "no-dev"
+namespace = "dev"
+exclude = true
+
+[[rules]]
+name = "probes"
+container = "nginx"
+drop = 'kube-probe/'
+parser = "logfmt"
+"#;
+
+#[test]
+fn rules_exclude_drop_and_parse_and_secrets_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    tree(&pods);
+    let cfg = dir.path().join("shipper.toml");
+    std::fs::write(&cfg, RULES).unwrap();
+    let o = dry_run(&pods, &cfg, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let docs = bulk_pairs(&o.stdout);
+    let logs: Vec<&str> = docs
+        .iter()
+        .map(|(_, d)| d["log"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            "10.0.0.2 GET /login?user=bob&password=[REDACTED] 302",
+            "level=info msg=\"order placed\" card=[REDACTED]",
+        ]
+    );
+    // The rule's parser applies, to the redacted text.
+    assert_eq!(docs[1].1["fields"]["card"], "[REDACTED]");
+    assert_eq!(docs[1].1["fields"]["msg"], "order placed");
+    let s = summary(&stderr(&o));
+    assert_eq!(s["records_dropped"], 2, "{s:?}");
+    assert_eq!(s["redactions"], 2, "{s:?}");
+    assert_eq!(s["excluded_lines"], 2, "{s:?}");
+    assert_eq!(s["lines"], 6, "{s:?}");
+
+    // --explain says what decided each file.
+    let o = dry_run(&pods, &cfg, &["--explain"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let line = |who: &str| {
+        e.lines()
+            .find(|l| l.starts_with(&format!("shipper explain: {who} ")))
+            .unwrap_or_else(|| panic!("no explanation for {who} in {e}"))
+            .to_owned()
+    };
+    let dev = line("dev/app-1/app");
+    assert!(dev.contains(": excluded (rule no-dev);"), "{dev}");
+    let web = line("shop/web-1/nginx");
+    for part in [
+        ": shipped;",
+        "multiline default;",
+        "parser stdout logfmt (rule probes), stderr logfmt (rule probes);",
+        "filter drop /kube-probe// (rule probes);",
+        "redact default;",
+        "rate limit none",
+    ] {
+        assert!(web.contains(part), "{part} not in {web}");
+    }
+
+    // Redaction off: the text is shipped as written.
+    let o = dry_run(&pods, &cfg, &[], &[("SHIPPER_REDACT_ENABLED", "false")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let docs = bulk_pairs(&o.stdout);
+    assert!(docs[0].1["log"].as_str().unwrap().contains("hunter2"));
+}
+
+#[test]
+fn a_keyed_hash_replaces_secrets_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    tree(&pods);
+    let key = dir.path().join("key");
+    std::fs::write(&key, "s3cret-key\n").unwrap();
+    let cfg = dir.path().join("shipper.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[redact]\nreplacement = \"hash\"\nhash_key_file = {:?}\n",
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = dry_run(&pods, &cfg, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let docs = bulk_pairs(&o.stdout);
+    let login = docs
+        .iter()
+        .map(|(_, d)| d["log"].as_str().unwrap())
+        .find(|l| l.contains("/login"))
+        .unwrap();
+    let re = regex::Regex::new(r"password=\[REDACTED:[0-9a-f]{16}\] 302$").unwrap();
+    assert!(re.is_match(login), "{login}");
+
+    std::fs::remove_file(&key).unwrap();
+    let o = dry_run(&pods, &cfg, &[], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("redact.hash_key_file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn check_config_accepts_the_documented_file_and_points_at_errors() {
+    let o = run(shipper()
+        .arg("check-config")
+        .arg(repo().join("deploy/shipper.toml")));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // A bad regular expression in the second rule: its line and column.
+        (
+            "[[rules]]\nname = \"a\"\nexclude = true\n\n[[rules]]\nname = \"b\"\ndrop = '(unclosed'\n",
+            ":7:8: setting `rules[1].drop`: bad regular expression",
+        ),
+        ("[input]\npods_rot = \"/x\"\n", ":2:1: unknown field `pods_rot`"),
+        ("[redact]\nbuiltins = [\"ssn\"]\n", ":2:12: setting `redact.builtins`"),
+        ("[fields\n", ":1:"),
+        (
+            "[[rules]]\ndrop = 'a'\nkeep = 'b'\n",
+            ":3:8: setting `rules[0].keep`: a rule has `drop` or `keep`, not both",
+        ),
+    ];
+    for (text, want) in cases {
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, text).unwrap();
+        let o = run(shipper().arg("check-config").arg(&f));
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!("c.toml{want}")),
+            "{text:?}: want {want:?} in {e}"
+        );
+    }
+}
+
+/// A container over its rate limit is read more slowly while another is delivered at
+/// once; when the noise stops, every line of both is in the index, none twice.
+#[test]
+fn a_rate_limited_container_lags_while_a_quiet_one_is_on_time() {
+    use crate::agent::{sigterm, Node};
+    use std::time::Duration;
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    // Container 0 is the noisy one: its Docker labels put it in namespace `noisy`.
+    node.write(0, 2000, 8);
+    let labels = r#"{"Config":{"Labels":{"io.kubernetes.pod.namespace":"noisy","io.kubernetes.pod.name":"spam-1","io.kubernetes.container.name":"spam"}}}"#;
+    write(
+        &node.log(0).with_file_name("config.v2.json"),
+        labels.as_bytes(),
+    );
+    let cfg = node.data().with_file_name("shipper.toml");
+    std::fs::write(
+        &cfg,
+        "[[rules]]\nname = \"slow-noisy\"\nnamespace = \"noisy\"\nrate_limit = { records_per_sec = 200, burst_secs = 1 }\n",
+    )
+    .unwrap();
+    let cfg_env = cfg.to_string_lossy().into_owned();
+    let mut agent = node.agent(&es.url, "limited", &[("SHIPPER_CONFIG", &cfg_env)]);
+    let count = |c: &str| {
+        es_logs(&es.url, "limited-*")
+            .iter()
+            .filter(|l| l.starts_with(&format!("line {c} ")))
+            .count()
+    };
+    wait_until(
+        "the noisy container's first documents",
+        Duration::from_secs(30),
+        || count("c0") > 0,
+    );
+    node.write(1, 10, 8);
+    wait_until(
+        "the quiet container's lines",
+        Duration::from_secs(30),
+        || count("c1") == 10,
+    );
+    let noisy = count("c0");
+    assert!(
+        noisy < 2000,
+        "the noisy container is held back: {noisy} of 2000 already"
+    );
+    let metrics = http()
+        .get(format!("http://{}/metrics", node.metrics_addr()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("shipper_files_throttled 1"), "{metrics}");
+    node.assert_all_indexed(&es.url, "limited");
+    assert!(sigterm(&mut agent).success());
+}
+
+/// The value of one series in the agent's `/metrics` (0 when absent).
+fn metric(addr: &str, series: &str) -> f64 {
+    let text = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Appends `lines` (text) to container `c`'s log, stamped now.
+fn append(node: &crate::agent::Node, c: usize, lines: &[String]) {
+    use std::io::Write;
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+        .to_string();
+    let s: String = lines
+        .iter()
+        .map(|l| docker_line(&format!("{l}\n"), "stdout", &now))
+        .collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(node.log(c))
+        .unwrap()
+        .write_all(s.as_bytes())
+        .unwrap();
+}
+
+/// A changed configuration file (replaced the way a ConfigMap volume is) adds an
+/// exclusion and a redaction: both apply within seconds, nothing read before is lost or
+/// sent twice. A broken configuration (SIGHUP too) is refused: the agent keeps running
+/// on the previous one.
+#[test]
+fn a_reload_applies_rules_and_a_broken_one_is_refused() {
+    use crate::agent::{sigterm, Node};
+    use std::time::{Duration, Instant};
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    node.write(0, 100, 8);
+    node.write(1, 100, 8);
+    let labels = r#"{"Config":{"Labels":{"io.kubernetes.pod.namespace":"muted","io.kubernetes.pod.name":"m-1","io.kubernetes.container.name":"m"}}}"#;
+    write(
+        &node.log(1).with_file_name("config.v2.json"),
+        labels.as_bytes(),
+    );
+    let conf = node.data().with_file_name("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let cfg = conf.join("shipper.toml");
+    std::fs::write(&cfg, "# nothing yet\n").unwrap();
+    let cfg_env = cfg.to_string_lossy().into_owned();
+    let mut agent = node.agent(&es.url, "reload", &[("SHIPPER_CONFIG", &cfg_env)]);
+    node.assert_all_indexed(&es.url, "reload");
+    let addr = node.metrics_addr();
+
+    // The new file is written aside and renamed into place, as the kubelet swaps a
+    // ConfigMap's files.
+    let replace = |text: &str| {
+        let tmp = conf.join(".new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+    };
+    let start = Instant::now();
+    replace(
+        "[[rules]]\nname = \"mute\"\nnamespace = \"muted\"\nexclude = true\n\n[redact.patterns.order]\nregex = 'order-([0-9]+)'\n",
+    );
+    wait_until("the reload", Duration::from_secs(10), || {
+        metric(&addr, "shipper_config_reloads_total{result=\"success\"}") >= 1.0
+    });
+    eprintln!(
+        "reload applied {} ms after the file changed",
+        start.elapsed().as_millis()
+    );
+    let muted: Vec<String> = (0..50).map(|i| format!("muted after reload {i}")).collect();
+    append(&node, 1, &muted);
+    let orders: Vec<String> = (0..20).map(|i| format!("paid order-{i}")).collect();
+    append(&node, 0, &orders);
+    wait_until(
+        "the muted lines counted as excluded",
+        Duration::from_secs(30),
+        || metric(&addr, "shipper_records_total{outcome=\"excluded\"}") >= 50.0,
+    );
+    wait_until("the orders indexed", Duration::from_secs(30), || {
+        es_count(&es.url, "reload-*") >= 220
+    });
+    let logs = es_logs(&es.url, "reload-*");
+    assert_eq!(
+        logs.len(),
+        220,
+        "200 before the reload, 20 after; none twice"
+    );
+    assert_eq!(
+        logs.iter()
+            .filter(|l| *l == "paid order-[REDACTED]")
+            .count(),
+        20
+    );
+    assert!(!logs.iter().any(|l| l.starts_with("muted after")));
+    assert_eq!(
+        metric(&addr, "shipper_redactions_total{pattern=\"order\"}"),
+        20.0
+    );
+
+    // A broken file, then SIGHUP: refused both times, the agent keeps the rules it has.
+    replace("[[rules]\nbroken");
+    std::process::Command::new("kill")
+        .args(["-HUP", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    wait_until("the refusal", Duration::from_secs(10), || {
+        metric(&addr, "shipper_config_reloads_total{result=\"failure\"}") >= 1.0
+    });
+    assert_eq!(metric(&addr, "shipper_config_last_reload_successful"), 0.0);
+    assert!(agent.try_wait().unwrap().is_none(), "the agent still runs");
+    append(&node, 0, &["late order-7".to_owned()]);
+    wait_until("the late line", Duration::from_secs(30), || {
+        es_logs(&es.url, "reload-*")
+            .iter()
+            .any(|l| l == "late order-[REDACTED]")
+    });
+    assert!(node.agent_log().contains("new configuration refused"));
+    assert!(sigterm(&mut agent).success());
+}
