@@ -370,3 +370,42 @@ fn a_reload_applies_rules_and_a_broken_one_is_refused() {
     assert!(node.agent_log().contains("new configuration refused"));
     assert!(sigterm(&mut agent).success());
 }
+
+/// A credential file replaced in place (as the kubelet updates a Secret volume) is read
+/// again without a restart: a revoked key gets 401s (retried, nothing lost), the new key
+/// delivers everything.
+#[test]
+fn a_replaced_credential_file_is_read_again_without_a_restart() {
+    use crate::agent::{sigterm, Node};
+    use base64::Engine;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let Some(es) = es() else { return };
+    let p = crate::proxy::start(&es.url);
+    let good = base64::engine::general_purpose::STANDARD.encode("id-1:new-secret");
+    p.set(|f| f.require_auth = Some(format!("ApiKey {good}")));
+    let mut node = Node::new();
+    let secret = node.data().with_file_name("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    let key_file = secret.join("api-key");
+    std::fs::write(&key_file, "cmV2b2tlZDprZXk=\n").unwrap();
+    node.write(0, 40, 8);
+    let key_env = key_file.to_string_lossy().into_owned();
+    let mut agent = node.agent(
+        &p.url,
+        "rotated",
+        &[("SHIPPER_ELASTICSEARCH_API_KEY_FILE", &key_env)],
+    );
+    wait_until("401s with the revoked key", Duration::from_secs(30), || {
+        p.seen.unauthorized.load(Ordering::Relaxed) > 1
+    });
+    let tmp = secret.join(".new");
+    std::fs::write(&tmp, format!("{good}\n")).unwrap();
+    std::fs::rename(&tmp, &key_file).unwrap();
+    node.assert_all_indexed(&es.url, "rotated");
+    assert!(agent.try_wait().unwrap().is_none(), "no restart");
+    let log = node.agent_log();
+    assert!(log.contains("credentials read again"), "{log}");
+    assert!(!log.contains(&good), "the key reached the log");
+    assert!(sigterm(&mut agent).success());
+}
