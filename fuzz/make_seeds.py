@@ -206,6 +206,18 @@ FIELDS = [bytes([sel]) + text for sel, text in [
     (0, b'{"a":"\\ud83d\\ude00","b":1e400}'),
 ]]
 
+# Byte 0: bit 0 keyed hash, bit 1 a user pattern; the rest is the text.
+REDACTION = [
+    b"\x00login user=bob password=hunter2 ok",
+    b'\x01{"user":"bob","password":"correct horse","apiKey":"k"}',
+    b"\x00Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc",
+    b"\x00key AKIAIOSFODNN7EXAMPLE used",
+    b"\x00card 4111 1111 1111 1111 and 378282246310005, not 4111111111111112",
+    b"\x00-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY----- then -----BEGIN PRIVATE KEY-----\ncut",
+    b"\x02user id=12345 and id=7 \xc3\xa9\x01\x1f",
+    b"\x00GET /orders/42 200 in 3 ms 2024-07-08T03:42:57.123Z",
+]
+
 
 def main():
     for line in GARBAGE + DOCKER + example_lines("**/*-json.log*") + example_lines("pods/shop_*/nginx/0.log"):
@@ -230,6 +242,8 @@ def main():
         write("multiline_group", m)
     for f in FIELDS:
         write("field_parse", f)
+    for r in REDACTION:
+        write("redaction", r)
 
 
 if __name__ == "__main__":
