@@ -209,6 +209,10 @@ pub struct Rule {
     /// are dropped and counted by the rule's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<String>,
+    /// `drop`/`keep` match this top-level parsed field (by the file's parser) instead of
+    /// the text; a record without it is shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     /// `false`: no redaction for the selected files (see `[redact]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redact: Option<bool>,
@@ -1141,6 +1145,9 @@ impl Config {
                         format!("{} is outside 0.1..=3600", l.burst_secs),
                     );
                 }
+            }
+            if r.field.is_some() && r.drop.is_none() && r.keep.is_none() {
+                return invalid(&key("field"), "`field` goes with `drop` or `keep`".into());
             }
             if r.drop.is_some() && r.keep.is_some() {
                 return invalid(&key("keep"), "a rule has `drop` or `keep`, not both".into());

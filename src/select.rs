@@ -180,7 +180,8 @@ impl Rules {
                     (Some(re), _) => Filter::new(&name, false, re).ok(),
                     (None, Some(re)) => Filter::new(&name, true, re).ok(),
                     (None, None) => None,
-                };
+                }
+                .map(|f| f.on_field(r.field.clone()));
                 Compiled {
                     name,
                     namespace: glob(&r.namespace),

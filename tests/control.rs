@@ -409,3 +409,42 @@ fn a_replaced_credential_file_is_read_again_without_a_restart() {
     assert!(!log.contains(&good), "the key reached the log");
     assert!(sigterm(&mut agent).success());
 }
+
+/// A filter on a parsed field: debug records of a JSON app are dropped by their
+/// `level`, whatever their message says; a stack trace (no fields) is shipped.
+#[test]
+fn a_filter_on_a_parsed_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = dir.path().join("pods");
+    let lines = [
+        cri(1, r#"{"level":"debug","msg":"cache warm"}"#),
+        cri(2, r#"{"level":"info","msg":"debug endpoint enabled"}"#),
+        cri(3, "ERROR [main] App - boom"),
+        cri(3, "java.lang.IllegalStateException: debug"),
+        cri(3, "\tat a.B.c(B.java:1)"),
+        cri(4, r#"{"level":"DEBUG","msg":"upper"}"#),
+    ]
+    .concat();
+    write(&pods.join("shop_api-1_uid-3/api/0.log"), lines.as_bytes());
+    let cfg = dir.path().join("shipper.toml");
+    std::fs::write(
+        &cfg,
+        "[[rules]]\nname = \"no-debug\"\ncontainer = \"api\"\nfield = \"level\"\ndrop = '(?i)^debug$'\n",
+    )
+    .unwrap();
+    let o = dry_run(&pods, &cfg, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let docs = bulk_pairs(&o.stdout);
+    let logs: Vec<&str> = docs
+        .iter()
+        .map(|(_, d)| d["log"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            r#"{"level":"info","msg":"debug endpoint enabled"}"#,
+            "ERROR [main] App - boom\njava.lang.IllegalStateException: debug\n\tat a.B.c(B.java:1)",
+        ]
+    );
+    assert_eq!(summary(&stderr(&o))["records_dropped"], 2);
+}

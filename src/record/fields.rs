@@ -48,6 +48,35 @@ impl PartialEq for Parser {
     }
 }
 
+/// The value of the top-level field `key` in `text` as `parser` reads it: a string
+/// as its text, any other JSON value as written (`None`: not parsed, or no such key).
+pub fn value_of(parser: &Parser, text: &[u8], key: &str) -> Option<String> {
+    match parser {
+        Parser::None => None,
+        Parser::Json => {
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(trim(text)).ok()?;
+            match map.get(key)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                v => Some(v.to_string()),
+            }
+        }
+        Parser::Logfmt => {
+            let s = std::str::from_utf8(text).ok()?;
+            let pairs = logfmt_pairs(s)?;
+            pairs
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.into_owned())
+        }
+        Parser::Pattern(p) => {
+            let s = std::str::from_utf8(text).ok()?;
+            let caps = p.regex.captures(s)?;
+            caps.name(key).map(|m| m.as_str().to_owned())
+        }
+    }
+}
+
 /// The parsers the configuration names: built-ins and user patterns, compiled once.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -507,10 +536,8 @@ pub fn level(raw: &str) -> Option<&'static str> {
 
 /// logfmt: `key=value key2="quoted \"value\"" flag`; every value a string (a bare key
 /// is `"true"`), so one app's `status=ok` and another's `status=200` never conflict.
-fn logfmt(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
-    let Ok(s) = std::str::from_utf8(raw) else {
-        return Ok(false);
-    };
+/// The `key=value` pairs of a logfmt line (`None`: not logfmt).
+fn logfmt_pairs(s: &str) -> Option<Vec<(&str, Cow<'_, str>)>> {
     let mut pairs: Vec<(&str, Cow<'_, str>)> = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
@@ -525,14 +552,14 @@ fn logfmt(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
         let key = &s[start..i];
         if key.is_empty() {
             // Not logfmt (a quote or `=` where a key should be).
-            return Ok(false);
+            return None;
         }
         if i >= b.len() || b[i] == b' ' {
             pairs.push((key, Cow::Borrowed("true")));
             continue;
         }
         if b[i] == b'"' {
-            return Ok(false);
+            return None;
         }
         i += 1; // '='
         if i < b.len() && b[i] == b'"' {
@@ -558,7 +585,7 @@ fn logfmt(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
                 }
             }
             if i >= b.len() {
-                return Ok(false); // unterminated quote
+                return None; // unterminated quote
             }
             let v = owned.map_or(Cow::Borrowed(&s[vstart..i]), Cow::Owned);
             i += 1;
@@ -574,8 +601,15 @@ fn logfmt(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
     // Text with a pair or two is not logfmt: a sentence with an `=` in it.
     let with_values = pairs.iter().filter(|(_, v)| v.as_ref() != "true").count();
     if with_values < 2 || with_values * 2 < pairs.len() {
-        return Ok(false);
+        return None;
     }
+    Some(pairs)
+}
+
+fn logfmt(raw: &[u8], opts: &Options, out: &mut Fields) -> Result<bool, Skip> {
+    let Some(pairs) = std::str::from_utf8(raw).ok().and_then(logfmt_pairs) else {
+        return Ok(false);
+    };
     if pairs.len() > opts.max_keys || pairs.iter().any(|(k, _)| k.len() > opts.max_key_bytes) {
         return Err(Skip::Caps);
     }

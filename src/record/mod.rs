@@ -303,7 +303,7 @@ impl Emitter {
             &[]
         };
         if let Some(f) = &ctl.filter {
-            if !f.keeps_plain(plain) {
+            if !f.keeps_plain(plain, parser) {
                 out.counts.dropped.add(&f.rule, 1);
                 self.plain = plain_buf;
                 return;
