@@ -185,6 +185,10 @@ pub struct Rule {
     /// Kubernetes API or a pod list; a file without that metadata never matches).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Namespace labels that must be present, with globs on their values (needs the
+    /// Kubernetes API; a file without that metadata never matches).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_labels: BTreeMap<String, String>,
     /// `container` (the default for rules that name none: container logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -1111,9 +1115,17 @@ impl Config {
                     }
                 }
             }
-            for (label, g) in &r.labels {
-                if let Err(e) = globset::Glob::new(g) {
-                    return invalid(&key(&format!("labels.{label}")), format!("bad glob: {e}"));
+            for (section, labels) in [
+                ("labels", &r.labels),
+                ("namespace_labels", &r.namespace_labels),
+            ] {
+                for (label, g) in labels {
+                    if let Err(e) = globset::Glob::new(g) {
+                        return invalid(
+                            &key(&format!("{section}.{label}")),
+                            format!("bad glob: {e}"),
+                        );
+                    }
                 }
             }
             if let Some(src) = &r.source {

@@ -138,6 +138,7 @@ struct Compiled {
     pod: Option<GlobMatcher>,
     container: Option<GlobMatcher>,
     labels: Vec<(String, GlobMatcher)>,
+    namespace_labels: Vec<(String, GlobMatcher)>,
     source: Option<String>,
     multiline: Option<String>,
     parser: Option<config::ParserSetting>,
@@ -168,6 +169,13 @@ fn glob(g: &Option<String>) -> Option<GlobMatcher> {
         .map(|g| g.compile_matcher())
 }
 
+fn globs(labels: &BTreeMap<String, String>) -> Vec<(String, GlobMatcher)> {
+    labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), glob(&Some(v.clone()))?)))
+        .collect()
+}
+
 impl Rules {
     pub fn from_config(rules: &[config::Rule]) -> Rules {
         let rules = rules
@@ -187,11 +195,8 @@ impl Rules {
                     namespace: glob(&r.namespace),
                     pod: glob(&r.pod),
                     container: glob(&r.container),
-                    labels: r
-                        .labels
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.clone(), glob(&Some(v.clone()))?)))
-                        .collect(),
+                    labels: globs(&r.labels),
+                    namespace_labels: globs(&r.namespace_labels),
                     source: r.source.clone(),
                     multiline: r.multiline.clone(),
                     parser: r.parser.clone(),
@@ -272,11 +277,15 @@ impl Compiled {
             && field(&self.namespace, &meta.namespace)
             && field(&self.pod, &meta.pod)
             && field(&self.container, &meta.container)
-            && self
-                .labels
-                .iter()
-                .all(|(k, g)| meta.labels.get(k).is_some_and(|v| g.is_match(v)))
+            && has(&self.labels, &meta.labels)
+            && has(&self.namespace_labels, &meta.namespace_labels)
     }
+}
+
+/// Whether `labels` has every key of `want`, with a value its glob matches.
+fn has(want: &[(String, GlobMatcher)], labels: &BTreeMap<String, String>) -> bool {
+    want.iter()
+        .all(|(k, g)| labels.get(k).is_some_and(|v| g.is_match(v)))
 }
 
 /// The value of a per-pod annotation for `container`: the whole value, or the entry for
@@ -392,13 +401,26 @@ mod tests {
         );
         assert_eq!(shop.filter.as_ref().map(|f| &*f.rule), Some("probes"));
         assert_eq!(shop.redact, Some((false, Origin::Rule("probes".into()))));
-        let other = rules.select(&meta("dev", "x", "app", &[]), SourceKind::Container);
+        let mut other_meta = meta("dev", "x", "app", &[]);
+        let other = rules.select(&other_meta, SourceKind::Container);
         assert_eq!(
             other.exclude,
             Some((true, Origin::Rule("only-shop".into())))
         );
         assert_eq!(other.filter.as_ref().map(|f| &*f.rule), Some("only-shop"));
         assert_eq!(other.redact, None);
+
+        // Namespace labels select too (from the API).
+        let by_ns = Rules::from_config(&[rule(|r| {
+            r.namespace_labels.insert("team".into(), "pay*".into());
+            r.exclude = Some(true);
+        })]);
+        let pick = |m: &Metadata| by_ns.select(m, SourceKind::Container).exclude.map(|e| e.0);
+        assert_eq!(pick(&other_meta), None);
+        other_meta
+            .namespace_labels
+            .insert("team".into(), "payments".into());
+        assert_eq!(pick(&other_meta), Some(true));
     }
 
     #[test]
