@@ -435,17 +435,19 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     };
     let query = parse_query(req.uri().query().unwrap_or(""));
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let delay = {
+    // What a watch has already seen is fixed when its request is counted: garbage sent
+    // after a test saw the watch open is sent on it.
+    let (delay, garbage_seen) = {
         let mut s = shared.lock();
         s.requests.push(Req {
             kind,
             watch,
             query: query.clone(),
         });
-        s.list_delay
+        (s.list_delay, s.garbage)
     };
     if watch {
-        return watch_stream(shared.clone(), kind, query);
+        return watch_stream(shared.clone(), kind, query, garbage_seen);
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -494,6 +496,7 @@ fn watch_stream(
     shared: Arc<Shared>,
     kind: Kind,
     query: BTreeMap<String, String>,
+    garbage_seen: u64,
 ) -> Response<Body> {
     let (mut tx, body) = Channel::<Bytes, io::Error>::new(64);
     let from: u64 = query
@@ -524,7 +527,7 @@ fn watch_stream(
         }
         let mut cursor = from;
         let mut bookmark_sent = 0;
-        let mut garbage_sent = shared.lock().garbage;
+        let mut garbage_sent = garbage_seen;
         loop {
             ticks.borrow_and_update();
             let (frames, cut) = {
