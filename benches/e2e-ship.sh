@@ -10,7 +10,9 @@
 #   SHIPPER_BIN=/path/to/shipper   # measure another build (BUILD=0 skips the release build)
 #   RUNS="defaults plain off"      # which runs: defaults, plain (multiline and fields off),
 #                                  # off (compression off), records (no settings changed,
-#                                  # one document per record: for builds before multiline)
+#                                  # one document per record: for builds before multiline),
+#                                  # control (defaults + benches/control.toml: redaction
+#                                  # with a user pattern, a rule dropping probe requests)
 #
 # The sink is ../shared/bench/es_sink when that directory exists beside the repo; without
 # it this script says so and exits 0 (the dry-run benchmark still runs).
@@ -82,6 +84,10 @@ for r in ${RUNS:-defaults plain off}; do
     plain) run "ship, plain" true "$RECORDS" SHIPPER_MULTILINE_MODE=off SHIPPER_FIELDS_PARSER=none ;;
     off) run "ship, compression off" false "$EVENTS" ;;
     records) run "ship, gzip on" true "$RECORDS" ;;
+    control)
+      # Every probe request is one event the rule drops.
+      PROBES=$(cat "$WORK"/corpus/containers/*/*-json.log | grep -c 'kube-probe/' || true)
+      run "ship, control" true "$((EVENTS - PROBES))" SHIPPER_CONFIG="$REPO/benches/control.toml" ;;
     *) echo "e2e-ship: unknown run $r" >&2; exit 2 ;;
   esac
 done
