@@ -177,17 +177,22 @@ impl Redactor {
         })
     }
 
-    /// Whether a built-in may match `stored` (the text as stored, escaped or not).
-    fn builtin_candidate(&self, stored: &[u8]) -> bool {
-        self.keywords.as_ref().is_some_and(|k| k.is_match(stored))
-            || (self.cards && dense_digits(stored) && card_run(stored))
+    /// Which built-ins may match `stored` (the text as stored, escaped or not): those
+    /// with keywords when one is in it, and the card pattern when digits are written
+    /// like a card. Each prefilter decides only for its own patterns, so the stored form
+    /// (escaped or raw) never changes what is searched.
+    fn builtin_candidates(&self, stored: &[u8]) -> (bool, bool) {
+        let keywords = self.keywords.as_ref().is_some_and(|k| k.is_match(stored));
+        let cards = self.cards && dense_digits(stored) && card_run(stored);
+        (keywords, cards)
     }
 
     /// Whether the record whose text is stored as `stored` must be searched, on its
     /// unescaped text (built-ins are prefiltered on the stored form; user patterns are
     /// not).
     pub fn needs_search(&self, stored: &[u8]) -> bool {
-        self.user.is_some() || self.builtin_candidate(stored)
+        let (keywords, cards) = self.builtin_candidates(stored);
+        self.user.is_some() || keywords || cards
     }
 
     /// The text with every secret replaced, or `None` when it holds none.
@@ -201,19 +206,20 @@ impl Redactor {
 
     /// [`Redactor::redact`] for a record already unescaped (`plain`).
     pub fn redact_plain(&self, stored: &[u8], plain: &[u8]) -> Option<Redacted> {
-        let builtins = if self.builtin_candidate(stored) {
-            self.builtins
-        } else {
-            0
-        };
+        let (keywords, cards) = self.builtin_candidates(stored);
+        let builtins = self.patterns[..self.builtins]
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| if p.luhn { cards } else { keywords })
+            .map(|(i, _)| i);
         let users = match &self.user {
             Some(set) if set.is_match(plain) => Some(set.matches(plain)),
             _ => None,
         };
-        if builtins == 0 && users.is_none() {
+        if !keywords && !cards && users.is_none() {
             return None;
         }
-        let searched = (0..builtins).chain(
+        let searched = builtins.chain(
             users
                 .iter()
                 .flat_map(|m| m.iter())
