@@ -40,6 +40,15 @@ fn dry_run(pods: &Path, cfg: &Path, extra: &[&str], env: &[(&str, &str)]) -> std
     run(&mut cmd)
 }
 
+/// The `log` of every document a successful dry-run printed.
+fn logs(o: &std::process::Output) -> Vec<String> {
+    assert!(o.status.success(), "{}", stderr(o));
+    bulk_pairs(&o.stdout)
+        .iter()
+        .map(|(_, d)| d["log"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 const RULES: &str = r#"
 [redact]
 builtins = ["bearer", "password", "aws_access_key", "private_key", "credit_card"]
@@ -64,14 +73,9 @@ fn rules_exclude_drop_and_parse_and_secrets_are_redacted() {
     let cfg = dir.path().join("shipper.toml");
     std::fs::write(&cfg, RULES).unwrap();
     let o = dry_run(&pods, &cfg, &[], &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let docs = bulk_pairs(&o.stdout);
-    let logs: Vec<&str> = docs
-        .iter()
-        .map(|(_, d)| d["log"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        logs,
+        logs(&o),
         [
             "10.0.0.2 GET /login?user=bob&password=[REDACTED] 302",
             "level=info msg=\"order placed\" card=[REDACTED]",
@@ -433,14 +437,8 @@ fn a_filter_on_a_parsed_field() {
     )
     .unwrap();
     let o = dry_run(&pods, &cfg, &[], &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let docs = bulk_pairs(&o.stdout);
-    let logs: Vec<&str> = docs
-        .iter()
-        .map(|(_, d)| d["log"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        logs,
+        logs(&o),
         [
             r#"{"level":"info","msg":"debug endpoint enabled"}"#,
             "ERROR [main] App - boom\njava.lang.IllegalStateException: debug\n\tat a.B.c(B.java:1)",
