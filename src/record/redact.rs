@@ -84,7 +84,7 @@ const BUILTINS: &[(&str, &str, &[&str])] = &[
     ),
     (
         "password",
-        r#"(?i)(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token)"?\s*[:=]\s*(?:"([^"]*)"|'([^']*)'|([^\s"',;&]+))"#,
+        r#"(?i)(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token)"?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^\s"',;&{}\[\]()<>]+))"#,
         &[
             "password",
             "passwd",
@@ -152,14 +152,22 @@ impl Redactor {
                 luhn: false,
             });
         }
-        // Each keyword as written in lower case, Capitalised and in upper case (a
-        // case-insensitive automaton is several times slower on clean text).
+        // Each keyword as written in lower case, Capitalised, with each word capitalised,
+        // and in upper case (a case-insensitive automaton is several times slower on
+        // clean text).
         let variants: Vec<String> = keywords
             .iter()
             .flat_map(|k| {
                 let mut cap = k.to_string();
                 cap[..1].make_ascii_uppercase();
-                [k.to_string(), cap, k.to_ascii_uppercase()]
+                // Each word capitalised, as in HTTP headers: `X-Api-Key`, `Access_Token`.
+                let mut title = String::with_capacity(k.len());
+                let mut up = true;
+                for c in k.chars() {
+                    title.push(if up { c.to_ascii_uppercase() } else { c });
+                    up = c == '-' || c == '_' || c == ' ';
+                }
+                [k.to_string(), cap, title, k.to_ascii_uppercase()]
             })
             .collect();
         let keywords = (!variants.is_empty()).then(|| Keywords::new(&variants));
@@ -244,13 +252,19 @@ impl Redactor {
             return None;
         }
         spans.sort_unstable();
+        // Overlapping secrets are replaced as one: their union (a password value that
+        // holds an AWS key is replaced whole, not cut after the key).
+        let mut merged: Vec<(usize, usize, usize)> = Vec::with_capacity(spans.len());
+        for (start, end, i) in spans {
+            match merged.last_mut() {
+                Some(last) if start < last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end, i)),
+            }
+        }
         let mut out = Vec::with_capacity(plain.len());
         let mut hits: Vec<(Arc<str>, u64)> = Vec::new();
         let mut at = 0;
-        for (start, end, i) in spans {
-            if start < at {
-                continue;
-            }
+        for (start, end, i) in merged {
             out.extend_from_slice(&plain[at..start]);
             self.replace(&plain[start..end], &mut out);
             at = end;
@@ -415,6 +429,20 @@ mod tests {
                 r#"{"user":"bob","password":"[REDACTED]"}"#,
             ),
             ("DB_PASSWD: 's3cr3t'", "DB_PASSWD: '[REDACTED]'"),
+            ("X-Api-Key: abcd1234", "X-Api-Key: [REDACTED]"),
+            ("X-Access-Token: t0k3n", "X-Access-Token: [REDACTED]"),
+            (
+                r#"{"user":"bob","pwd":1234}"#,
+                r#"{"user":"bob","pwd":[REDACTED]}"#,
+            ),
+            (
+                r#"{"password":"p\"ss","n":1}"#,
+                r#"{"password":"[REDACTED]","n":1}"#,
+            ),
+            (
+                "secret=AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG rest",
+                "secret=[REDACTED] rest",
+            ),
             ("api_key=abc123&x=1", "api_key=[REDACTED]&x=1"),
             (
                 "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc",
