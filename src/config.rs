@@ -1151,6 +1151,17 @@ impl Config {
                 if l.bytes_per_sec == Some(0) || l.records_per_sec == Some(0) {
                     return invalid(&key("rate_limit"), "a rate of 0 would never read".into());
                 }
+                let rates = [l.bytes_per_sec, l.records_per_sec];
+                if rates
+                    .iter()
+                    .flatten()
+                    .any(|&r| (r as f64) * l.burst_secs < 1.0)
+                {
+                    return invalid(
+                        &key("rate_limit.burst_secs"),
+                        "a burst must hold at least one record and one byte (rate × burst_secs ≥ 1)".into(),
+                    );
+                }
                 if !(0.1..=3600.0).contains(&l.burst_secs) {
                     return invalid(
                         &key("rate_limit.burst_secs"),

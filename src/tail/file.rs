@@ -218,14 +218,15 @@ impl FileTail {
     }
 
     /// Reads up to about `budget` bytes of complete lines and hands them to `sink`. A
-    /// `strict` turn (a rate-limited one) stops at the last whole line within the budget
-    /// (at least one line) rather than at the end of a read, and counts its lines.
+    /// strict turn (a rate-limited one, `Some(max_lines)`) stops at the last whole line
+    /// within the budget and at `max_lines` lines (at least one line) rather than at the
+    /// end of a read, and counts its lines.
     pub fn poll(
         &mut self,
         buf: &mut Vec<u8>,
         limits: &ReadLimits,
         stats: &Stats,
-        (budget, strict): (u64, bool),
+        (budget, strict): (u64, Option<u64>),
         sink: &mut Sink<'_>,
     ) -> io::Result<Progress> {
         let mut progress = Progress::default();
@@ -234,7 +235,7 @@ impl FileTail {
             return Ok(progress);
         }
         self.announce(sink);
-        while progress.bytes < budget {
+        while progress.bytes < budget && strict.is_none_or(|max| progress.lines < max) {
             let n = read_full(&self.file, buf, self.pos)?;
             if n == 0 {
                 progress.eof = true;
@@ -254,11 +255,18 @@ impl FileTail {
                 continue;
             }
             let room = usize::try_from(budget - progress.bytes).unwrap_or(usize::MAX);
-            let last_nl = if strict && n > room {
+            let mut last_nl = if strict.is_some() && n > room {
                 memrchr(b'\n', &data[..room]).or_else(|| memchr(b'\n', data))
             } else {
                 memrchr(b'\n', data)
             };
+            if let (Some(max), Some(nl)) = (strict, last_nl) {
+                let left = usize::try_from(max.saturating_sub(progress.lines).max(1))
+                    .unwrap_or(usize::MAX);
+                if let Some(cut) = memchr::memchr_iter(b'\n', &data[..=nl]).nth(left - 1) {
+                    last_nl = Some(cut);
+                }
+            }
             let Some(last_nl) = last_nl else {
                 if n < buf.len() {
                     // A line still being written: wait for its end.
@@ -279,7 +287,7 @@ impl FileTail {
                 continue;
             };
             let offset = self.pos;
-            if strict {
+            if strict.is_some() {
                 progress.lines += memchr::memchr_iter(b'\n', &data[..=last_nl]).count() as u64;
             }
             self.held = sink(

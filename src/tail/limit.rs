@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+/// The least a throttled turn waits to read: 50 ms of its rates.
+const TURN_SECS: f64 = 0.05;
+
 /// A limit: sustained rates and how long a burst may run at full speed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
@@ -61,18 +64,25 @@ impl Bucket {
         }
     }
 
-    /// How many bytes a turn may read now (0: none, wait for [`Bucket::ready_in`]).
-    pub fn allowance(&mut self, now: Instant) -> u64 {
+    /// Tokens a turn waits for: 1, or 50 ms of the rate if that is more, so a throttled
+    /// container is read in a few turns a second rather than a line at a time.
+    fn threshold(rate: f64) -> f64 {
+        (rate * TURN_SECS).max(1.0)
+    }
+
+    /// How many bytes and lines a turn may read now (`None`: wait for
+    /// [`Bucket::ready_in`]).
+    pub fn allowance(&mut self, now: Instant) -> Option<(u64, u64)> {
         self.refill(now);
         let l = self.limit;
-        if l.lines_per_sec.is_some() && self.lines < 1.0 {
-            return 0;
+        let (bytes, lines) = (self.bytes, self.lines);
+        let short =
+            |tokens: f64, rate: Option<f64>| rate.is_some_and(|r| tokens < Self::threshold(r));
+        if short(bytes, l.bytes_per_sec) || short(lines, l.lines_per_sec) {
+            return None;
         }
-        match l.bytes_per_sec {
-            Some(_) if self.bytes < 1.0 => 0,
-            Some(_) => self.bytes as u64,
-            None => u64::MAX,
-        }
+        let cap = |tokens: f64, rate: Option<f64>| rate.map_or(u64::MAX, |_| tokens as u64);
+        Some((cap(bytes, l.bytes_per_sec), cap(lines, l.lines_per_sec)))
     }
 
     /// Takes what a turn read.
@@ -88,7 +98,7 @@ impl Bucket {
     /// How long until a turn is allowed again.
     pub fn ready_in(&self) -> Duration {
         let wait = |tokens: f64, rate: Option<f64>| match rate {
-            Some(r) if tokens < 1.0 && r > 0.0 => (1.0 - tokens) / r,
+            Some(r) if tokens < Self::threshold(r) && r > 0.0 => (Self::threshold(r) - tokens) / r,
             _ => 0.0,
         };
         let l = self.limit;
@@ -110,16 +120,24 @@ mod tests {
             burst_secs: 2.0,
         };
         let mut b = Bucket::new(limit, t0);
-        assert_eq!(b.allowance(t0), 2000);
+        assert_eq!(b.allowance(t0), Some((2000, 20)));
         b.spend(2500, 5);
-        assert_eq!(b.allowance(t0), 0, "in debt after an overshoot");
+        assert_eq!(b.allowance(t0), None, "in debt after an overshoot");
+        // Back to 50 ms of the byte rate (50 bytes): 550 ms.
         let ms = b.ready_in().as_secs_f64() * 1000.0;
-        assert!((ms - 501.0).abs() < 0.01, "{ms}");
-        assert_eq!(b.allowance(t0 + Duration::from_millis(600)), 100);
+        assert!((ms - 550.0).abs() < 0.01, "{ms}");
+        assert_eq!(
+            b.allowance(t0 + Duration::from_millis(600)),
+            Some((100, 20))
+        );
         b.spend(0, 20);
-        assert_eq!(b.allowance(t0 + Duration::from_millis(600)), 0, "lines too");
+        assert_eq!(
+            b.allowance(t0 + Duration::from_millis(600)),
+            None,
+            "lines too"
+        );
         // Idle for long: the bucket refills to its burst, no more.
-        assert_eq!(b.allowance(t0 + Duration::from_secs(60)), 2000);
+        assert_eq!(b.allowance(t0 + Duration::from_secs(60)), Some((2000, 20)));
     }
 
     #[test]
@@ -133,9 +151,9 @@ mod tests {
             },
             t0,
         );
-        assert_eq!(b.allowance(t0), u64::MAX);
+        assert_eq!(b.allowance(t0), Some((u64::MAX, 5)), "lines cap the turn");
         b.spend(1 << 20, 5);
-        assert_eq!(b.allowance(t0), 0);
+        assert_eq!(b.allowance(t0), None);
         let ms = b.ready_in().as_secs_f64() * 1000.0;
         assert!((ms - 200.0).abs() < 0.01, "{ms}");
     }

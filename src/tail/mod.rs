@@ -422,23 +422,22 @@ impl Tail {
             // container's rate limit allows.
             let room = limit.saturating_sub(total);
             let mut turn = self.cfg.budget.min(room.max(4096));
-            let mut strict = false;
+            let mut strict = None;
             let bucket = self.buckets.get_mut(self.files[i].source());
             if let Some(b) = bucket {
-                let allowed = b.allowance(Instant::now());
-                if allowed == 0 {
+                let Some((bytes, lines)) = b.allowance(Instant::now()) else {
                     b.throttled = true;
                     self.cursor = i + 1;
                     continue;
-                }
-                turn = turn.min(allowed);
-                strict = true;
+                };
+                turn = turn.min(bytes);
+                strict = Some(lines);
             }
             let progress = self.poll_at(i, (turn, strict), sink);
             total += progress.bytes;
             if let Some(b) = self.buckets.get_mut(self.files[i].source()) {
                 b.spend(progress.bytes, progress.lines);
-                b.throttled = !progress.eof && progress.bytes >= turn;
+                b.throttled = !progress.eof;
             }
             if !self.maybe_close(i, progress, sink) {
                 self.cursor = i + 1;
@@ -451,7 +450,7 @@ impl Tail {
     /// Reads one file, up to `budget` bytes.
     pub fn poll_file(&mut self, key: FileKey, budget: u64, sink: &mut Sink<'_>) -> Progress {
         match self.find(key) {
-            Some(i) => self.poll_at(i, (budget, false), sink),
+            Some(i) => self.poll_at(i, (budget, None), sink),
             None => Progress {
                 eof: true,
                 ..Progress::default()
@@ -459,7 +458,7 @@ impl Tail {
         }
     }
 
-    fn poll_at(&mut self, i: usize, budget: (u64, bool), sink: &mut Sink<'_>) -> Progress {
+    fn poll_at(&mut self, i: usize, budget: (u64, Option<u64>), sink: &mut Sink<'_>) -> Progress {
         let Tail {
             files,
             buf,
