@@ -477,12 +477,18 @@ impl RecordStream {
         out.counts.lines += n;
         if self.excluded {
             out.counts.excluded_lines += n;
+            // Documents made before the exclusion and waiting behind a group go out.
+            self.docs.release(u64::MAX, out);
             return;
         }
         let mut start = 0;
         for nl in memchr_iter(b'\n', lines) {
             let line = &lines[start..nl];
             let after = &lines[nl + 1..];
+            if self.next_settings.is_some() {
+                // New settings apply at the first line where no group is open.
+                self.apply_settings();
+            }
             self.line(offset + start as u64, line, after, false, now, out);
             start = nl + 1;
         }
@@ -496,6 +502,7 @@ impl RecordStream {
         out.counts.lines += 1;
         if self.excluded {
             out.counts.excluded_lines += 1;
+            self.docs.release(u64::MAX, out);
             return;
         }
         self.line(offset, head, &[], true, now, out);
@@ -978,6 +985,50 @@ mod tests {
             docker("stdout", 6, "GET /d 200"),
         ]
         .concat()
+    }
+
+    /// Documents waiting behind a group when the file is excluded are not lost: they
+    /// were decided before the exclusion, and go out with the next lines read.
+    #[test]
+    fn an_exclusion_releases_the_documents_waiting_behind_a_group() {
+        let text = [
+            docker("stderr", 2, "java.lang.IllegalStateException: bad"),
+            docker("stdout", 3, "GET /b 200"),
+            docker("stdout", 4, "GET /c 200"),
+        ]
+        .concat();
+        let mut s = stream(multiline::Mode::Auto);
+        let mut ndjson = Vec::new();
+        let mut counts = Counts::default();
+        let mut out = Output {
+            ndjson: &mut ndjson,
+            counts: &mut counts,
+        };
+        s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
+        assert_eq!(
+            out.counts.docs, 0,
+            "the stdout lines wait behind the open trace"
+        );
+        assert!(s.held().pending.is_some());
+        s.set_excluded(true);
+        let more = docker("stdout", 5, "GET /d 200");
+        s.push(
+            text.len() as u64,
+            more.as_bytes(),
+            Timestamp::EPOCH,
+            &mut out,
+        );
+        assert_eq!(out.counts.docs, 2, "both waiting documents went out");
+        assert_eq!(out.counts.excluded_lines, 1);
+        assert_eq!(s.held().pending, None);
+        let logs: Vec<String> = String::from_utf8(ndjson)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .step_by(2)
+            .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap()["log"].to_string())
+            .collect();
+        assert_eq!(logs, ["\"GET /b 200\"", "\"GET /c 200\""]);
     }
 
     #[test]
