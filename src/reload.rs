@@ -156,7 +156,9 @@ impl State {
             Ok(c) => c,
             Err(e) => return self.refuse(&e.to_string()),
         };
-        match self.credentials.reload(&new.elasticsearch) {
+        // The credential files are read again; the rest of `[elasticsearch]` (the
+        // endpoints, inline credentials) waits for the next start.
+        match self.credentials.reload(&self.current.elasticsearch) {
             Ok(true) => tracing::info!("credentials read again from their files"),
             Ok(false) => {}
             Err(e) => return self.refuse(&e.to_string()),
@@ -166,6 +168,10 @@ impl State {
                 tracing::info!("configuration reloaded: nothing changed");
                 Stats::add(&self.stats.config_reloads, 1);
             }
+            // A file put back as it was after a refused edit is good again.
+            self.stats
+                .config_reload_failed
+                .store(false, Ordering::Relaxed);
             return;
         }
         let restart = needs_restart(&self.current, &new);

@@ -176,6 +176,10 @@ fn check_config_accepts_the_documented_file_and_points_at_errors() {
         ("[redact]\nbuiltins = [\"ssn\"]\n", ":2:12: setting `redact.builtins`"),
         ("[fields\n", ":1:"),
         (
+            "[[rules]]\nrate_limit = { records_per_sec = 1, burst_secs = 0.5 }\n",
+            ":2:50: setting `rules[0].rate_limit.burst_secs`: a burst must hold at least one record",
+        ),
+        (
             "[[rules]]\ndrop = 'a'\nkeep = 'b'\n",
             ":3:8: setting `rules[0].keep`: a rule has `drop` or `keep`, not both",
         ),
