@@ -242,10 +242,20 @@ impl Redactor {
                 let Some(m) = caps.iter().skip(1).flatten().next().or_else(|| caps.get(0)) else {
                     continue;
                 };
-                if m.is_empty() || (p.luhn && !card(m.as_bytes())) {
+                if m.is_empty() {
                     continue;
                 }
-                spans.push((m.start(), m.end(), i));
+                let end = if p.luhn {
+                    // The expression is greedy: a card followed by a short digit group
+                    // (a CVV, an expiry) matches too long; try the shorter ends.
+                    match card_end(m.as_bytes()) {
+                        Some(len) => m.start() + len,
+                        None => continue,
+                    }
+                } else {
+                    m.end()
+                };
+                spans.push((m.start(), end, i));
             }
         }
         if spans.is_empty() {
@@ -306,6 +316,16 @@ impl PartialEq for Redactor {
 /// A key for [`Replacement::Hash`].
 pub fn hash_key(secret: &[u8]) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, secret)
+}
+
+/// The length of the longest prefix of `s` that is a card number (see [`card`]): all of
+/// it, or all but whole trailing digit groups (cut only at a space or dash, so a long
+/// run of digits is never searched for a card inside it).
+fn card_end(s: &[u8]) -> Option<usize> {
+    (1..=s.len())
+        .rev()
+        .filter(|&n| n == s.len() || (s[n] == b' ' || s[n] == b'-'))
+        .find(|&n| card(&s[..n]))
 }
 
 /// Whether the digits of `s` (spaces and dashes between them) are 13 to 19 that pass
@@ -454,6 +474,7 @@ mod tests {
                 "card [REDACTED] charged",
             ),
             ("card 4111-1111-1111-1111.", "card [REDACTED]."),
+            ("card=4111 1111 1111 1111 123 ok", "card=[REDACTED] 123 ok"),
             ("amex 378282246310005", "amex [REDACTED]"),
             (
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nabc\n-----END RSA PRIVATE KEY----- done",
@@ -472,6 +493,7 @@ mod tests {
         for s in [
             "order 4111111111111112 shipped",  // fails Luhn
             "id 12345678901234567890123 seen", // too long
+            "id 4111111111111111123 seen",     // a card's digits inside a longer run
             "trace 1234-5678",
             "the password policy changed",
             "bearer of bad news",
