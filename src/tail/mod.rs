@@ -501,6 +501,10 @@ impl Tail {
         if let Some(id) = f.id() {
             self.closed.push(id);
         }
+        if !self.files.iter().any(|o| o.source() == f.source()) {
+            // The container's last file: its rate-limit bucket goes with it.
+            self.buckets.remove(f.source());
+        }
         Stats::add(&self.stats.files_closed, 1);
         self.publish_watched();
         tracing::debug!(path = %f.path.display(), "drained and closed");
