@@ -64,6 +64,25 @@ pub fn scan(roots: &Roots) -> (Vec<Candidate>, ScanReport) {
             by_inode.insert((c.dev, c.ino), c);
         }
     };
+    // A file is read only where it really is under a root, or where it is a Docker
+    // container log (`<id>/<id>-json.log`, which the CRI paths link to on Docker nodes,
+    // under a Docker data root that may be elsewhere): a symlink that leads anywhere else
+    // (`0.log -> /etc/shadow`) is reported and skipped.
+    let inside: Vec<PathBuf> = [&roots.docker, &roots.pods]
+        .into_iter()
+        .filter_map(|r| fs::canonicalize(r).ok())
+        .collect();
+    let mut add = |c: Candidate, report: &mut ScanReport| match fs::canonicalize(&c.path) {
+        Ok(real) if c.docker_dir.is_some() || inside.iter().any(|r| real.starts_with(r)) => add(c),
+        Ok(real) => report.errors.push((
+            c.path,
+            format!(
+                "leads outside the log roots, to {}; not read",
+                real.display()
+            ),
+        )),
+        Err(e) => report.errors.push((c.path, e.to_string())),
+    };
     scan_docker(&roots.docker, &mut add, &mut report);
     scan_pods(&roots.pods, &mut add, &mut report);
     let mut out: Vec<Candidate> = by_inode.into_values().collect();
@@ -103,25 +122,36 @@ fn stat_file(path: &Path, report: &mut ScanReport) -> Option<fs::Metadata> {
     }
 }
 
-fn scan_docker(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanReport) {
+fn scan_docker(
+    root: &Path,
+    add: &mut impl FnMut(Candidate, &mut ScanReport),
+    report: &mut ScanReport,
+) {
     for (id, dir) in read_dir_sorted(root, report, true) {
         if !dir.is_dir() {
             continue;
         }
         let path = dir.join(format!("{id}-json.log"));
         if let Some(m) = stat_file(&path, report) {
-            add(Candidate {
-                path,
-                dev: m.dev(),
-                ino: m.ino(),
-                info: SourceInfo::from_docker_id(&id),
-                docker_dir: Some(dir),
-            });
+            add(
+                Candidate {
+                    path,
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    info: SourceInfo::from_docker_id(&id),
+                    docker_dir: Some(dir),
+                },
+                report,
+            );
         }
     }
 }
 
-fn scan_pods(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanReport) {
+fn scan_pods(
+    root: &Path,
+    add: &mut impl FnMut(Candidate, &mut ScanReport),
+    report: &mut ScanReport,
+) {
     for (pod_name, pod_dir) in read_dir_sorted(root, report, true) {
         if !pod_dir.is_dir() {
             continue;
@@ -139,13 +169,16 @@ fn scan_pods(root: &Path, add: &mut impl FnMut(Candidate), report: &mut ScanRepo
                     // A symlink into Docker's tree names the container too.
                     let docker_dir = docker_target(&path)
                         .inspect(|(id, _)| info.container_id = Some(id.clone()));
-                    add(Candidate {
-                        path,
-                        dev: m.dev(),
-                        ino: m.ino(),
-                        info,
-                        docker_dir: docker_dir.map(|(_, d)| d),
-                    });
+                    add(
+                        Candidate {
+                            path,
+                            dev: m.dev(),
+                            ino: m.ino(),
+                            info,
+                            docker_dir: docker_dir.map(|(_, d)| d),
+                        },
+                        report,
+                    );
                 }
             }
         }
@@ -287,6 +320,29 @@ mod tests {
         });
         assert!(found.is_empty());
         assert_eq!(report.missing_roots.len(), 2);
+    }
+
+    #[test]
+    fn a_symlink_leading_outside_the_roots_is_reported_and_not_read() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("etc/shadow");
+        fs::create_dir_all(secret.parent().unwrap()).unwrap();
+        fs::write(&secret, b"root:x:0:0\n").unwrap();
+        let c = t.path().join("pods/ns_pod_uid/c");
+        fs::create_dir_all(&c).unwrap();
+        symlink(&secret, c.join("0.log")).unwrap();
+        fs::write(c.join("1.log"), b"fine\n").unwrap();
+        // A directory link counts too.
+        let evil = t.path().join("pods/ns_evil_uid");
+        symlink(t.path().join("etc"), &evil).unwrap();
+        let (found, report) = scan(&Roots {
+            docker: t.path().join("none"),
+            pods: t.path().join("pods"),
+        });
+        let paths: Vec<&Path> = found.iter().map(|c| c.path.as_path()).collect();
+        assert_eq!(paths, [c.join("1.log").as_path()]);
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(report.errors[0].1.contains("outside the log roots"));
     }
 
     #[test]
