@@ -295,9 +295,9 @@ impl Emitter {
     ) {
         // The filter and the redactor read the text unescaped: unescape it once.
         let stored = doc.text.stored();
-        let search = ctl.redact.as_ref().is_some_and(|r| r.needs_search(stored));
+        let found = ctl.redact.as_ref().and_then(|r| r.prefilter(stored));
         let mut plain_buf = std::mem::take(&mut self.plain);
-        let plain = if ctl.filter.is_some() || search {
+        let plain = if ctl.filter.is_some() || found.is_some() {
             doc.text.unescaped(usize::MAX, &mut plain_buf)
         } else {
             &[]
@@ -309,8 +309,8 @@ impl Emitter {
                 return;
             }
         }
-        let redacted = match &ctl.redact {
-            Some(r) if search => r.redact_plain(stored, plain),
+        let redacted = match (&ctl.redact, found) {
+            (Some(r), Some(found)) => r.redact_plain(found, plain),
             _ => None,
         };
         if plain_buf.capacity() > KEEP_BYTES {
@@ -832,6 +832,10 @@ mod tests {
         format!("{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{T0}{ms:03}000000Z\"}}\n")
     }
 
+    fn output<'a>(ndjson: &'a mut Vec<u8>, counts: &'a mut Counts) -> Output<'a> {
+        Output { ndjson, counts }
+    }
+
     fn stream(mode: multiline::Mode) -> RecordStream {
         stream_at(mode, [0; 2])
     }
@@ -882,17 +886,11 @@ mod tests {
         while lines.peek().is_some() {
             let take: Vec<&[u8]> = lines.by_ref().take(chunk).collect();
             let joined = take.concat();
-            let mut out = Output {
-                ndjson: &mut ndjson,
-                counts: &mut counts,
-            };
+            let mut out = output(&mut ndjson, &mut counts);
             s.push(offset as u64, &joined, Timestamp::EPOCH, &mut out);
             offset += joined.len();
         }
-        let mut out = Output {
-            ndjson: &mut ndjson,
-            counts: &mut counts,
-        };
+        let mut out = output(&mut ndjson, &mut counts);
         s.finish(&mut out);
         let docs: Vec<(String, String)> = String::from_utf8(ndjson)
             .unwrap()
@@ -1000,10 +998,7 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = Output {
-            ndjson: &mut ndjson,
-            counts: &mut counts,
-        };
+        let mut out = output(&mut ndjson, &mut counts);
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(
             out.counts.docs, 0,
@@ -1163,10 +1158,7 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = Output {
-            ndjson: &mut ndjson,
-            counts: &mut counts,
-        };
+        let mut out = output(&mut ndjson, &mut counts);
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(s.next_deadline(), None, "not at the end yet");
         let last = Timestamp::parse(format!("{T0}001000000Z").as_bytes()).unwrap();
@@ -1190,10 +1182,7 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = Output {
-            ndjson: &mut ndjson,
-            counts: &mut counts,
-        };
+        let mut out = output(&mut ndjson, &mut counts);
         let plain = docker("stdout", 1, "GET /healthz 200 0.2ms");
         s.push(0, plain.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(out.counts.docs, 1, "nothing can join an ordinary line");
@@ -1230,10 +1219,7 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = Output {
-            ndjson: &mut ndjson,
-            counts: &mut counts,
-        };
+        let mut out = output(&mut ndjson, &mut counts);
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(out.counts.docs, 1, "the stderr group closed: 499 ms > gap");
         let second = text.find('\n').unwrap() as u64 + 1;

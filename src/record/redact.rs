@@ -36,6 +36,8 @@ impl Keywords {
     fn new(words: &[String]) -> Keywords {
         match packed::Config::new().builder().extend(words).build() {
             Some(s) => Keywords::Packed(s),
+            // The keywords are the built-ins' few short literals: an automaton of them
+            // cannot exceed aho-corasick's limits.
             None => Keywords::Automaton(
                 AhoCorasick::new(words).expect("the built-in keywords are valid"),
             ),
@@ -48,6 +50,13 @@ impl Keywords {
             Keywords::Automaton(a) => a.is_match(text),
         }
     }
+}
+
+/// What a record's prefilter found (see [`Redactor::prefilter`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates {
+    keywords: bool,
+    cards: bool,
 }
 
 /// What replaces a secret.
@@ -185,36 +194,27 @@ impl Redactor {
         })
     }
 
-    /// Which built-ins may match `stored` (the text as stored, escaped or not): those
-    /// with keywords when one is in it, and the card pattern when digits are written
-    /// like a card. Each prefilter decides only for its own patterns, so the stored form
-    /// (escaped or raw) never changes what is searched.
-    fn builtin_candidates(&self, stored: &[u8]) -> (bool, bool) {
+    /// Which patterns may match the record whose text is stored as `stored` (escaped
+    /// or not); `None`: none can, the record is not searched. The built-ins with
+    /// keywords when one is in it, the card pattern when digits are written like a card
+    /// (each prefilter decides only for its own patterns, so the stored form never
+    /// changes what is searched), the user patterns always (on the unescaped text).
+    pub fn prefilter(&self, stored: &[u8]) -> Option<Candidates> {
         let keywords = self.keywords.as_ref().is_some_and(|k| k.is_match(stored));
         let cards = self.cards && dense_digits(stored) && card_run(stored);
-        (keywords, cards)
-    }
-
-    /// Whether the record whose text is stored as `stored` must be searched, on its
-    /// unescaped text (built-ins are prefiltered on the stored form; user patterns are
-    /// not).
-    pub fn needs_search(&self, stored: &[u8]) -> bool {
-        let (keywords, cards) = self.builtin_candidates(stored);
-        self.user.is_some() || keywords || cards
+        (keywords || cards || self.user.is_some()).then_some(Candidates { keywords, cards })
     }
 
     /// The text with every secret replaced, or `None` when it holds none.
     pub fn redact(&self, text: &Text<'_>, scratch: &mut Vec<u8>) -> Option<Redacted> {
-        let stored = text.stored();
-        if !self.needs_search(stored) {
-            return None;
-        }
-        self.redact_plain(stored, text.unescaped(usize::MAX, scratch))
+        let found = self.prefilter(text.stored())?;
+        self.redact_plain(found, text.unescaped(usize::MAX, scratch))
     }
 
-    /// [`Redactor::redact`] for a record already unescaped (`plain`).
-    pub fn redact_plain(&self, stored: &[u8], plain: &[u8]) -> Option<Redacted> {
-        let (keywords, cards) = self.builtin_candidates(stored);
+    /// [`Redactor::redact`] for a record already unescaped (`plain`), with what its
+    /// [`Redactor::prefilter`] found.
+    pub fn redact_plain(&self, found: Candidates, plain: &[u8]) -> Option<Redacted> {
+        let Candidates { keywords, cards } = found;
         let builtins = self.patterns[..self.builtins]
             .iter()
             .enumerate()
@@ -407,6 +407,7 @@ fn dense_digits(s: &[u8]) -> bool {
         sum >= 13
     };
     for w in &mut words {
+        // `chunks_exact(8)` yields 8-byte slices only.
         let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
         if step(digit_lanes(w).count_ones()) {
             return true;
