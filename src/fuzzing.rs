@@ -908,6 +908,7 @@ pub fn redaction(data: &[u8]) {
                     Replacement::Hash(hash_key(b"fuzz"))
                 };
                 let user = if v & 2 != 0 { &user[..] } else { &[] };
+                // The built-ins and this one user pattern are fixed, valid expressions.
                 Redactor::new(&builtins, user, replacement).expect("valid patterns")
             })
             .collect()
@@ -926,6 +927,7 @@ pub fn redaction(data: &[u8]) {
     if let Some(red) = raw {
         assert!(red.hits.iter().all(|(_, n)| *n > 0));
         assert!(!red.hits.is_empty());
+        // A constant, valid RFC 3339 time.
         let t = crate::timestamp::Timestamp::parse(b"2024-07-08T03:42:57Z").expect("valid");
         encode_checked(t, Stream::Stdout, &Text::Owned(red.text), 0);
     }
