@@ -197,6 +197,20 @@ fn check_config_accepts_the_documented_file_and_points_at_errors() {
     }
 }
 
+/// Puts container `c` in namespace `ns` through its Docker labels (as the kubelet
+/// creates containers), so rules can select it without the API.
+fn in_namespace(node: &crate::agent::Node, c: usize, ns: &str) {
+    let labels = serde_json::json!({"Config": {"Labels": {
+        "io.kubernetes.pod.namespace": ns,
+        "io.kubernetes.pod.name": format!("{ns}-1"),
+        "io.kubernetes.container.name": ns,
+    }}});
+    write(
+        &node.log(c).with_file_name("config.v2.json"),
+        labels.to_string().as_bytes(),
+    );
+}
+
 /// A container over its rate limit is read more slowly while another is delivered at
 /// once; when the noise stops, every line of both is in the index, none twice.
 #[test]
@@ -207,11 +221,7 @@ fn a_rate_limited_container_lags_while_a_quiet_one_is_on_time() {
     let mut node = Node::new();
     // Container 0 is the noisy one: its Docker labels put it in namespace `noisy`.
     node.write(0, 2000, 8);
-    let labels = r#"{"Config":{"Labels":{"io.kubernetes.pod.namespace":"noisy","io.kubernetes.pod.name":"spam-1","io.kubernetes.container.name":"spam"}}}"#;
-    write(
-        &node.log(0).with_file_name("config.v2.json"),
-        labels.as_bytes(),
-    );
+    in_namespace(&node, 0, "noisy");
     let cfg = node.data().with_file_name("shipper.toml");
     std::fs::write(
         &cfg,
@@ -296,11 +306,7 @@ fn a_reload_applies_rules_and_a_broken_one_is_refused() {
     let mut node = Node::new();
     node.write(0, 100, 8);
     node.write(1, 100, 8);
-    let labels = r#"{"Config":{"Labels":{"io.kubernetes.pod.namespace":"muted","io.kubernetes.pod.name":"m-1","io.kubernetes.container.name":"m"}}}"#;
-    write(
-        &node.log(1).with_file_name("config.v2.json"),
-        labels.as_bytes(),
-    );
+    in_namespace(&node, 1, "muted");
     let conf = node.data().with_file_name("conf");
     std::fs::create_dir_all(&conf).unwrap();
     let cfg = conf.join("shipper.toml");
