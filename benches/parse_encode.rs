@@ -274,6 +274,7 @@ fn context() -> FileContext {
         id: FileId::compute("docker:bench", b"first line"),
         meta: br#","docker":{"container_id":"4bf92f3577b34da6a3ce929d0e0e4736"},"kubernetes":{"namespace_name":"payments","pod_name":"checkout-6b8f9c7d4-p9zqk","container_name":"checkout","labels":{"app":"checkout"}}"#.to_vec(),
         level: Level::Complete,
+        heads: Vec::new(),
     }
 }
 

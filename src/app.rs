@@ -119,7 +119,7 @@ pub fn agent(cfg: &Config, source: crate::reload::Source) -> anyhow::Result<Arc<
         source,
         cfg.clone(),
         reload_tx,
-        credentials,
+        (credentials, shipper.patterns.clone()),
         stats.clone(),
         {
             let stop = stop.clone();

@@ -8,6 +8,12 @@
 //! the checkpoint table, which a [`Saver`] writes on its own thread at most every
 //! [`CHECKPOINT_EVERY`] (and at the end).
 //!
+//! A file's route history (which index its records go to, from which offset) is the
+//! exception: it must be on disk *before* the batch that uses it, since a replay after a
+//! crash re-encodes the records past the checkpoint and must send them where they went.
+//! A batch that grew a history waits for the checkpoint file to be written first (once
+//! per new file or route change, not per batch).
+//!
 //! When the buffer is full the appender waits for room, so the reader's hand-off blocks
 //! and reading pauses; the backlog stays in the log files. Stopping with the buffer full,
 //! it gives up the batch after [`STOP_WAIT`]: its positions never entered the table, so
@@ -16,6 +22,7 @@
 use crate::buffer::Writer;
 use crate::checkpoint::{Checkpoints, Position, Saver};
 use crate::ids::FileId;
+use crate::index::route::Routes;
 use crate::metrics::{Stats, Worker};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::io::{self, Write};
@@ -63,6 +70,9 @@ pub struct Seal {
     pub positions: Vec<(FileId, Position)>,
     /// Files closed (or restarted): their checkpoints go once the batch is durable.
     pub closed: Vec<FileId>,
+    /// Route histories that grew: written to the checkpoint file before the batch is
+    /// appended, so a replay of any of its records goes where they went.
+    pub routes: Vec<(FileId, Routes)>,
     /// Newest record timestamp in the batch (Unix milliseconds), for the lag metric.
     pub newest_ms: u64,
 }
@@ -224,6 +234,10 @@ impl Appender {
                 "a batch's document count disagrees with its chunks'; using the chunks'"
             );
         }
+        if !self.persist_routes(seal.routes, stop) {
+            tracing::warn!("stopping before the checkpoint file took the batch's routes: the batch stays in the log files and is read again at the next start");
+            return Ok(false);
+        }
         if docs > 0 {
             let records = u32::try_from(docs).unwrap_or(u32::MAX);
             let compress = self.frame.compress;
@@ -263,6 +277,35 @@ impl Appender {
             self.save();
         }
         Ok(true)
+    }
+
+    /// Writes the route histories that grew into the checkpoint file and waits until it
+    /// is on disk. Returns `false` if stopping and the write did not complete in
+    /// [`STOP_WAIT`].
+    fn persist_routes(&mut self, routes: Vec<(FileId, Routes)>, stop: &AtomicBool) -> bool {
+        let mut grew = false;
+        for (id, r) in routes {
+            grew |= self.cps.set_routes(id, r);
+        }
+        let (Some(saver), true) = (&self.saver, grew) else {
+            return true;
+        };
+        let Some(bytes) = self.cps.take_changes() else {
+            return true;
+        };
+        self.last_save = Instant::now();
+        let ticket = saver.offer(bytes);
+        let mut stopping_since: Option<Instant> = None;
+        while !saver.wait_written(ticket, Duration::from_millis(500)) {
+            // Waiting for the disk is not being stuck.
+            self.stats.live.beat(Worker::Appender);
+            if stop.load(Ordering::Relaxed)
+                && stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_WAIT
+            {
+                return false;
+            }
+        }
+        true
     }
 
     fn save(&mut self) {

@@ -14,6 +14,7 @@
 use crate::appender::{Chunk, Seal};
 use crate::checkpoint::Position;
 use crate::ids::FileId;
+use crate::index::route::Routes;
 use std::time::{Duration, Instant};
 
 /// A batch is handed to the appender in chunks of about this size: big enough that the
@@ -102,12 +103,18 @@ impl Batch {
     }
 
     /// Ends the batch: its document count and the positions it makes safe.
-    pub fn seal(&mut self, positions: Vec<(FileId, Position)>, closed: Vec<FileId>) -> Seal {
+    pub fn seal(
+        &mut self,
+        positions: Vec<(FileId, Position)>,
+        closed: Vec<FileId>,
+        routes: Vec<(FileId, Routes)>,
+    ) -> Seal {
         let b = std::mem::take(self);
         Seal {
             docs: b.docs,
             positions,
             closed,
+            routes,
             newest_ms: b.newest_ms,
         }
     }
@@ -156,7 +163,7 @@ mod tests {
         assert_eq!(b.room(&l), 200, "the rest of the batch, under a chunk");
         b.touch(t0, 9);
         b.chunk(vec![b'y'; 10], 2);
-        let s = b.seal(Vec::new(), Vec::new());
+        let s = b.seal(Vec::new(), Vec::new(), Vec::new());
         assert_eq!((s.docs, s.newest_ms), (6, 9));
         assert!(b.is_empty());
         assert_eq!(b.linger_left(&l, t0), None);

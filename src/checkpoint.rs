@@ -11,6 +11,7 @@
 //! the directory is fsynced, so a crash leaves either the old or the new file, whole.
 
 use crate::ids::FileId;
+use crate::index::route::{Route, Routes};
 use crate::state_file::write_atomic;
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,9 @@ pub struct Position {
     /// one's open record, and a continuation line re-read without its group would make a
     /// different document).
     pub streams: [u64; 2],
+    /// Where the file's records went, from which offset: a replay sends each record
+    /// where it went the first time. Changed only by [`Checkpoints::set_routes`].
+    pub routes: Routes,
 }
 
 impl Position {
@@ -53,6 +57,7 @@ impl Position {
             last_time,
             path,
             streams: [offset; 2],
+            routes: Routes::default(),
         }
     }
 }
@@ -74,6 +79,9 @@ struct Entry {
     /// Per-stream resume offsets, when a stream is ahead of `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     streams: Option<[u64; 2]>,
+    /// `[from, name]` pairs, oldest first (absent in files written before routes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<(u64, String)>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -136,12 +144,30 @@ impl Checkpoints {
         self.map.keys()
     }
 
-    /// Records positions that the caller has made safe.
-    pub fn update(&mut self, id: FileId, pos: Position) {
-        if self.map.get(&id) != Some(&pos) {
+    /// Records positions that the caller has made safe. The file's routes stay as they
+    /// are (see [`Checkpoints::set_routes`]).
+    pub fn update(&mut self, id: FileId, mut pos: Position) {
+        let old = self.map.get(&id);
+        pos.routes = old.map(|p| p.routes.clone()).unwrap_or_default();
+        if old != Some(&pos) {
             self.map.insert(id, pos);
             self.dirty = true;
         }
+    }
+
+    /// Records a file's route history (before any document that uses it is durable);
+    /// a file not in the table yet enters at offset 0. Returns whether it changed.
+    pub fn set_routes(&mut self, id: FileId, routes: Routes) -> bool {
+        let p = self
+            .map
+            .entry(id)
+            .or_insert_with(|| Position::at(0, None, PathBuf::new()));
+        if p.routes == routes {
+            return false;
+        }
+        p.routes = routes;
+        self.dirty = true;
+        true
     }
 
     /// Forgets files that are gone for good.
@@ -207,6 +233,10 @@ struct SaverShared {
 struct SaverState {
     next: Option<Vec<u8>>,
     closed: bool,
+    /// Tables offered so far, and the number of the last one written (a table's
+    /// number is its ticket: a later table holds everything an earlier one did).
+    offered: u64,
+    written: u64,
 }
 
 /// How long a failed checkpoint write waits before it is tried again.
@@ -229,11 +259,25 @@ impl Saver {
         })
     }
 
-    /// Hands over the newest table (from [`Checkpoints::take_changes`]).
-    pub fn offer(&self, bytes: Vec<u8>) {
+    /// Hands over the newest table (from [`Checkpoints::take_changes`]); returns its
+    /// ticket for [`Saver::wait_written`].
+    pub fn offer(&self, bytes: Vec<u8>) -> u64 {
         let mut st = self.shared.lock();
         st.next = Some(bytes);
+        st.offered += 1;
         self.shared.wake.notify_all();
+        st.offered
+    }
+
+    /// Waits up to `timeout` until the table of `ticket` (or a later one) is on disk.
+    pub fn wait_written(&self, ticket: u64, timeout: std::time::Duration) -> bool {
+        let st = self.shared.lock();
+        let (st, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(st, timeout, |st| st.written < ticket)
+            .unwrap_or_else(|p| p.into_inner());
+        st.written >= ticket
     }
 
     /// Writes the last table offered, then stops the thread.
@@ -269,11 +313,16 @@ impl SaverShared {
                 st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             };
+            let ticket = st.offered;
             drop(st);
             let result = write_atomic(path, &bytes);
             st = self.lock();
             match result {
-                Ok(()) => crate::metrics::Stats::add(&stats.checkpoint_writes, 1),
+                Ok(()) => {
+                    crate::metrics::Stats::add(&stats.checkpoint_writes, 1);
+                    st.written = st.written.max(ticket);
+                    self.wake.notify_all();
+                }
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "cannot write checkpoints; will retry");
                     // Retry this table unless a newer one came meanwhile.
@@ -303,6 +352,12 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
                 last_time: p.last_time.map(|t| t.to_string()),
                 path: p.path.clone(),
                 streams: (p.streams != [p.offset; 2]).then_some(p.streams),
+                routes: p
+                    .routes
+                    .as_slice()
+                    .iter()
+                    .map(|r| (r.from, r.name.to_string()))
+                    .collect(),
             })
             .collect(),
     };
@@ -329,6 +384,25 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
         if streams.iter().any(|&s| s < e.offset) {
             return Err(bad("a stream resumes before the file's offset"));
         }
+        if e.routes.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(bad("routes out of order"));
+        }
+        if let Some((_, name)) = e
+            .routes
+            .iter()
+            .find(|(_, n)| crate::index::check_name(n).is_err())
+        {
+            return Err(bad(&format!("invalid route {name:?}")));
+        }
+        let routes = Routes::new(
+            e.routes
+                .into_iter()
+                .map(|(from, name)| Route {
+                    from,
+                    name: name.into(),
+                })
+                .collect(),
+        );
         map.insert(
             id,
             Position {
@@ -336,6 +410,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
                 last_time,
                 path: e.path,
                 streams,
+                routes,
             },
         );
     }
@@ -364,6 +439,7 @@ mod tests {
                 last_time: Some(t),
                 path: "/a".into(),
                 streams: [42; 2],
+                routes: Routes::default(),
             },
         );
         c.update(
@@ -373,6 +449,7 @@ mod tests {
                 last_time: None,
                 path: "/b".into(),
                 streams: [7; 2],
+                routes: Routes::default(),
             },
         );
         assert!(c.save().unwrap());
@@ -381,6 +458,53 @@ mod tests {
         assert_eq!(back.get(&id(1)).unwrap().last_time, Some(t));
         assert_eq!(back.get(&id(2)).unwrap().last_time, None);
         assert!(!dir.path().join("checkpoints.tmp").exists());
+    }
+
+    #[test]
+    fn routes_persist_and_offsets_never_overwrite_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Checkpoints::load(dir.path()).unwrap();
+        let routes = Routes::default()
+            .then(0, "logs-shop".into())
+            .then(4096, "logs-team".into());
+        assert!(c.set_routes(id(1), routes.clone()));
+        assert!(!c.set_routes(id(1), routes.clone()), "unchanged");
+        assert_eq!(c.get(&id(1)).unwrap().offset, 0, "a new file enters at 0");
+        // The tail's positions carry no routes: moving the offset keeps them.
+        c.update(id(1), Position::at(100, None, "/a".into()));
+        assert_eq!(c.get(&id(1)).unwrap().routes, routes);
+        assert!(c.save().unwrap());
+        let back = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(back.get(&id(1)).unwrap().routes, routes);
+        assert_eq!(back.get(&id(1)).unwrap().offset, 100);
+
+        // A file written before routes existed reads as having none.
+        let body =
+            br#"{"files":[{"id":"01010101010101010101010101010101","offset":5,"path":"/x"}]}"#;
+        let mut old = format!("{} 1 {:08x}\n", KIND.magic, crc32fast::hash(body)).into_bytes();
+        old.extend_from_slice(body);
+        let map = decode(Path::new("cp"), &old).unwrap();
+        assert!(map.get(&id(1)).unwrap().routes.is_empty());
+        // Routes out of order, or not an index name, are a corrupt file.
+        for routes in [r#"[[9,"a"],[3,"b"]]"#, r#"[[0,"Bad Name"]]"#] {
+            let body = format!(
+                r#"{{"files":[{{"id":"01010101010101010101010101010101","offset":5,"path":"/x","routes":{routes}}}]}}"#
+            );
+            let mut bad = format!(
+                "{} 1 {:08x}\n",
+                KIND.magic,
+                crc32fast::hash(body.as_bytes())
+            )
+            .into_bytes();
+            bad.extend_from_slice(body.as_bytes());
+            assert!(
+                matches!(
+                    decode(Path::new("cp"), &bad),
+                    Err(CheckpointError::Json { .. })
+                ),
+                "{routes}"
+            );
+        }
     }
 
     #[test]
@@ -393,6 +517,7 @@ mod tests {
                 last_time: None,
                 path: "/x".into(),
                 streams: [1; 2],
+                routes: Routes::default(),
             },
         );
         let good = encode(&map);

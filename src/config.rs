@@ -224,6 +224,10 @@ pub struct Rule {
     /// are read more slowly (never dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// The index prefix (with `data_stream`, the data stream) of the selected files'
+    /// documents, instead of `elasticsearch.index_route` or `index_prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
 }
 
 /// A per-container rate limit (one bucket per container).
@@ -369,6 +373,14 @@ pub struct Elasticsearch {
     /// Documents go to `<index_prefix>-<date>` (daily indices by default), or, with
     /// `data_stream`, to the data stream named `index_prefix`.
     pub index_prefix: String,
+    /// A route template for the prefix (or data stream name), rendered per file over its
+    /// metadata: `{namespace}`, `{pod}`, `{container}`, `{labels.KEY}`,
+    /// `{namespace_labels.KEY}`, e.g. `logs-{namespace}`. Values are lowercased and made
+    /// fit for an index name; a file with a missing value goes to `index_prefix`. Rules
+    /// (`index`) and the pod annotation `shipper.io/index` (when a pattern of these
+    /// covers it) come first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_route: Option<String>,
     /// The date part of index names, from the record's `@timestamp` in UTC: `%Y` `%y`
     /// `%m` `%d` `%H` `%j` `%G` `%V` and literal characters, e.g. `%Y.%m.%d` (daily),
     /// `%Y.%m.%d.%H` (hourly), `%G.%V` (ISO weeks). Not used with `data_stream`.
@@ -440,6 +452,7 @@ impl Default for Elasticsearch {
         Elasticsearch {
             urls: vec![DEFAULT_ES_URL.into()],
             index_prefix: DEFAULT_INDEX_PREFIX.into(),
+            index_route: None,
             index_date_format: crate::index::DEFAULT_DATE_FORMAT.into(),
             data_stream: false,
             template: true,
@@ -1294,22 +1307,64 @@ impl Config {
                 "is empty; leave it out for no policy".into(),
             );
         }
+        if let Some(t) = &es.index_route {
+            if let Err(why) = crate::index::route::Template::parse(t) {
+                return invalid("elasticsearch.index_route", why);
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(Err(why)) = r.index.as_deref().map(crate::index::check_name) {
+                return invalid(&format!("rules[{i}].index"), why);
+            }
+        }
         match crate::index::DateFormat::parse(&es.index_date_format) {
             Err(why) => invalid("elasticsearch.index_date_format", why),
-            // Elasticsearch refuses index names over 255 bytes.
-            Ok(f) if !es.data_stream && es.index_prefix.len() + 1 + f.rendered_len() > 255 => {
+            // Elasticsearch refuses index names over 255 bytes; a prefix has up to
+            // MAX_PREFIX_BYTES.
+            Ok(f) if !es.data_stream && 1 + f.rendered_len() > 255 - MAX_PREFIX_BYTES => {
                 invalid(
-                    "elasticsearch.index_prefix",
+                    "elasticsearch.index_date_format",
                     format!(
-                        "`{}-{}` would be longer than the 255 bytes an index name may have",
-                        es.index_prefix, es.index_date_format
+                        "`{}` renders {} bytes; at most {} leave room for the prefix in an index name's 255",
+                        es.index_date_format,
+                        f.rendered_len(),
+                        254 - MAX_PREFIX_BYTES
                     ),
                 )
             }
             Ok(_) => Ok(()),
         }
     }
+
+    /// The index patterns every route can produce (the default prefix, the route
+    /// template's and the rules' names), deduplicated: what the index template covers
+    /// and what a pod's annotation may choose from.
+    pub fn index_patterns(&self) -> Vec<String> {
+        use crate::index::route::{pattern, Template};
+        let es = &self.elasticsearch;
+        let dated = !es.data_stream;
+        let mut out = vec![pattern(&es.index_prefix, dated)];
+        if let Some(Ok(t)) = es.index_route.as_deref().map(Template::parse) {
+            let p = t.pattern();
+            out.push(if p.ends_with('*') {
+                p
+            } else {
+                pattern(&p, dated)
+            });
+        }
+        out.extend(
+            self.rules
+                .iter()
+                .filter_map(|r| r.index.as_deref())
+                .map(|n| pattern(n, dated)),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
 }
+
+const MAX_PREFIX_BYTES: usize = crate::index::route::MAX_PREFIX_BYTES;
 
 pub(crate) fn invalid(key: &str, reason: String) -> Result<(), ConfigError> {
     Err(ConfigError::Invalid {

@@ -41,6 +41,7 @@ fn encoder() -> &'static (Encoder, FileContext) {
                 id: FileId::compute("docker:x", b"l"),
                 meta: Vec::new(),
                 level: Level::Partial,
+                heads: Vec::new(),
             },
         )
     })
@@ -713,6 +714,7 @@ fn stream_docs(
         let mut out = crate::record::Output {
             ndjson: &mut ndjson,
             counts: &mut counts,
+            routes: &mut Vec::new(),
         };
         s.push(offset as u64, joined.as_bytes(), Timestamp::EPOCH, &mut out);
         offset += joined.len();
@@ -720,6 +722,7 @@ fn stream_docs(
     let mut out = crate::record::Output {
         ndjson: &mut ndjson,
         counts: &mut counts,
+        routes: &mut Vec::new(),
     };
     s.finish(&mut out);
     let text = String::from_utf8(ndjson).expect("NDJSON is UTF-8");
@@ -764,6 +767,7 @@ fn held_after(mode: &crate::record::multiline::Mode, file: &str, upto: usize) ->
     let mut out = crate::record::Output {
         ndjson: &mut ndjson,
         counts: &mut counts,
+        routes: &mut Vec::new(),
     };
     s.push(0, &file.as_bytes()[..upto], Timestamp::EPOCH, &mut out);
     let held = s.held();
@@ -837,6 +841,7 @@ pub fn field_parse(data: &[u8]) {
         id: FileId::compute("cri:fuzz", b"l"),
         meta: Vec::new(),
         level: Level::None,
+        heads: Vec::new(),
     };
     let time = Timestamp::parse(b"2024-07-08T03:42:57Z").expect("a valid time");
     let doc = Doc {

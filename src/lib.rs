@@ -19,7 +19,8 @@
 //! - [`tail`]: bytes, identity, rotation, truncation and fairness of the open files.
 //! - [`enrich`]: which pod, namespace and container a file belongs to (paths, a pod
 //!   list, or the Kubernetes API through a node-scoped watch cache).
-//! - [`select`]: which settings apply to a file (`[[rules]]`, pod annotations).
+//! - [`select`]: which settings apply to a file (`[[rules]]`, pod annotations), and
+//!   which index its documents go to.
 //! - [`record`]: per file, parse → partial merge → multiline → encode: lines in,
 //!   documents out.
 //! - [`encode`]: the document and its bulk action (the one place that renders them).
@@ -33,7 +34,7 @@
 //! - [`config`]: settings from the TOML file, the environment and flags.
 //! - [`buffer`]: the disk buffer of CRC-framed segments between appender and shipper.
 //! - [`checkpoint`]: per-file positions on disk.
-//! - [`index`]: index names (prefix, date format).
+//! - [`index`]: index names (prefix, date format, route templates, a file's route history).
 //! - [`ids`]: file identity and document ids.
 //! - [`timestamp`]: RFC 3339 timestamps in UTC with the source's precision.
 //! - [`state_file`]: the format and atomic writes of the small state files.

@@ -9,6 +9,9 @@
 //!   field parsers (`fields.parser`, `fields.patterns`) go to the reader, which applies
 //!   them file by file: exclusion and limits at once, record shaping where no group is
 //!   open (so a group's boundaries never depend on when a reload came).
+//! - Routing (rules' `index`, `elasticsearch.index_route`) goes to the reader too, once
+//!   the shipper has installed the index template for the new patterns (or a while
+//!   passed): a file's new route applies from its length at that moment.
 //! - Credential files (`password_file`, `api_key_file`) are read again; the next request
 //!   carries the new credentials.
 //! - Anything else (roots, data directory, listener, buffer, Elasticsearch endpoints...)
@@ -18,6 +21,7 @@ use crate::config::{self, Config};
 use crate::metrics::Stats;
 use crate::reader::ReaderSettings;
 use crate::ship::client::Credentials;
+use crate::ship::TemplatePatterns;
 use crossbeam_channel::{Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -60,7 +64,7 @@ pub fn start(
     source: Source,
     current: Config,
     reader: Sender<ReaderSettings>,
-    credentials: Arc<Credentials>,
+    (credentials, patterns): (Arc<Credentials>, Arc<TemplatePatterns>),
     stats: Arc<Stats>,
     stopping: impl Fn() -> bool + Send + 'static,
 ) -> anyhow::Result<Reloader> {
@@ -71,6 +75,7 @@ pub fn start(
         current,
         reader,
         credentials,
+        patterns,
         stats,
     };
     std::thread::Builder::new()
@@ -129,8 +134,13 @@ struct State {
     current: Config,
     reader: Sender<ReaderSettings>,
     credentials: Arc<Credentials>,
+    patterns: Arc<TemplatePatterns>,
     stats: Arc<Stats>,
 }
+
+/// How long a reload that routes to new indices waits for the index template to cover
+/// them before the reader takes the new routes anyway.
+const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a burst of file events is gathered into one reload (a symlink swap is
 /// several events).
@@ -183,6 +193,10 @@ impl State {
                 Ok(s) => s,
                 Err(e) => return self.refuse(&e.to_string()),
             };
+            let gen = self.patterns.set(new.index_patterns());
+            if !self.patterns.wait_installed(gen, TEMPLATE_WAIT) {
+                tracing::warn!("the index template for the new routes is not installed yet (Elasticsearch unreachable?); routing anyway, the template follows");
+            }
             if self.reader.send(settings).is_err() {
                 return;
             }
@@ -207,6 +221,7 @@ impl State {
 /// Whether the settings a reload applies differ between `a` and `b`.
 fn reloadable_changed(a: &Config, b: &Config) -> bool {
     a.rules != b.rules
+        || a.elasticsearch.index_route != b.elasticsearch.index_route
         || a.redact != b.redact
         || a.multiline != b.multiline
         || a.fields.parser != b.fields.parser
@@ -220,10 +235,12 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         f.parser.clear();
         f.patterns.clear();
     }
+    let mut es = (old.elasticsearch.clone(), new.elasticsearch.clone());
+    es.1.index_route.clone_from(&es.0.index_route);
     [
         ("input", old.input != new.input),
         ("agent", old.agent != new.agent),
-        ("elasticsearch", old.elasticsearch != new.elasticsearch),
+        ("elasticsearch", es.0 != es.1),
         ("buffer", old.buffer != new.buffer),
         ("kubernetes", old.kubernetes != new.kubernetes),
         ("metrics", old.metrics != new.metrics),

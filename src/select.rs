@@ -12,6 +12,7 @@
 
 use crate::config;
 use crate::encode::Metadata;
+use crate::index::route::{self, Field, Template};
 use crate::record::filter::Filter;
 use globset::{Glob, GlobMatcher};
 use std::collections::BTreeMap;
@@ -21,6 +22,9 @@ use std::sync::Arc;
 pub const MULTILINE_ANNOTATION: &str = "shipper.io/multiline";
 /// Pod annotation: the field parser of the pod's containers.
 pub const PARSER_ANNOTATION: &str = "shipper.io/parser";
+/// Pod annotation: the index prefix (or data stream) of the pod's containers, taken
+/// only when a configured pattern covers it.
+pub const INDEX_ANNOTATION: &str = "shipper.io/index";
 
 /// What kind of source a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,8 @@ pub enum Origin {
     Rule(String),
     /// A pod annotation.
     Annotation(&'static str),
+    /// `elasticsearch.index_route`.
+    Template,
 }
 
 impl std::fmt::Display for Origin {
@@ -53,6 +59,7 @@ impl std::fmt::Display for Origin {
             Origin::Default => f.write_str("default"),
             Origin::Rule(name) => write!(f, "rule {name}"),
             Origin::Annotation(key) => write!(f, "annotation {key}"),
+            Origin::Template => f.write_str("elasticsearch.index_route"),
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct Selection {
     pub redact: Option<(bool, Origin)>,
     /// The container's rate limit.
     pub rate_limit: Option<(config::RateLimit, Origin)>,
+    /// The index prefix (or data stream) the first rule that sets one names.
+    pub index: Option<Chosen>,
 }
 
 impl Selection {
@@ -112,10 +121,11 @@ impl Selection {
             None => "none".to_owned(),
         };
         format!(
-            "{shipped}; multiline {}; parser stdout {}, stderr {}; filter {filter}; redact {redact}; rate limit {limit}",
+            "{shipped}; multiline {}; parser stdout {}, stderr {}; filter {filter}; redact {redact}; rate limit {limit}; index {}",
             chosen(&self.multiline),
             chosen(&self.parser[0]),
             chosen(&self.parser[1]),
+            chosen(&self.index),
         )
     }
 }
@@ -128,6 +138,7 @@ impl PartialEq for Selection {
             && self.filter == other.filter
             && self.redact == other.redact
             && self.rate_limit == other.rate_limit
+            && self.index == other.index
     }
 }
 
@@ -146,6 +157,7 @@ struct Compiled {
     filter: Option<Arc<Filter>>,
     redact: Option<bool>,
     rate_limit: Option<config::RateLimit>,
+    index: Option<String>,
 }
 
 /// The compiled `[[rules]]` table.
@@ -204,6 +216,7 @@ impl Rules {
                     filter: filter.map(Arc::new),
                     redact: r.redact,
                     rate_limit: r.rate_limit.clone(),
+                    index: r.index.clone(),
                 }
             })
             .collect();
@@ -233,6 +246,9 @@ impl Rules {
             }
             if sel.rate_limit.is_none() {
                 sel.rate_limit = r.rate_limit.clone().map(|l| (l, origin()));
+            }
+            if sel.index.is_none() {
+                sel.index = r.index.as_deref().map(chosen);
             }
             if let Some(p) = &r.parser {
                 for (slot, name) in sel.parser.iter_mut().zip(p.names()) {
@@ -264,6 +280,68 @@ impl Rules {
             });
         }
         sel
+    }
+}
+
+/// How a file's route (index prefix or data stream) is chosen: the pod's annotation
+/// when a pattern covers it, else the first rule that names one, else the route
+/// template over the file's metadata, else the default.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub default: Arc<str>,
+    pub template: Option<Template>,
+    /// What the index template covers (see [`config::Config::index_patterns`]).
+    pub patterns: Vec<String>,
+    /// Dated indices (`<prefix>-<date>`), else data streams.
+    pub dated: bool,
+}
+
+impl Routing {
+    pub fn from_config(cfg: &config::Config) -> Routing {
+        let es = &cfg.elasticsearch;
+        Routing {
+            default: es.index_prefix.as_str().into(),
+            // The configuration was validated: the template parses.
+            template: es
+                .index_route
+                .as_deref()
+                .and_then(|t| Template::parse(t).ok()),
+            patterns: cfg.index_patterns(),
+            dated: !es.data_stream,
+        }
+    }
+
+    /// The route of a file with metadata `meta`, given what its rules chose
+    /// ([`Selection::index`]), and where it came from.
+    pub fn choose(&self, meta: &Metadata, rule: Option<&Chosen>) -> (Arc<str>, Origin) {
+        if let Some(v) = annotation(
+            &meta.annotations,
+            INDEX_ANNOTATION,
+            meta.container.as_deref(),
+        ) {
+            match route::accept(&v, &self.patterns, self.dated) {
+                Some(name) => return (name.into(), Origin::Annotation(INDEX_ANNOTATION)),
+                None => {
+                    crate::log_every!(crate::logging::EVERY, warn, index = %v, pod = ?meta.pod, patterns = ?self.patterns, "the pod's shipper.io/index is not covered by the configured index patterns; ignored")
+                }
+            }
+        }
+        if let Some(c) = rule {
+            return (c.value.as_str().into(), c.origin.clone());
+        }
+        let rendered = self.template.as_ref().and_then(|t| {
+            t.render(|f| match f {
+                Field::Namespace => meta.namespace.as_deref(),
+                Field::Pod => meta.pod.as_deref(),
+                Field::Container => meta.container.as_deref(),
+                Field::Label(k) => meta.labels.get(k).map(String::as_str),
+                Field::NamespaceLabel(k) => meta.namespace_labels.get(k).map(String::as_str),
+            })
+        });
+        match rendered {
+            Some(name) => (name.into(), Origin::Template),
+            None => (self.default.clone(), Origin::Default),
+        }
     }
 }
 

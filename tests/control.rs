@@ -456,3 +456,132 @@ fn a_filter_on_a_parsed_field() {
     );
     assert_eq!(summary(&stderr(&o))["records_dropped"], 2);
 }
+
+/// Documents grouped by index: `index → logs`, over every index matching `pattern`.
+fn logs_by_index(url: &str, pattern: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}, "_source": ["log"]});
+    let r: serde_json::Value = http()
+        .post(format!("{url}/{pattern}/_search"))
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for h in r["hits"]["hits"].as_array().unwrap() {
+        out.entry(h["_index"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(h["_source"]["log"].as_str().unwrap_or("").to_owned());
+    }
+    out
+}
+
+/// Routing: a template over the namespace, a rule, and the default for a container
+/// without metadata, each in its own index, all covered by one index template. A
+/// restart with a different route replays the records past the checkpoint into the
+/// index they went to (no duplicate in the new one); only lines written after the
+/// restart take the new route.
+#[test]
+fn routes_send_each_container_to_its_index_and_a_replay_never_moves() {
+    use crate::agent::{sigterm, Node};
+    use std::time::Duration;
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    node.write(0, 60, 8);
+    node.write(1, 40, 8);
+    node.write(2, 30, 8);
+    in_namespace(&node, 0, "shop");
+    in_namespace(&node, 1, "pay");
+    let cfg = node.data().with_file_name("shipper.toml");
+    let config = |shop_rule: &str| {
+        format!(
+            "[elasticsearch]\nindex_route = \"rns-{{namespace}}\"\n\n[[rules]]\nnamespace = \"pay\"\nindex = \"rpay\"\n{shop_rule}"
+        )
+    };
+    std::fs::write(&cfg, config("")).unwrap();
+    let cfg_env = cfg.to_string_lossy().into_owned();
+    let mut agent = node.agent(&es.url, "rdef", &[("SHIPPER_CONFIG", &cfg_env)]);
+    let all = || logs_by_index(&es.url, "rns-*,rpay-*,rdef-*,rmoved-*");
+    let total = |m: &std::collections::BTreeMap<String, Vec<String>>| {
+        m.values().map(Vec::len).sum::<usize>()
+    };
+    wait_until("130 documents", Duration::from_secs(30), || {
+        total(&all()) >= 130
+    });
+    let by_index = all();
+    let sizes = |m: &std::collections::BTreeMap<String, Vec<String>>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}: {}", v.len()))
+            .collect::<Vec<_>>()
+    };
+    let count = |m: &std::collections::BTreeMap<String, Vec<String>>, index: &str, c: &str| {
+        m.get(index).map_or(0, |v| {
+            v.iter()
+                .filter(|l| l.starts_with(&format!("line {c} ")))
+                .count()
+        })
+    };
+    assert_eq!(
+        count(&by_index, "rns-shop-2024.07.08", "c0"),
+        60,
+        "{:?}",
+        sizes(&by_index)
+    );
+    assert_eq!(count(&by_index, "rpay-2024.07.08", "c1"), 40);
+    assert_eq!(count(&by_index, "rdef-2024.07.08", "c2"), 30);
+    assert_eq!(by_index.len(), 3, "{:?}", by_index.keys());
+    let template: serde_json::Value = http()
+        .get(format!("{}/_index_template/shipper-rdef", es.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        template["index_templates"][0]["index_template"]["index_patterns"],
+        serde_json::json!(["rdef-*", "rns-*", "rpay-*"])
+    );
+    assert!(sigterm(&mut agent).success());
+
+    // As if the agent had died before its last checkpoint save: every file resumes at
+    // 0, with the routes it persisted. And the shop's route changes meanwhile.
+    {
+        let mut cps = shipper::Checkpoints::load(&node.data()).unwrap();
+        let ids: Vec<_> = cps.ids().cloned().collect();
+        for id in ids {
+            let path = cps.get(&id).unwrap().path.clone();
+            assert!(!cps.get(&id).unwrap().routes.is_empty(), "routes persisted");
+            cps.update(id, shipper::Position::at(0, None, path));
+        }
+        cps.save().unwrap();
+    }
+    std::fs::write(
+        &cfg,
+        config("\n[[rules]]\nnamespace = \"shop\"\nindex = \"rmoved\"\n"),
+    )
+    .unwrap();
+    let mut agent = node.agent(&es.url, "rdef", &[("SHIPPER_CONFIG", &cfg_env)]);
+    let addr = node.metrics_addr();
+    wait_until("the replay", Duration::from_secs(30), || {
+        metric(&addr, "shipper_records_total{outcome=\"duplicate\"}") >= 130.0
+    });
+    let later: Vec<String> = (0..5).map(|i| format!("line c0 after {i}")).collect();
+    append(&node, 0, &later);
+    wait_until("the new lines", Duration::from_secs(30), || {
+        total(&all()) >= 135
+    });
+    let by_index = all();
+    assert_eq!(
+        total(&by_index),
+        135,
+        "no duplicate: {:?}",
+        sizes(&by_index)
+    );
+    assert_eq!(count(&by_index, "rns-shop-2024.07.08", "c0"), 60);
+    let moved: usize = by_index
+        .iter()
+        .filter(|(k, _)| k.starts_with("rmoved-"))
+        .map(|(_, v)| v.len())
+        .sum();
+    assert_eq!(moved, 5, "only the new lines take the new route");
+    assert!(sigterm(&mut agent).success());
+}

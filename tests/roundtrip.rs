@@ -16,6 +16,7 @@ fn ctx() -> FileContext {
         id: FileId::compute("docker:x", b"first"),
         meta: Vec::new(),
         level: Level::Partial,
+        heads: Vec::new(),
     }
 }
 

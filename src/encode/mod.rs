@@ -14,6 +14,7 @@ pub use meta::{Level, Metadata, Owner};
 
 use crate::ids::FileId;
 use crate::index;
+use crate::index::route::Routes;
 use crate::timestamp::Timestamp;
 
 /// The stream a line was written to (the document's `stream`).
@@ -129,6 +130,9 @@ pub struct FileContext {
     /// `,"docker":{...},"kubernetes":{...}` (or empty), rendered once.
     pub meta: Vec<u8>,
     pub level: Level,
+    /// The action heads of the file's routes, each with the offset it applies from
+    /// ([`Encoder::heads`]); empty: the encoder's own target.
+    pub heads: Vec<(u64, Vec<u8>)>,
 }
 
 /// One record to encode.
@@ -149,6 +153,8 @@ pub struct Doc<'a> {
 pub struct Encoder {
     /// `{"create":{"_index":"<prefix>-` (dated) or `{"create":{"_index":"<name>`.
     action_head: Vec<u8>,
+    /// The target's prefix or name.
+    name: String,
     /// The date suffix, for dated indices.
     date: Option<index::DateFormat>,
     /// De-dot label keys (see [`Metadata::render`]).
@@ -167,17 +173,13 @@ impl Encoder {
 
     /// Documents for `target`, with de-dotted label keys and no annotations.
     pub fn for_target(target: &index::Target) -> Encoder {
-        let mut action_head = br#"{"create":{"_index":""#.to_vec();
         let (name, date) = match target {
             index::Target::Dated { prefix, format } => (prefix, Some(format.clone())),
             index::Target::Fixed(name) => (name, None),
         };
-        escaped::escape_into(&mut action_head, name.as_bytes());
-        if date.is_some() {
-            action_head.push(b'-');
-        }
         Encoder {
-            action_head,
+            action_head: action_head(name, date.is_some()),
+            name: name.clone(),
             date,
             dedot: true,
             annotations: false,
@@ -208,12 +210,36 @@ impl Encoder {
             id,
             meta: meta.render(self.dedot, self.annotations),
             level: meta.level(),
+            heads: Vec::new(),
+        }
+    }
+
+    /// The action heads of a file's routes (prefixes, or data streams, as the target
+    /// is), for [`FileContext::heads`]. A history that only names the target's own
+    /// prefix needs none.
+    pub fn heads(&self, routes: &Routes) -> Vec<(u64, Vec<u8>)> {
+        match routes.as_slice() {
+            [only] if *only.name == self.name => Vec::new(),
+            all => all
+                .iter()
+                .map(|r| (r.from, action_head(&r.name, self.date.is_some())))
+                .collect(),
         }
     }
 
     /// Appends the action and document lines of `doc` to `out`.
     pub fn encode(&self, out: &mut Vec<u8>, file: &FileContext, doc: &Doc<'_>) {
-        out.extend_from_slice(&self.action_head);
+        let head = match &file.heads[..] {
+            [] => &self.action_head,
+            [(_, only)] => only,
+            heads => {
+                &heads[heads
+                    .partition_point(|(from, _)| *from <= doc.offset)
+                    .saturating_sub(1)]
+                .1
+            }
+        };
+        out.extend_from_slice(head);
         if let Some(format) = &self.date {
             format.render(&doc.time, out);
         }
@@ -287,6 +313,17 @@ impl Encoder {
     }
 }
 
+/// `{"create":{"_index":"<name>-` for dated indices, `{"create":{"_index":"<name>`
+/// for one name.
+fn action_head(name: &str, dated: bool) -> Vec<u8> {
+    let mut head = br#"{"create":{"_index":""#.to_vec();
+    escaped::escape_into(&mut head, name.as_bytes());
+    if dated {
+        head.push(b'-');
+    }
+    head
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +334,7 @@ mod tests {
             id: FileId::compute("docker:abc", b"first"),
             meta: br#","docker":{"container_id":"abc"}"#.to_vec(),
             level: Level::Partial,
+            heads: Vec::new(),
         }
     }
 

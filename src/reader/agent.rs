@@ -142,7 +142,11 @@ pub fn run(
             outbox.send(reader, Handoff::Chunk(chunk))?;
         }
         if due && (!batch.is_empty() || stopping) {
-            let seal = batch.seal(reader.positions(), reader.take_closed());
+            let seal = batch.seal(
+                reader.positions(),
+                reader.take_closed(),
+                reader.take_routes(),
+            );
             outbox.send(reader, Handoff::Seal(seal))?;
         }
         if stopping {

@@ -15,6 +15,7 @@ use crate::discover::{self, Candidate, Roots};
 use crate::encode::Encoder;
 use crate::enrich::{FileMeta, MetaSource};
 use crate::ids::FileId;
+use crate::index::route::Routes;
 use crate::metrics::Stats;
 use crate::record::{self, Counts, Held, Output, RecordStream};
 use crate::select;
@@ -47,6 +48,8 @@ pub struct ReaderSettings {
     pub explain: bool,
     /// Renders every document (index target, label options).
     pub encoder: Encoder,
+    /// Which index (or data stream) each file's documents go to.
+    pub routing: select::Routing,
 }
 
 impl ReaderSettings {
@@ -96,6 +99,7 @@ impl ReaderSettings {
             encoder: Encoder::for_target(&cfg.elasticsearch.target())
                 .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations)
                 .with_fields_key(&cfg.fields.target),
+            routing: select::Routing::from_config(cfg),
         })
     }
 }
@@ -142,7 +146,12 @@ impl ReaderSettings {
     /// the rules and the pod's annotations select; whether a rule excludes the file, and
     /// its container's rate limit.
     fn file_settings(&self, meta: &crate::encode::Metadata) -> Choice {
-        let sel = self.rules.select(meta, select::SourceKind::Container);
+        let mut sel = self.rules.select(meta, select::SourceKind::Container);
+        let (route, origin) = self.routing.choose(meta, sel.index.as_ref());
+        sel.index = Some(select::Chosen {
+            value: route.to_string(),
+            origin,
+        });
         let explanation = self.explain.then(|| sel.clone());
         let mut file = self.file.clone();
         file.controls = record::Controls {
@@ -182,6 +191,7 @@ impl ReaderSettings {
             settings: file,
             excluded,
             limit,
+            route,
             explanation,
         }
     }
@@ -197,6 +207,9 @@ fn reselect(settings: &ReaderSettings, tail: &mut Tail, key: FileKey, f: &mut Fi
     if let Some(s) = &mut f.stream {
         s.set_excluded(excluded);
         s.set_settings(f.choice.settings.clone());
+        if let Some(len) = tail.file_len(key) {
+            s.set_route(f.choice.route.clone(), len);
+        }
     }
 }
 
@@ -224,6 +237,8 @@ struct Choice {
     /// A rule excludes the file.
     excluded: bool,
     limit: Option<tail::Limit>,
+    /// The index prefix (or data stream) of its documents.
+    route: Arc<str>,
     /// What decided it, when asked to explain.
     explanation: Option<select::Selection>,
 }
@@ -271,20 +286,26 @@ pub struct Reader {
     stats: Arc<Stats>,
     /// Missing roots already reported.
     warned_roots: HashSet<PathBuf>,
+    /// Route histories that grew since [`Reader::take_routes`].
+    routes: Vec<(FileId, Routes)>,
 }
 
 /// The tail's sink: routes each file's events to its record stream.
 fn sink<'a>(
     files: &'a mut HashMap<FileKey, FileState>,
     settings: &'a ReaderSettings,
-    ndjson: &'a mut Vec<u8>,
-    counts: &'a mut Counts,
+    (ndjson, counts, routes): (
+        &'a mut Vec<u8>,
+        &'a mut Counts,
+        &'a mut Vec<(FileId, Routes)>,
+    ),
     now: Timestamp,
 ) -> impl FnMut(FileKey, Event<'_>) -> Held + 'a {
     move |key, event| {
         let mut out = Output {
             ndjson: &mut *ndjson,
             counts: &mut *counts,
+            routes: &mut *routes,
         };
         match event {
             Event::Opened { like } => {
@@ -310,6 +331,8 @@ fn sink<'a>(
                         id,
                         last_time,
                         streams,
+                        routes,
+                        len,
                     } => {
                         let mut s = RecordStream::new(
                             &settings.record,
@@ -319,6 +342,7 @@ fn sink<'a>(
                             f.meta.metadata(),
                             (last_time, streams),
                         );
+                        s.resume_route(routes, f.choice.route.clone(), len);
                         s.set_excluded(f.excluded());
                         f.stream = Some(s);
                     }
@@ -366,6 +390,7 @@ impl Reader {
             source,
             stats,
             warned_roots: HashSet::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -480,9 +505,15 @@ impl Reader {
             tail,
             files,
             settings,
+            routes,
             ..
         } = self;
-        let mut sink = sink(files, settings, out, &mut counts, Timestamp::now());
+        let mut sink = sink(
+            files,
+            settings,
+            (out, &mut counts, routes),
+            Timestamp::now(),
+        );
         f(tail, &mut sink);
         drop(sink);
         self.count(&counts);
@@ -518,6 +549,7 @@ impl Reader {
         s.multiline = new.multiline;
         s.parsers = new.parsers;
         s.redactor = new.redactor;
+        s.routing = new.routing;
         for (key, f) in &mut self.files {
             reselect(&self.settings, &mut self.tail, *key, f);
         }
@@ -639,5 +671,11 @@ impl Reader {
     /// Identities of files closed (or restarted) since the last call.
     pub fn take_closed(&mut self) -> Vec<FileId> {
         self.tail.take_closed()
+    }
+
+    /// Route histories that grew since the last call: to be persisted before the
+    /// documents emitted so far are durable (see [`crate::appender`]).
+    pub fn take_routes(&mut self) -> Vec<(FileId, Routes)> {
+        std::mem::take(&mut self.routes)
     }
 }

@@ -5,7 +5,9 @@
 //!       → multiline grouping (per stream) → filter → redact → fields → encode
 //! ```
 //! The record transforms after grouping (filter, redaction, fields) apply where a record
-//! or a closed group becomes a `Doc`, in [`Emitter::emit`].
+//! or a closed group becomes a `Doc`, in [`Emitter::emit`]. The route (which index a
+//! record goes to) is settled when the first record that would use it is encoded, and
+//! always by the record's offset: see [`RecordStream::set_route`].
 //!
 //! Documents come out in file order (a group's document at its first line's offset),
 //! which a group still open in the other stream can delay; a group closes at the latest
@@ -27,6 +29,7 @@ pub mod redact;
 
 use crate::encode::{Doc, Encoder, Fields, FileContext, Level, Metadata, Stream, Text};
 use crate::ids::FileId;
+use crate::index::route::Routes;
 use crate::timestamp::Timestamp;
 use memchr::memchr_iter;
 use parse::{parse_line, Format, ParseError};
@@ -160,10 +163,12 @@ impl Counts {
     }
 }
 
-/// Where the stream's output goes: NDJSON and the counts of what it is.
+/// Where the stream's output goes: NDJSON, the counts of what it is, and each file's
+/// route history when it grew (to be persisted before the documents that use it are).
 pub struct Output<'a> {
     pub ndjson: &'a mut Vec<u8>,
     pub counts: &'a mut Counts,
+    pub routes: &'a mut Vec<(FileId, Routes)>,
 }
 
 /// What a stream still holds, for checkpoints.
@@ -216,6 +221,21 @@ struct Emitter {
     plain: Vec<u8>,
     parsed: Fields,
     waiting: Waiting,
+    route: Route,
+}
+
+/// Where a file's documents go: the history of its routes (from its checkpoint, then
+/// as decided here), and the route wanted now.
+#[derive(Debug, Default)]
+struct Route {
+    history: Routes,
+    /// The route the file's selection names (`None`: the encoder's own target).
+    wanted: Option<Arc<str>>,
+    /// Where a change of route applies from: the file's length when it was decided
+    /// (past any record a previous run may have sent).
+    from: u64,
+    /// `wanted` may differ from the history's last route.
+    unsettled: bool,
 }
 
 /// Encoded documents waiting for an earlier group: back to back in one buffer, listed
@@ -376,6 +396,9 @@ impl Emitter {
     /// Encodes `doc`: out at once, unless an open group (first offset `barrier`) or a
     /// waiting document comes before it in the file.
     fn doc(&mut self, doc: &Doc<'_>, barrier: u64, out: &mut Output<'_>) {
+        if self.route.unsettled {
+            self.settle_route(out);
+        }
         out.counts.record(self.ctx.level, &doc.time);
         out.counts.truncated += u64::from(doc.truncated);
         if self.waiting.is_empty() && doc.offset < barrier {
@@ -386,6 +409,24 @@ impl Emitter {
         let (enc, ctx) = (&self.enc, &self.ctx);
         self.waiting
             .add(doc.offset, doc.stream, |buf| enc.encode(buf, ctx, doc));
+    }
+
+    /// Decides the route before a document uses it: the first route of a file applies
+    /// from its start; a different one from where it was decided. A history that grew
+    /// goes to `out`.
+    fn settle_route(&mut self, out: &mut Output<'_>) {
+        let r = &mut self.route;
+        r.unsettled = false;
+        let Some(want) = &r.wanted else {
+            return;
+        };
+        r.history = match r.history.last() {
+            None => r.history.then(0, want.clone()),
+            Some(last) if last.name == *want => return,
+            Some(_) => r.history.then(r.from, want.clone()),
+        };
+        self.ctx.heads = self.enc.heads(&r.history);
+        out.routes.push((self.ctx.id, r.history.clone()));
     }
 
     /// Hands over the waiting documents that no open group comes before.
@@ -425,8 +466,35 @@ impl RecordStream {
                 plain: Vec::new(),
                 parsed: Fields::default(),
                 waiting: Waiting::default(),
+                route: Route::default(),
             },
         }
+    }
+
+    /// Resumes the file's route history (from its checkpoint) and names the route it
+    /// should take; `len` is the file's length now. A different route than the last
+    /// one applies from `len` on, as any change does (see [`RecordStream::set_route`]).
+    pub fn resume_route(&mut self, history: Routes, wanted: Arc<str>, len: u64) {
+        let r = &mut self.docs.route;
+        self.docs.ctx.heads = self.docs.enc.heads(&history);
+        r.history = history;
+        r.wanted = Some(wanted);
+        r.from = len;
+        r.unsettled = true;
+    }
+
+    /// Names the route the file's selection wants now; `len` is the file's length.
+    /// Decided when the next record is encoded: records from `len` on take it (the
+    /// earlier ones, read or not, keep the route they had, so a replay never moves a
+    /// document to another index).
+    pub fn set_route(&mut self, wanted: Arc<str>, len: u64) {
+        let r = &mut self.docs.route;
+        if r.wanted.as_ref() == Some(&wanted) {
+            return;
+        }
+        r.from = if r.unsettled { r.from.max(len) } else { len };
+        r.wanted = Some(wanted);
+        r.unsettled = true;
     }
 
     /// Changes how records are shaped, from the next position where no group is open
@@ -454,7 +522,9 @@ impl RecordStream {
 
     /// Replaces the metadata of the records emitted from now on.
     pub fn set_meta(&mut self, meta: &Metadata) {
+        let heads = std::mem::take(&mut self.docs.ctx.heads);
         self.docs.ctx = self.docs.enc.file_context(self.docs.ctx.id, meta);
+        self.docs.ctx.heads = heads;
     }
 
     /// Excludes (or includes again) the file's lines from now on. Records pending at
@@ -832,8 +902,16 @@ mod tests {
         format!("{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{T0}{ms:03}000000Z\"}}\n")
     }
 
-    fn output<'a>(ndjson: &'a mut Vec<u8>, counts: &'a mut Counts) -> Output<'a> {
-        Output { ndjson, counts }
+    fn output<'a>(
+        ndjson: &'a mut Vec<u8>,
+        counts: &'a mut Counts,
+        routes: &'a mut Vec<(FileId, Routes)>,
+    ) -> Output<'a> {
+        Output {
+            ndjson,
+            counts,
+            routes,
+        }
     }
 
     fn stream(mode: multiline::Mode) -> RecordStream {
@@ -886,11 +964,13 @@ mod tests {
         while lines.peek().is_some() {
             let take: Vec<&[u8]> = lines.by_ref().take(chunk).collect();
             let joined = take.concat();
-            let mut out = output(&mut ndjson, &mut counts);
+            let mut routes = Vec::new();
+            let mut out = output(&mut ndjson, &mut counts, &mut routes);
             s.push(offset as u64, &joined, Timestamp::EPOCH, &mut out);
             offset += joined.len();
         }
-        let mut out = output(&mut ndjson, &mut counts);
+        let mut routes = Vec::new();
+        let mut out = output(&mut ndjson, &mut counts, &mut routes);
         s.finish(&mut out);
         let docs: Vec<(String, String)> = String::from_utf8(ndjson)
             .unwrap()
@@ -912,6 +992,70 @@ mod tests {
             "the counts count the documents"
         );
         (docs, counts)
+    }
+
+    /// Pushes `lines` at `offset` and returns each document's index, with the route
+    /// histories reported.
+    fn indices(s: &mut RecordStream, offset: u64, lines: &str) -> (Vec<String>, Vec<Routes>) {
+        let (mut ndjson, mut counts, mut routes) = (Vec::new(), Counts::default(), Vec::new());
+        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        s.push(offset, lines.as_bytes(), Timestamp::EPOCH, &mut out);
+        let idx = String::from_utf8(ndjson)
+            .unwrap()
+            .lines()
+            .step_by(2)
+            .map(|a| {
+                let a: serde_json::Value = serde_json::from_str(a).unwrap();
+                a["create"]["_index"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        (idx, routes.into_iter().map(|(_, r)| r).collect())
+    }
+
+    #[test]
+    fn a_route_is_settled_by_the_first_record_and_changes_only_past_the_file_length() {
+        let line = |ms| docker("stdout", ms, "hello");
+        let day = "2024.07.08";
+        let mut s = stream(multiline::Mode::Off);
+        s.resume_route(Routes::default(), "pending".into(), 0);
+        // The selection changes before any record: nothing was decided yet.
+        s.set_route("shop".into(), 0);
+        let one = line(1);
+        let (idx, reported) = indices(&mut s, 0, &one);
+        assert_eq!(idx, [format!("shop-{day}")]);
+        assert_eq!(reported.len(), 1, "the first route is reported");
+        assert_eq!(reported[0].as_slice()[0].from, 0);
+        // A change decided when the file was 500 bytes long: records before 500 (read
+        // or not) keep the old route, later ones take the new one.
+        s.set_route("team".into(), 500);
+        let two = line(2);
+        let (idx, reported) = indices(&mut s, one.len() as u64, &two);
+        assert_eq!(idx, [format!("shop-{day}")]);
+        assert_eq!(reported.len(), 1);
+        let history = reported[0].clone();
+        assert_eq!(history.as_slice()[1].from, 500);
+        let (idx, reported) = indices(&mut s, 500, &line(3));
+        assert_eq!(idx, [format!("team-{day}")]);
+        assert!(reported.is_empty(), "reported once");
+
+        // A restart resumes the history: a replay of the same offsets goes where the
+        // first read sent them, whatever the selection says now.
+        let mut r = stream(multiline::Mode::Off);
+        r.resume_route(history.clone(), "other".into(), 900);
+        let (idx, reported) = indices(&mut r, one.len() as u64, &two);
+        assert_eq!(idx, [format!("shop-{day}")]);
+        assert_eq!(reported[0].as_slice().last().unwrap().from, 900);
+        let (idx, _) = indices(&mut r, 500, &line(3));
+        assert_eq!(idx, [format!("team-{day}")]);
+        let (idx, _) = indices(&mut r, 900, &line(4));
+        assert_eq!(idx, [format!("other-{day}")]);
+
+        // Resumed with the route it already has: nothing new to persist.
+        let mut same = stream(multiline::Mode::Off);
+        same.resume_route(history, "team".into(), 900);
+        let (idx, reported) = indices(&mut same, 900, &line(5));
+        assert_eq!(idx, [format!("team-{day}")]);
+        assert!(reported.is_empty());
     }
 
     #[test]
@@ -998,7 +1142,8 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = output(&mut ndjson, &mut counts);
+        let mut routes = Vec::new();
+        let mut out = output(&mut ndjson, &mut counts, &mut routes);
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(
             out.counts.docs, 0,
@@ -1074,6 +1219,7 @@ mod tests {
             let mut out = Output {
                 ndjson: &mut made,
                 counts: &mut counts,
+                routes: &mut Vec::new(),
             };
             s.push(offset as u64, line.as_bytes(), Timestamp::EPOCH, &mut out);
             offset += line.len();
@@ -1158,7 +1304,8 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = output(&mut ndjson, &mut counts);
+        let mut routes = Vec::new();
+        let mut out = output(&mut ndjson, &mut counts, &mut routes);
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(s.next_deadline(), None, "not at the end yet");
         let last = Timestamp::parse(format!("{T0}001000000Z").as_bytes()).unwrap();
@@ -1182,7 +1329,8 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = output(&mut ndjson, &mut counts);
+        let mut routes = Vec::new();
+        let mut out = output(&mut ndjson, &mut counts, &mut routes);
         let plain = docker("stdout", 1, "GET /healthz 200 0.2ms");
         s.push(0, plain.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(out.counts.docs, 1, "nothing can join an ordinary line");
@@ -1219,7 +1367,8 @@ mod tests {
         let mut s = stream(multiline::Mode::Auto);
         let mut ndjson = Vec::new();
         let mut counts = Counts::default();
-        let mut out = output(&mut ndjson, &mut counts);
+        let mut routes = Vec::new();
+        let mut out = output(&mut ndjson, &mut counts, &mut routes);
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(out.counts.docs, 1, "the stderr group closed: 499 ms > gap");
         let second = text.find('\n').unwrap() as u64 + 1;

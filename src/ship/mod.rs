@@ -54,6 +54,7 @@ impl From<&crate::config::Config> for ShipConfig {
                 nanos: es.timestamp_nanos,
                 ilm_policy: es.ilm_policy.clone(),
                 fields_key: Some(cfg.fields.target.clone()).filter(|k| !k.is_empty()),
+                patterns: cfg.index_patterns(),
             },
             compression: es.compression,
         }
@@ -228,6 +229,80 @@ pub struct Shipper {
     stats: Arc<Stats>,
     dead: Arc<Mutex<DeadLetter>>,
     pub limiter: Arc<Limiter>,
+    /// The index template's patterns, which a reload may change.
+    pub patterns: Arc<TemplatePatterns>,
+}
+
+/// The patterns the index template covers. A reload that routes to new indices sets
+/// them; the shipper installs the template again and says so, and the reload waits for
+/// that (a while) before the first document goes to an index it would not map.
+#[derive(Debug)]
+pub struct TemplatePatterns {
+    state: Mutex<PatternState>,
+    installed: std::sync::Condvar,
+    changed: Notify,
+    /// Templates are installed at all (`elasticsearch.template`).
+    enabled: bool,
+}
+
+#[derive(Debug, Default)]
+struct PatternState {
+    patterns: Vec<String>,
+    /// Generations: of the patterns set, and of the last ones installed.
+    wanted: u64,
+    installed: u64,
+}
+
+impl TemplatePatterns {
+    fn new(patterns: Vec<String>, enabled: bool) -> TemplatePatterns {
+        TemplatePatterns {
+            state: Mutex::new(PatternState {
+                patterns,
+                ..PatternState::default()
+            }),
+            installed: std::sync::Condvar::new(),
+            changed: Notify::new(),
+            enabled,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PatternState> {
+        // A list and two counters: consistent whatever a panicking holder did.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New patterns (a no-op when they are the same); returns the generation to wait
+    /// for.
+    pub fn set(&self, patterns: Vec<String>) -> u64 {
+        let mut st = self.lock();
+        if st.patterns != patterns && self.enabled {
+            st.patterns = patterns;
+            st.wanted += 1;
+            self.changed.notify_one();
+        }
+        st.wanted
+    }
+
+    /// Waits up to `timeout` for generation `gen` to be installed.
+    pub fn wait_installed(&self, gen: u64, timeout: Duration) -> bool {
+        let st = self.lock();
+        let (st, _) = self
+            .installed
+            .wait_timeout_while(st, timeout, |st| st.installed < gen)
+            .unwrap_or_else(|p| p.into_inner());
+        st.installed >= gen
+    }
+
+    fn current(&self) -> (Vec<String>, u64) {
+        let st = self.lock();
+        (st.patterns.clone(), st.wanted)
+    }
+
+    fn mark_installed(&self, gen: u64) {
+        let mut st = self.lock();
+        st.installed = st.installed.max(gen);
+        self.installed.notify_all();
+    }
 }
 
 impl Shipper {
@@ -239,6 +314,10 @@ impl Shipper {
         dead: DeadLetter,
     ) -> Arc<Shipper> {
         let limiter = Limiter::new(cfg.max_concurrency);
+        let patterns = Arc::new(TemplatePatterns::new(
+            cfg.template_options.patterns.clone(),
+            cfg.template,
+        ));
         Arc::new(Shipper {
             client: Arc::new(client),
             buffer,
@@ -246,6 +325,7 @@ impl Shipper {
             stats,
             dead: Arc::new(Mutex::new(dead)),
             limiter,
+            patterns,
         })
     }
 
@@ -278,7 +358,7 @@ impl Shipper {
     }
 
     /// Finds the server (retrying until it answers) and installs the template.
-    async fn connect(&self) {
+    async fn connect(&self) -> client::Version {
         let mut attempt = 0;
         let version = loop {
             match self.client.info().await {
@@ -304,19 +384,63 @@ impl Shipper {
             tracing::warn!(server = %version, "elasticsearch.ilm_policy is ignored on OpenSearch: give an ISM policy an ism_template for these indices instead");
         }
         if self.cfg.template {
-            if let Err(e) = self
-                .client
-                .put_template(&version, &self.cfg.target, &self.cfg.template_options)
-                .await
-            {
+            let (patterns, gen) = self.patterns.current();
+            if let Err(e) = self.put_template(&version, patterns).await {
                 tracing::error!(error = %e, "could not install the index template; shipping anyway with dynamic mappings");
+            }
+            self.patterns.mark_installed(gen);
+        }
+        version
+    }
+
+    async fn put_template(
+        &self,
+        version: &client::Version,
+        patterns: Vec<String>,
+    ) -> Result<(), client::ClientError> {
+        let opts = template::Options {
+            patterns,
+            ..self.cfg.template_options.clone()
+        };
+        self.client
+            .put_template(version, &self.cfg.target, &opts)
+            .await
+    }
+
+    /// Installs the template again whenever its patterns change (a reload), retrying
+    /// until the server takes it.
+    async fn keep_template(self: Arc<Self>, version: client::Version) {
+        loop {
+            self.patterns.changed.notified().await;
+            let mut attempt = 0;
+            loop {
+                let (patterns, gen) = self.patterns.current();
+                match self.put_template(&version, patterns.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            ?patterns,
+                            "index template installed again for the new routes"
+                        );
+                        self.patterns.mark_installed(gen);
+                        break;
+                    }
+                    Err(e) => {
+                        crate::log_every!(crate::logging::EVERY, warn, error = %e, "could not install the index template for the new routes; retrying");
+                        tokio::time::sleep(backoff(attempt, self.cfg.max_backoff)).await;
+                        attempt += 1;
+                    }
+                }
             }
         }
     }
 
     /// Runs until the buffer is closed and everything in it was delivered.
     pub async fn run(self: Arc<Self>) {
-        self.connect().await;
+        let version = self.connect().await;
+        let keeper = self
+            .cfg
+            .template
+            .then(|| tokio::spawn(self.clone().keep_template(version)));
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             let permit = self.limiter.acquire().await;
@@ -353,6 +477,9 @@ impl Shipper {
             while tasks.try_join_next().is_some() {}
         }
         while tasks.join_next().await.is_some() {}
+        if let Some(k) = keeper {
+            k.abort();
+        }
     }
 
     /// Delivers one frame, then acks it.

@@ -28,6 +28,11 @@ pub struct Options {
     pub ilm_policy: Option<String>,
     /// Where parsed fields go (`None`: at the root).
     pub fields_key: Option<String>,
+    /// Every index pattern the routes produce (see
+    /// [`crate::config::Config::index_patterns`]); empty: the target's own. One template
+    /// lists them all, so two templates of ours never overlap at one priority (which
+    /// Elasticsearch refuses).
+    pub patterns: Vec<String>,
 }
 
 /// Fields per index at most (Elasticsearch's default is 1000: a few apps' JSON fields in
@@ -81,27 +86,32 @@ pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>
             }}
         }
     });
-    let (pattern, name) = match target {
+    let (own, name) = match target {
         Target::Dated { prefix, .. } => (format!("{prefix}-*"), format!("shipper-{prefix}")),
         Target::Fixed(name) => (name.clone(), format!("shipper-{name}")),
+    };
+    let pattern = if opts.patterns.is_empty() {
+        vec![own]
+    } else {
+        opts.patterns.clone()
     };
     let (path, body) = if let Target::Fixed(_) = target {
         // A data stream exists only through a composable template that says so; the
         // server creates it on the first `create` into its name.
         (
             format!("/_index_template/{name}"),
-            json!({"index_patterns": [pattern], "data_stream": {}, "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
+            json!({"index_patterns": pattern, "data_stream": {}, "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
         )
     } else if v.composable_templates() {
         (
             format!("/_index_template/{name}"),
-            json!({"index_patterns": [pattern], "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
+            json!({"index_patterns": pattern, "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
         )
     } else {
         // Elasticsearch 7.0-7.7: the legacy API, typeless mappings (no `_type`, ever).
         (
             format!("/_template/{name}"),
-            json!({"index_patterns": [pattern], "order": 100, "settings": settings, "mappings": mappings}),
+            json!({"index_patterns": pattern, "order": 100, "settings": settings, "mappings": mappings}),
         )
     };
     (path, body.to_string().into_bytes())
@@ -116,6 +126,7 @@ mod tests {
             nanos,
             ilm_policy: None,
             fields_key: Some("fields".into()),
+            patterns: Vec::new(),
         }
     }
 
@@ -176,6 +187,26 @@ mod tests {
     }
 
     #[test]
+    fn one_template_lists_every_routed_pattern() {
+        let v8 = Version {
+            opensearch: false,
+            major: 8,
+            minor: 15,
+        };
+        let opts = Options {
+            patterns: vec!["logs-*".into(), "logstash-*".into(), "shop-*".into()],
+            ..nanos(true)
+        };
+        let (path, body) = request(&v8, &Target::daily("logstash"), &opts);
+        assert_eq!(path, "/_index_template/shipper-logstash");
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            b["index_patterns"],
+            serde_json::json!(["logs-*", "logstash-*", "shop-*"])
+        );
+    }
+
+    #[test]
     fn data_stream_template() {
         let v = Version {
             opensearch: false,
@@ -186,6 +217,7 @@ mod tests {
             nanos: true,
             ilm_policy: Some("logs-30d".into()),
             fields_key: None,
+            patterns: Vec::new(),
         };
         let (path, body) = request(&v, &Target::Fixed("logs-k8s-default".into()), &opts);
         assert_eq!(path, "/_index_template/shipper-logs-k8s-default");

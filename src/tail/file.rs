@@ -8,6 +8,7 @@
 use super::{Event, FileKey, Sink};
 use crate::checkpoint::Position;
 use crate::ids::FileId;
+use crate::index::route::Routes;
 use crate::metrics::Stats;
 use crate::record::Held;
 use crate::timestamp::Timestamp;
@@ -71,6 +72,8 @@ pub struct FileTail {
     held: Held,
     /// Where each stream resumed (from the checkpoint), told to the consumer at start.
     resumed: [u64; 2],
+    /// The routes the checkpoint holds, told to the consumer at start.
+    resumed_routes: Routes,
     /// Inside an overlong line that began at this offset (with the time before it).
     skip: Option<(u64, Option<Timestamp>)>,
     pub phase: Phase,
@@ -96,6 +99,7 @@ impl FileTail {
             announced: false,
             pos: 0,
             held: Held::default(),
+            resumed_routes: Routes::default(),
             resumed: [0; 2],
             skip: None,
             phase: Phase::Live,
@@ -146,6 +150,7 @@ impl FileTail {
             self.pos = p.offset;
             self.held.last_time = p.last_time;
             self.resumed = p.streams;
+            self.resumed_routes = p.routes.clone();
         }
     }
 
@@ -158,12 +163,16 @@ impl FileTail {
             self.announced = true;
             let last_time = self.held.last_time;
             let streams = self.resumed;
+            let routes = std::mem::take(&mut self.resumed_routes);
+            let len = self.size().unwrap_or(self.pos).max(self.pos);
             self.held = sink(
                 self.key,
                 Event::Start {
                     id,
                     last_time,
                     streams,
+                    routes,
+                    len,
                 },
             );
         }
@@ -180,6 +189,7 @@ impl FileTail {
         self.pos = 0;
         self.held = Held::default();
         self.resumed = [0; 2];
+        self.resumed_routes = Routes::default();
         self.skip = None;
     }
 
@@ -208,6 +218,7 @@ impl FileTail {
                 last_time,
                 path: self.path.clone(),
                 streams,
+                routes: Routes::default(),
             },
         ))
     }

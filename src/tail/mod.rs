@@ -31,6 +31,7 @@ pub use limit::Limit;
 
 use crate::checkpoint::Position;
 use crate::ids::FileId;
+use crate::index::route::Routes;
 use crate::metrics::Stats;
 use crate::record::Held;
 use crate::timestamp::Timestamp;
@@ -63,12 +64,15 @@ pub enum Event<'a> {
     /// belongs to the same container as `like`.
     Opened { like: FileKey },
     /// The file's identity is known; lines follow. `last_time` is the timestamp of the
-    /// last good line before the resume position, `streams` where each stream resumes
-    /// (both from its checkpoint).
+    /// last good line before the resume position, `streams` where each stream resumes,
+    /// `routes` where its records went (all from its checkpoint); `len` is the file's
+    /// length now.
     Start {
         id: FileId,
         last_time: Option<Timestamp>,
         streams: [u64; 2],
+        routes: Routes,
+        len: u64,
     },
     /// Complete lines (each with its `\n`), the first at `offset`.
     Lines { offset: u64, data: &'a [u8] },
@@ -393,6 +397,12 @@ impl Tail {
             return true;
         }
         false
+    }
+
+    /// A file's length now, at least its read offset (`None`: not open).
+    pub fn file_len(&self, key: FileKey) -> Option<u64> {
+        let f = &self.files[self.find(key)?];
+        Some(f.size().unwrap_or(0).max(f.offset()))
     }
 
     /// Pauses or resumes a file's turns.

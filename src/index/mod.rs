@@ -4,7 +4,9 @@
 //! The date format is a small strftime subset, enough for the usual layouts (daily
 //! `%Y.%m.%d`, hourly `%Y.%m.%d.%H`, monthly `%Y.%m`, ISO weekly `%G.%V`), checked at
 //! start so a typo is a config error, not a stream of rejected documents. The date is
-//! the record's `@timestamp` in UTC.
+//! the record's `@timestamp` in UTC. Which prefix a file's records take is [`route`]'s.
+
+pub mod route;
 
 use crate::timestamp::Timestamp;
 
@@ -57,8 +59,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.starts_with(['-', '_', '+', '.']) {
         return Err(format!("{name:?} must not start with '-', '_', '+' or '.'"));
     }
-    if name.len() > 200 {
-        return Err(format!("{name:?} is longer than 200 bytes"));
+    if name.len() > route::MAX_PREFIX_BYTES {
+        return Err(format!(
+            "{name:?} is longer than {} bytes",
+            route::MAX_PREFIX_BYTES
+        ));
     }
     if let Some(c) = name
         .chars()
