@@ -533,4 +533,99 @@ mod tests {
             "one value for all"
         );
     }
+
+    #[test]
+    fn routes_come_from_the_annotation_a_rule_the_template_or_the_default() {
+        let mut cfg = config::Config::default();
+        cfg.elasticsearch.index_prefix = "logstash".into();
+        cfg.elasticsearch.index_route = Some("logs-{namespace}-{labels.team}".into());
+        cfg.rules = vec![rule(|r| {
+            r.name = Some("audit".into());
+            r.namespace = Some("audit".into());
+            r.index = Some("audit".into());
+        })];
+        cfg.validate().unwrap();
+        assert_eq!(cfg.index_patterns(), ["audit-*", "logs-*", "logstash-*"]);
+        let routing = Routing::from_config(&cfg);
+        let rules = Rules::from_config(&cfg.rules);
+        let route = |m: &Metadata| {
+            let sel = rules.select(m, SourceKind::Container);
+            let (name, origin) = routing.choose(m, sel.index.as_ref());
+            (name.to_string(), origin)
+        };
+        let shop = meta("Shop", "web-1", "nginx", &[("team", "Web Store")]);
+        assert_eq!(
+            route(&shop),
+            ("logs-shop-web_store".into(), Origin::Template)
+        );
+        // A missing value: the default prefix.
+        let bare = meta("shop", "web-1", "nginx", &[]);
+        assert_eq!(route(&bare), ("logstash".into(), Origin::Default));
+        let audit = meta("audit", "a-1", "app", &[("team", "sec")]);
+        assert_eq!(
+            route(&audit),
+            ("audit".into(), Origin::Rule("audit".into()))
+        );
+        // The pod's annotation wins when a pattern covers it, per container too...
+        let mut annotated = shop.clone();
+        annotated
+            .annotations
+            .insert(INDEX_ANNOTATION.into(), "nginx=logs-Edge,other=x".into());
+        assert_eq!(
+            route(&annotated),
+            ("logs-edge".into(), Origin::Annotation(INDEX_ANNOTATION))
+        );
+        // ...and is ignored when none does: a pod cannot write into any index it likes.
+        let mut rogue = audit.clone();
+        rogue
+            .annotations
+            .insert(INDEX_ANNOTATION.into(), ".kibana".into());
+        assert_eq!(
+            route(&rogue),
+            ("audit".into(), Origin::Rule("audit".into()))
+        );
+        rogue
+            .annotations
+            .insert(INDEX_ANNOTATION.into(), "secrets".into());
+        assert_eq!(route(&rogue).0, "audit");
+    }
+
+    #[test]
+    fn data_streams_are_routed_by_name() {
+        let mut cfg = config::Config::default();
+        cfg.elasticsearch.data_stream = true;
+        cfg.elasticsearch.index_prefix = "logs-k8s-default".into();
+        cfg.elasticsearch.index_route = Some("logs-k8s-{namespace}".into());
+        cfg.validate().unwrap();
+        assert_eq!(cfg.index_patterns(), ["logs-k8s-*", "logs-k8s-default"]);
+        let routing = Routing::from_config(&cfg);
+        let m = meta("shop", "web-1", "nginx", &[]);
+        assert_eq!(&*routing.choose(&m, None).0, "logs-k8s-shop");
+        let mut a = m.clone();
+        a.annotations
+            .insert(INDEX_ANNOTATION.into(), "logs-k8s-edge".into());
+        assert_eq!(&*routing.choose(&a, None).0, "logs-k8s-edge");
+        a.annotations
+            .insert(INDEX_ANNOTATION.into(), "logs-k8s-".into());
+        assert_eq!(&*routing.choose(&a, None).0, "logs-k8s-shop");
+        // Each document's action names the stream, with no date.
+        let enc = crate::encode::Encoder::for_target(&cfg.elasticsearch.target());
+        let routes = crate::index::route::Routes::default().then(0, "logs-k8s-shop".into());
+        let mut ctx = enc.file_context(crate::ids::FileId::compute("docker:x", b"l"), &m);
+        ctx.heads = enc.heads(&routes);
+        let doc = crate::encode::Doc {
+            offset: 0,
+            time: crate::timestamp::Timestamp::parse(b"2024-07-08T03:42:57Z").unwrap(),
+            stream: None,
+            text: &crate::encode::Text::Raw(b"hi"),
+            truncated: false,
+            parse_error: None,
+            fields: None,
+        };
+        let mut out = Vec::new();
+        enc.encode(&mut out, &ctx, &doc);
+        let action: serde_json::Value =
+            serde_json::from_slice(out.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(action["create"]["_index"], "logs-k8s-shop");
+    }
 }

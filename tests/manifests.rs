@@ -569,7 +569,7 @@ fn retention_cron_job() {
     );
     let parsed = <shipper::Args as clap::Parser>::try_parse_from(argv).unwrap();
     assert!(
-        matches!(parsed.command, Some(shipper::Command::Retention(ref r)) if r.keep_days == 14 && r.index_prefix == "k8s")
+        matches!(parsed.command, Some(shipper::Command::Retention(ref r)) if r.keep_days == 14 && r.index_prefix == ["k8s"])
     );
 
     let s = stack(&["--retention-days", "0"]);
@@ -760,6 +760,68 @@ fn kibana_data_view_job() {
             && script.contains("\\\"timeFieldName\\\":\\\"@timestamp\\\""),
         "{script}"
     );
+}
+
+/// A route template reaches every part that names indices: the agent's config, the
+/// retention job (its pattern), the shipper's role and the Kibana data view.
+#[test]
+fn a_route_template_is_covered_everywhere() {
+    let s = stack(&["--index-prefix", "k8s", "--index-route", "logs-{namespace}"]);
+    let cfg = agent_config(&s);
+    assert_eq!(
+        cfg.elasticsearch.index_route.as_deref(),
+        Some("logs-{namespace}")
+    );
+    let cron: CronJob = get(&s, "CronJob", "shipper-retention");
+    let args = cron
+        .spec
+        .job_template
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.windows(4)
+            .any(|w| w == ["--index-prefix", "k8s", "--index-prefix", "logs-*"]),
+        "{args:?}"
+    );
+    let job: Job = get(&s, "Job", "kibana-data-view");
+    let c = job.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    let pattern = c
+        .env
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "INDEX_PATTERN")
+        .and_then(|e| e.value);
+    assert_eq!(pattern.as_deref(), Some("k8s-*,logs-*"));
+    let secured = stack(&["--index-route", "logs-{namespace}", "--es-security"]);
+    let setup: Job = get(&secured, "Job", "elasticsearch-setup");
+    let env = setup.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let role: serde_json::Value = serde_json::from_str(
+        &env.iter()
+            .find(|e| e.name == "SHIPPER_ROLE")
+            .and_then(|e| e.value.clone())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        role["indices"][0]["names"],
+        serde_json::json!(["logs-*", "logstash-*"])
+    );
+    let bad = shipper()
+        .args(["manifests", "--index-route", "logs-{nope}"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--index-route"));
 }
 
 #[test]

@@ -227,6 +227,55 @@ fn dry_run_and_other_prefixes() {
     );
 }
 
+/// Several prefixes, each with its days: a route template's pattern (`logs-*`) owns the
+/// routed indices, and the plain prefix `logs` never takes `logs-shop-<date>` for its
+/// own.
+#[test]
+fn prefixes_and_patterns_each_keep_their_days() {
+    let Some(server) = osmem() else { return };
+    for _ in 0..2 {
+        let today = Utc::now().date_naive();
+        let ago = |n: u64| day(today - Days::new(n));
+        for name in [
+            format!("logs-{}", ago(5)),
+            format!("logs-shop-{}", ago(5)),
+            format!("logs-shop-{}", ago(0)),
+            format!("logs-pay-{}", ago(2)),
+        ] {
+            let (s, b) = http("PUT", &server.url, &format!("/{name}")).unwrap();
+            assert!(s == 200 || b.contains("already_exists"), "{s} {b}");
+        }
+        let o = run(shipper().args([
+            "retention",
+            "--keep-days",
+            "7",
+            "--es-url",
+            &server.url,
+            "--index-prefix",
+            "logs",
+            "--index-prefix",
+            "logs-*=1",
+        ]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        if Utc::now().date_naive() != today {
+            continue;
+        }
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(
+            indices(&server.url, "logs-*"),
+            [format!("logs-{}", ago(5)), format!("logs-shop-{}", ago(0))],
+            "{out}"
+        );
+        assert!(out.contains("deleted 0 of 1 daily logs-* indices"), "{out}");
+        assert!(
+            out.contains("deleted 2 of 3 daily indices of pattern logs-*"),
+            "{out}"
+        );
+        return;
+    }
+    panic!("the date changed twice during the test");
+}
+
 #[test]
 fn no_matching_indices_is_fine() {
     let Some(server) = osmem() else { return };

@@ -110,6 +110,7 @@ pub fn rbac(plan: &Plan) -> Result<Vec<Document>, ManifestError> {
 pub fn config(plan: &Plan, security: Option<&Security>) -> Config {
     let mut cfg = Config::default();
     cfg.elasticsearch.index_prefix = plan.index_prefix.clone();
+    cfg.elasticsearch.index_route.clone_from(&plan.index_route);
     cfg.elasticsearch.urls = vec![es_url(plan)];
     if security.is_some() {
         cfg.elasticsearch.ca_file = Some(security::CLIENT_CA_FILE.into());

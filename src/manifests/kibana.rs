@@ -197,7 +197,7 @@ pub fn data_view_job(plan: &Plan, version: Version, security: Option<&Security>)
     let name = "kibana-data-view";
     let mut env_vars = vec![
         env("KIBANA_URL", url(plan)),
-        env("INDEX_PATTERN", format!("{}-*", plan.index_prefix)),
+        env("INDEX_PATTERN", plan.index_patterns.join(",")),
         env("DATA_VIEW_ID", plan.index_prefix.clone()),
     ];
     if security.is_some() {

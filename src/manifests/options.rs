@@ -95,6 +95,12 @@ pub struct Options {
     #[arg(long, value_name = "PREFIX", default_value = DEFAULT_INDEX_PREFIX)]
     pub index_prefix: String,
 
+    /// Route template for the index prefix, e.g. `logs-{namespace}` (the agent's
+    /// elasticsearch.index_route): the retention job, the shipper's role and the Kibana
+    /// data view cover its indices too.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub index_route: Option<String>,
+
     /// Leave out the privileged init container that raises vm.max_map_count to 262144
     /// (for nodes already configured so, or clusters that forbid privileged pods).
     #[arg(long)]
@@ -246,6 +252,10 @@ pub struct Plan {
     pub runtime: Runtime,
     pub retention_days: u32,
     pub index_prefix: String,
+    pub index_route: Option<String>,
+    /// Every index pattern the agent writes to (see
+    /// [`crate::config::Config::index_patterns`]).
+    pub index_patterns: Vec<String>,
     pub sysctl_init: bool,
     pub chown_init: bool,
 }
@@ -420,6 +430,9 @@ impl Options {
         cfg.elasticsearch.index_prefix = self.index_prefix.clone();
         cfg.validate()
             .map_err(|e| invalid("--index-prefix", e.to_string()))?;
+        cfg.elasticsearch.index_route.clone_from(&self.index_route);
+        cfg.validate()
+            .map_err(|e| invalid("--index-route", e.to_string()))?;
         Ok(Plan {
             namespace: self.namespace.clone(),
             target,
@@ -433,6 +446,8 @@ impl Options {
             runtime: self.runtime,
             retention_days: self.retention_days,
             index_prefix: self.index_prefix.clone(),
+            index_route: self.index_route.clone(),
+            index_patterns: cfg.index_patterns(),
             sysctl_init: !self.no_sysctl_init,
             chown_init: self.es_chown_init,
         })

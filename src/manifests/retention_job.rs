@@ -27,6 +27,14 @@ pub fn cron_job(plan: &Plan, security: Option<&Security>) -> CronJob {
         "--index-prefix".to_owned(),
         plan.index_prefix.clone(),
     ];
+    // A route template's indices: its pattern (`logs-*`) owns them.
+    if let Some(Ok(t)) = plan
+        .index_route
+        .as_deref()
+        .map(crate::index::route::Template::parse)
+    {
+        args.extend(["--index-prefix".to_owned(), t.pattern()]);
+    }
     let (volumes, mounts) = if security.is_some() {
         args.extend([
             "--es-ca-file".to_owned(),

@@ -169,11 +169,11 @@ impl Security {
 
 /// The role of the `shipper` user: write and delete its own indices, install its index
 /// template, read cluster health. Nothing else.
-pub fn shipper_role(index_prefix: &str) -> serde_json::Value {
+pub fn shipper_role(index_patterns: &[String]) -> serde_json::Value {
     serde_json::json!({
         "cluster": ["monitor", "manage_index_templates"],
         "indices": [{
-            "names": [format!("{index_prefix}-*")],
+            "names": index_patterns,
             "privileges": ["create_doc", "create_index", "auto_configure", "view_index_metadata", "delete_index"],
         }],
     })
@@ -205,7 +205,10 @@ fn setup_job(plan: &Plan, version: Version) -> Job {
         env: Some(vec![
             env("ES_URL", es_url(plan)),
             env("SHIPPER_USER", SHIPPER_USER),
-            env("SHIPPER_ROLE", shipper_role(&plan.index_prefix).to_string()),
+            env(
+                "SHIPPER_ROLE",
+                shipper_role(&plan.index_patterns).to_string(),
+            ),
             env_secret("ELASTIC_PASSWORD", CREDENTIALS_SECRET, ELASTIC_PASSWORD_KEY),
             env_secret(
                 "KIBANA_SYSTEM_PASSWORD",
