@@ -12,7 +12,12 @@
 #                                  # off (compression off), records (no settings changed,
 #                                  # one document per record: for builds before multiline),
 #                                  # control (defaults + benches/control.toml: redaction
-#                                  # with a user pattern, a rule dropping probe requests)
+#                                  # with a user pattern, a rule dropping probe requests,
+#                                  # three routes by namespace)
+#   NAMESPACES=1                   # every run reads a copy of the corpus (hard links) whose
+#                                  # containers carry Docker labels putting them in three
+#                                  # namespaces (shop, pay, audit): what the control run's
+#                                  # routes select on; set it for the runs it is compared to
 #
 # The sink is ../shared/bench/es_sink when that directory exists beside the repo; without
 # it this script says so and exits 0 (the dry-run benchmark still runs).
@@ -37,6 +42,26 @@ cargo build --release --quiet --manifest-path "$SINK_SRC/Cargo.toml" --target-di
 SINK=$REPO/target/es_sink/release/es_sink
 SHIPPER=${SHIPPER_BIN:-$REPO/target/release/shipper}
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+ROOT=$WORK/corpus/containers
+if [ "${NAMESPACES:-0}" = 1 ]; then
+  # The same files (hard links), each container in one of three namespaces by the Docker
+  # labels the kubelet sets.
+  ROOT=$WORK/corpus/containers-ns
+  rm -rf "$ROOT"
+  python3 - "$WORK/corpus/containers" "$ROOT" <<'PY'
+import json, os, sys
+src, dst = sys.argv[1:]
+for i, d in enumerate(sorted(x for x in os.listdir(src) if os.path.isdir(os.path.join(src, x)))):
+    os.makedirs(os.path.join(dst, d))
+    for f in os.listdir(os.path.join(src, d)):
+        os.link(os.path.join(src, d, f), os.path.join(dst, d, f))
+    ns = ("shop", "pay", "audit")[i % 3]
+    labels = {"io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": f"{ns}-{i}",
+              "io.kubernetes.container.name": "app"}
+    with open(os.path.join(dst, d, "config.v2.json"), "w") as out:
+        json.dump({"Config": {"Labels": labels}}, out)
+PY
+fi
 
 run() {  # $1 = label, $2 = compression true|false, $3 = documents expected, $4.. = env
   local data=$WORK/ship-data
@@ -52,7 +77,7 @@ PY
   # `env -u`: this script's SHIPPER_BIN is not a setting of the agent.
   local want=$3
   SHIPPER_ELASTICSEARCH_COMPRESSION=$2 /usr/bin/time -f '%e %U %S %M' -o "$WORK/ship.time" \
-    env -u SHIPPER_BIN "${@:4}" "$SHIPPER" --docker-root "$WORK/corpus/containers" --pods-root "$WORK/corpus/no-pods" \
+    env -u SHIPPER_BIN "${@:4}" "$SHIPPER" --docker-root "$ROOT" --pods-root "$WORK/corpus/no-pods" \
     --no-kubernetes --data-dir "$data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/ship.stderr" &
   local pid=$!
   local start=$(date +%s.%N)

@@ -107,7 +107,11 @@ pub fn agent(cfg: &Config, source: crate::reload::Source) -> anyhow::Result<Arc<
     );
     let client = Client::new(es)?;
     let credentials = client.credentials();
-    let shipper = Shipper::new(client, buffered.clone(), cfg.into(), stats.clone(), dead);
+    let mut ship_cfg = crate::ship::ShipConfig::from(cfg);
+    // Files keep the routes they had for the records before a change: the index template
+    // covers those too.
+    ship_cfg.template_options.patterns = cfg.index_patterns_with(cps.route_names());
+    let shipper = Shipper::new(client, buffered.clone(), ship_cfg, stats.clone(), dead);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("shipper-io")

@@ -266,9 +266,12 @@ impl Appender {
             chunk.clear();
             let _ = pool.try_send(chunk);
         }
-        // The batch is durable: its positions are safe.
+        // The batch is durable: its positions are safe. An identity that goes on in
+        // another file (the copy of a truncated one) keeps its entry and its routes.
         for id in &seal.closed {
-            self.cps.remove(id);
+            if !seal.positions.iter().any(|(p, _)| p == id) {
+                self.cps.remove(id);
+            }
         }
         for (id, pos) in seal.positions {
             self.cps.update(id, pos);
@@ -313,5 +316,93 @@ impl Appender {
         if let (Some(saver), Some(bytes)) = (&self.saver, self.cps.take_changes()) {
             saver.offer(bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::route::Routes;
+
+    fn id(n: u8) -> FileId {
+        FileId::from_bytes([n; 16])
+    }
+
+    fn chunk(bytes: usize) -> Chunk {
+        let mut ndjson = b"{\"create\":{}}\n{\"log\":\"".to_vec();
+        ndjson.resize(bytes, b'x');
+        ndjson.extend_from_slice(b"\"}\n");
+        Chunk { ndjson, docs: 1 }
+    }
+
+    /// A seal's route histories are in the checkpoint file before its batch is in the
+    /// buffer (a batch given up for a full buffer leaves them there); an identity closed
+    /// in one file and going on in another (the copy of a truncated file) keeps them.
+    #[test]
+    fn routes_reach_the_disk_before_the_batch_and_survive_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let (buffer, writer) = crate::buffer::open(
+            &dir.path().join("buffer"),
+            4096,
+            4096,
+            crate::buffer::Fsync::Always,
+            stats.clone(),
+        )
+        .unwrap();
+        let cps = Checkpoints::load(dir.path()).unwrap();
+        let mut a = Appender::new(writer, cps, false, stats).unwrap();
+        let (pool_tx, _pool_rx) = crossbeam_channel::unbounded();
+        let stop = AtomicBool::new(false);
+        let on_disk = |n: u8| {
+            Checkpoints::load(dir.path())
+                .unwrap()
+                .get(&id(n))
+                .map(|p| (p.offset, p.routes.clone()))
+        };
+        let routes = Routes::default()
+            .then(0, "old".into())
+            .then(300, "new".into());
+        a.frame.write(chunk(3000)).unwrap();
+        let first = Seal {
+            docs: 1,
+            positions: vec![(id(1), Position::at(100, None, "/a".into()))],
+            routes: vec![(id(1), routes.clone())],
+            ..Seal::default()
+        };
+        assert!(a.seal(first, &pool_tx, &stop).unwrap());
+        assert_eq!(on_disk(1).unwrap().1, routes);
+        assert_eq!(buffer.next().unwrap().map(|f| f.records), Some(1));
+
+        // The identity is closed in the truncated file and goes on in its copy.
+        let copy = Seal {
+            positions: vec![(id(1), Position::at(200, None, "/a.1".into()))],
+            closed: vec![id(1)],
+            ..Seal::default()
+        };
+        assert!(a.seal(copy, &pool_tx, &stop).unwrap());
+        a.save();
+
+        // The next batch does not fit, and the agent is stopping: the batch is given
+        // up (read again at the next start), its routes are on disk already.
+        let other = Routes::default().then(0, "team".into());
+        a.frame.write(chunk(3000)).unwrap();
+        let full = Seal {
+            docs: 1,
+            positions: vec![(id(2), Position::at(100, None, "/b".into()))],
+            routes: vec![(id(2), other.clone())],
+            ..Seal::default()
+        };
+        stop.store(true, Ordering::Relaxed);
+        assert!(!a.seal(full, &pool_tx, &stop).unwrap());
+        assert_eq!(on_disk(2), Some((0, other)), "the routes, not the offset");
+        assert!(
+            buffer.next().unwrap().is_none(),
+            "the batch is not in the buffer"
+        );
+        if let Some(s) = a.saver.take() {
+            s.close();
+        }
+        assert_eq!(on_disk(1), Some((200, routes)));
     }
 }

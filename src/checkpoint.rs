@@ -144,6 +144,14 @@ impl Checkpoints {
         self.map.keys()
     }
 
+    /// Every name the files' route histories hold.
+    pub fn route_names(&self) -> std::collections::BTreeSet<String> {
+        self.map
+            .values()
+            .flat_map(|p| p.routes.as_slice().iter().map(|r| r.name.to_string()))
+            .collect()
+    }
+
     /// Records positions that the caller has made safe. The file's routes stay as they
     /// are (see [`Checkpoints::set_routes`]).
     pub fn update(&mut self, id: FileId, mut pos: Position) {

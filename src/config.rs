@@ -926,6 +926,7 @@ impl Config {
     pub fn with_every_key() -> Config {
         let mut c = Config::default();
         let e = &mut c.elasticsearch;
+        e.index_route = Some(String::new());
         e.username = Some(String::new());
         e.password = Some(Secret(String::new()));
         e.password_file = Some(PathBuf::new());
@@ -1362,6 +1363,22 @@ impl Config {
         out.dedup();
         out
     }
+
+    /// [`Config::index_patterns`], and a pattern for each of `names` (routes files
+    /// still hold) that none of them covers.
+    pub fn index_patterns_with(&self, names: impl IntoIterator<Item = String>) -> Vec<String> {
+        use crate::index::route::{covered, pattern};
+        let dated = !self.elasticsearch.data_stream;
+        let mut out = self.index_patterns();
+        for n in names {
+            if !covered(&n, &out, dated) {
+                out.push(pattern(&n, dated));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 const MAX_PREFIX_BYTES: usize = crate::index::route::MAX_PREFIX_BYTES;
@@ -1634,5 +1651,17 @@ mod tests {
         .unwrap();
         assert!(!c.kubernetes.enabled);
         assert_eq!(c.kubernetes.deleted_grace_ms, 1000);
+    }
+
+    #[test]
+    fn index_patterns_cover_every_route_files_still_hold() {
+        let mut c = Config::default();
+        c.elasticsearch.index_route = Some("logs-{namespace}".into());
+        assert_eq!(c.index_patterns(), ["logs-*", "logstash-*"]);
+        let held = ["logs-shop", "logstash", "gone"].map(String::from);
+        assert_eq!(
+            c.index_patterns_with(held),
+            ["gone-*", "logs-*", "logstash-*"]
+        );
     }
 }

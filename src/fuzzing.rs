@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("multiline_group", multiline_group),
     ("field_parse", field_parse),
     ("redaction", redaction),
+    ("index_route", index_route),
 ];
 
 /// The encoder and file context every target encodes with.
@@ -935,5 +936,69 @@ pub fn redaction(data: &[u8]) {
         // A constant, valid RFC 3339 time.
         let t = crate::timestamp::Timestamp::parse(b"2024-07-08T03:42:57Z").expect("valid");
         encode_checked(t, Stream::Stdout, &Text::Owned(red.text), 0);
+    }
+}
+
+/// `index_route`: input `template \0 namespace \0 pod \0 container \0 label`; parsing
+/// and rendering never panic; a rendered name is a valid index prefix that the
+/// template's pattern covers and that retention gives to that pattern (never to
+/// another prefix); a pod's choice is accepted only when covered; a route history
+/// keeps its offsets in order and routes every offset to one of its names.
+pub fn index_route(data: &[u8]) {
+    use crate::index::route::{self, Field, Routes, Template};
+    let mut parts = data.split(|&b| b == 0).map(String::from_utf8_lossy);
+    let Some(text) = parts.next() else { return };
+    let values: Vec<String> = parts.map(|p| p.into_owned()).collect();
+    let value = |i: usize| values.get(i).map(String::as_str);
+    let Ok(template) = Template::parse(&text) else {
+        return;
+    };
+    let rendered = template.render(|f| match f {
+        Field::Namespace => value(0),
+        Field::Pod => value(1),
+        Field::Container => value(2),
+        Field::Label(_) | Field::NamespaceLabel(_) => value(3),
+    });
+    let patterns = vec![template.pattern()];
+    if let Some(name) = &rendered {
+        assert!(
+            crate::index::check_name(name).is_ok(),
+            "{text:?} rendered {name:?}"
+        );
+        assert!(name.len() <= route::MAX_PREFIX_BYTES);
+        let covered = route::covered(name, &patterns, true)
+            || (!patterns[0].ends_with('*') && *name == patterns[0]);
+        assert!(covered, "{name:?} outside {patterns:?}");
+        let index = format!("{name}-2024.07.08");
+        let format = crate::index::DateFormat::default();
+        let owners = [
+            crate::retention::Prefix::parse(&patterns[0], 1),
+            crate::retention::Prefix::parse("logstash", 1),
+        ];
+        if let [Ok(p), Ok(other)] = owners {
+            let both = [p.clone(), other.clone()];
+            let by = crate::retention::owner(&index, &both, &format).map(|(o, _)| o.clone());
+            assert!(
+                by == Some(p.clone()) || (by == Some(other) && *name == "logstash"),
+                "{index:?} owned by {by:?}, not {p:?}"
+            );
+        }
+    }
+    if let Some(v) = value(0) {
+        if let Some(name) = route::accept(v, &patterns, true) {
+            assert!(crate::index::check_name(&name).is_ok(), "{name:?}");
+            assert!(route::covered(&name, &patterns, true));
+        }
+    }
+    let mut routes = Routes::default();
+    for (i, v) in values.iter().enumerate() {
+        let from = v.len() as u64 * (i as u64 + 1);
+        routes = routes.then(from, v.as_str().into());
+        let froms: Vec<u64> = routes.as_slice().iter().map(|r| r.from).collect();
+        assert!(froms.windows(2).all(|w| w[0] < w[1]), "{froms:?}");
+        let last = routes.last().expect("a route");
+        let at = routes.index_at(last.from).expect("a route");
+        assert_eq!(&*routes.as_slice()[at].name, v.as_str());
+        assert_eq!(at, routes.as_slice().len() - 1);
     }
 }

@@ -8,9 +8,9 @@
 //! - [`shutdown`]: the stop order, the signals, workers that fail.
 //! - [`reload`]: what changes without a restart (SIGHUP, a changed configuration or
 //!   credential file), and when.
+//! - [`fuzzing`]: the invariants the fuzz targets check (also replayed by `cargo test`).
 //! - [`manifests`]: `shipper manifests`, the Kubernetes objects of the whole EFK stack.
 //! - [`retention`]: `shipper retention`, deletes old daily indices.
-//! - [`fuzzing`]: the invariants the fuzz targets check (also replayed by `cargo test`).
 //!
 //! The data path, top to bottom (a stage uses only the stages after it and the shared
 //! modules; it never reaches back up):

@@ -193,7 +193,7 @@ impl State {
                 Ok(s) => s,
                 Err(e) => return self.refuse(&e.to_string()),
             };
-            let gen = self.patterns.set(new.index_patterns());
+            let gen = self.patterns.add(new.index_patterns());
             if !self.patterns.wait_installed(gen, TEMPLATE_WAIT) {
                 tracing::warn!("the index template for the new routes is not installed yet (Elasticsearch unreachable?); routing anyway, the template follows");
             }

@@ -159,6 +159,14 @@ pub fn owner<'p>(
     exact.or_else(pattern).map(|p| (p, date))
 }
 
+/// The first day kept: `keep_days` before today (the earliest date there is when that
+/// is before it).
+fn cutoff(today: NaiveDate, keep_days: u32) -> NaiveDate {
+    today
+        .checked_sub_days(chrono::Days::new(u64::from(keep_days)))
+        .unwrap_or(NaiveDate::MIN)
+}
+
 /// The indices to delete: daily indices dated before `today - keep_days` of the prefix
 /// that owns them, oldest first. With `keep_days = 7` on 2024-01-10, 2024-01-03 is kept
 /// (it holds logs less than 7 days old) and 2024-01-02 is deleted.
@@ -172,7 +180,7 @@ pub fn expired<'a>(
         .iter()
         .filter_map(|i| {
             let (p, d) = owner(i, prefixes, format)?;
-            (d < today - chrono::Days::new(u64::from(p.keep_days))).then_some((d, i.as_str()))
+            (d < cutoff(today, p.keep_days)).then_some((d, i.as_str()))
         })
         .collect();
     out.sort();
@@ -298,7 +306,7 @@ pub fn run(
             } else {
                 "deleted"
             },
-            (today - chrono::Days::new(u64::from(p.keep_days))).format("%Y.%m.%d"),
+            cutoff(today, p.keep_days).format("%Y.%m.%d"),
             p.keep_days
         )?;
     }
@@ -384,6 +392,7 @@ mod tests {
             vec!["logstash-2023.12.01", "logstash-2024.01.02"]
         );
         assert!(expired(&names, &prefixes(&["logstash"], 60), &daily(), today).is_empty());
+        assert!(expired(&names, &prefixes(&["logstash"], u32::MAX), &daily(), today).is_empty());
         assert_eq!(
             expired(&names, &prefixes(&["other"], 1), &daily(), today),
             vec!["other-2000.01.01"]

@@ -109,9 +109,33 @@ fn rules_exclude_drop_and_parse_and_secrets_are_redacted() {
         "parser stdout logfmt (rule probes), stderr logfmt (rule probes);",
         "filter drop /kube-probe// (rule probes);",
         "redact default;",
-        "rate limit none",
+        "rate limit none;",
+        "index logstash (default)",
     ] {
         assert!(web.contains(part), "{part} not in {web}");
+    }
+    // With a route template, the file's namespace names its index (in the explanation
+    // and in each document's action).
+    let o = dry_run(
+        &pods,
+        &cfg,
+        &["--explain"],
+        &[("SHIPPER_ELASTICSEARCH_INDEX_ROUTE", "logs-{namespace}")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("index logs-shop (elasticsearch.index_route)"),
+        "{e}"
+    );
+    let actions: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .step_by(2)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!actions.is_empty());
+    for a in actions {
+        assert_eq!(a["create"]["_index"], "logs-shop-2024.07.08");
     }
 
     // Redaction off: the text is shipped as written.
@@ -182,6 +206,14 @@ fn check_config_accepts_the_documented_file_and_points_at_errors() {
         (
             "[[rules]]\ndrop = 'a'\nkeep = 'b'\n",
             ":3:8: setting `rules[0].keep`: a rule has `drop` or `keep`, not both",
+        ),
+        (
+            "[elasticsearch]\nindex_route = \"logs-{nope}\"\n",
+            ":2:15: setting `elasticsearch.index_route`: \"logs-{nope}\": unknown value {nope}",
+        ),
+        (
+            "[[rules]]\nnamespace = \"a\"\nindex = \"Shop\"\n",
+            ":3:9: setting `rules[0].index`",
         ),
     ];
     for (text, want) in cases {

@@ -204,6 +204,11 @@ impl Encoder {
         self
     }
 
+    /// The target's prefix (or data stream name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What every record of file `id` with metadata `meta` shares, rendered once.
     pub fn file_context(&self, id: FileId, meta: &Metadata) -> FileContext {
         FileContext {

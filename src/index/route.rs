@@ -20,6 +20,11 @@ use std::sync::Arc;
 /// index name; the rest is for the date).
 pub const MAX_PREFIX_BYTES: usize = 200;
 
+/// Longest text of a template before its first value: a rendered name, cut to
+/// [`MAX_PREFIX_BYTES`], always keeps it and something after it, so the template's
+/// pattern covers it.
+pub const MAX_LITERAL_BYTES: usize = 100;
+
 /// A value a template takes from a file's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
@@ -97,6 +102,13 @@ impl Template {
                         "{text:?} contains {c:?}; index names are lowercase without \\ / * ? \" < > | , # : or spaces"
                     ));
                 }
+            }
+        }
+        if let Some(Part::Literal(l)) = parts.first() {
+            if l.len() > MAX_LITERAL_BYTES {
+                return Err(format!(
+                    "{text:?}: the text before the first value is longer than {MAX_LITERAL_BYTES} bytes"
+                ));
             }
         }
         match parts.first() {
@@ -335,6 +347,7 @@ mod tests {
             ("logs-{namespace}-%Y.%m.%d", "index_date_format"),
             ("", "empty"),
             ("logs-{labels.}", "unknown value"),
+            (&format!("{}{{pod}}", "a".repeat(101)), "longer than"),
         ] {
             let e = Template::parse(t).unwrap_err();
             assert!(e.contains(why), "{t}: {e}");

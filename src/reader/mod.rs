@@ -250,6 +250,9 @@ struct FileState {
     choice: Choice,
     /// Set once the tail knows the file's identity.
     stream: Option<RecordStream>,
+    /// The route history of the identity the file had before it was truncated: its
+    /// copy (logrotate's copytruncate) continues that identity and its routes.
+    truncated_routes: Option<(FileId, Routes)>,
 }
 
 impl FileState {
@@ -258,6 +261,7 @@ impl FileState {
             meta,
             choice,
             stream: None,
+            truncated_routes: None,
         }
     }
 
@@ -310,7 +314,8 @@ fn sink<'a>(
         match event {
             Event::Opened { like } => {
                 if let Some(f) = files.get(&like) {
-                    let state = FileState::new(f.meta.clone(), f.choice.clone());
+                    let mut state = FileState::new(f.meta.clone(), f.choice.clone());
+                    state.truncated_routes.clone_from(&f.truncated_routes);
                     files.insert(key, state);
                 }
                 Held::default()
@@ -334,6 +339,12 @@ fn sink<'a>(
                         routes,
                         len,
                     } => {
+                        // A copy of a truncated file carries on its identity's routes.
+                        let inherited = f.truncated_routes.take().filter(|(i, _)| *i == id);
+                        let routes = match inherited {
+                            Some((_, r)) if routes.is_empty() => r,
+                            _ => routes,
+                        };
                         let mut s = RecordStream::new(
                             &settings.record,
                             f.choice.settings.clone(),
@@ -342,7 +353,8 @@ fn sink<'a>(
                             f.meta.metadata(),
                             (last_time, streams),
                         );
-                        s.resume_route(routes, f.choice.route.clone(), len);
+                        let resumed_at = streams[0].min(streams[1]);
+                        s.resume_route(routes, f.choice.route.clone(), (resumed_at, len));
                         s.set_excluded(f.excluded());
                         f.stream = Some(s);
                     }
@@ -361,7 +373,9 @@ fn sink<'a>(
                             s.at_end(now, &mut out);
                         }
                     }
-                    Event::Reset => f.stream = None,
+                    Event::Reset => {
+                        f.truncated_routes = f.stream.take().map(|s| s.route_history());
+                    }
                     Event::Opened { .. } | Event::End => {}
                 }
                 f.stream
@@ -609,6 +623,8 @@ impl Reader {
                     break;
                 }
             }
+            // Nothing is persisted in a dry-run: route histories need not be kept.
+            self.routes.clear();
         }
         Ok(())
     }

@@ -471,16 +471,34 @@ impl RecordStream {
         }
     }
 
-    /// Resumes the file's route history (from its checkpoint) and names the route it
-    /// should take; `len` is the file's length now. A different route than the last
-    /// one applies from `len` on, as any change does (see [`RecordStream::set_route`]).
-    pub fn resume_route(&mut self, history: Routes, wanted: Arc<str>, len: u64) {
+    /// Resumes the file's route history (from its checkpoint, which resumed the file at
+    /// `resumed_at`) and names the route it should take; `len` is the file's length now.
+    /// A different route than the last one applies from `len` on, as any change does
+    /// (see [`RecordStream::set_route`]). A file resumed past its start without a history
+    /// was read by a version without routes: its records went to the target's own
+    /// prefix.
+    pub fn resume_route(
+        &mut self,
+        history: Routes,
+        wanted: Arc<str>,
+        (resumed_at, len): (u64, u64),
+    ) {
+        let history = if history.is_empty() && resumed_at > 0 {
+            history.then(0, self.docs.enc.name().into())
+        } else {
+            history
+        };
         let r = &mut self.docs.route;
         self.docs.ctx.heads = self.docs.enc.heads(&history);
         r.history = history;
         r.wanted = Some(wanted);
         r.from = len;
         r.unsettled = true;
+    }
+
+    /// The file's id and route history (for a copy of it, after a truncation).
+    pub fn route_history(&self) -> (FileId, Routes) {
+        (self.docs.ctx.id, self.docs.route.history.clone())
     }
 
     /// Names the route the file's selection wants now; `len` is the file's length.
@@ -1017,7 +1035,7 @@ mod tests {
         let line = |ms| docker("stdout", ms, "hello");
         let day = "2024.07.08";
         let mut s = stream(multiline::Mode::Off);
-        s.resume_route(Routes::default(), "pending".into(), 0);
+        s.resume_route(Routes::default(), "pending".into(), (0, 0));
         // The selection changes before any record: nothing was decided yet.
         s.set_route("shop".into(), 0);
         let one = line(1);
@@ -1041,7 +1059,7 @@ mod tests {
         // A restart resumes the history: a replay of the same offsets goes where the
         // first read sent them, whatever the selection says now.
         let mut r = stream(multiline::Mode::Off);
-        r.resume_route(history.clone(), "other".into(), 900);
+        r.resume_route(history.clone(), "other".into(), (0, 900));
         let (idx, reported) = indices(&mut r, one.len() as u64, &two);
         assert_eq!(idx, [format!("shop-{day}")]);
         assert_eq!(reported[0].as_slice().last().unwrap().from, 900);
@@ -1052,10 +1070,22 @@ mod tests {
 
         // Resumed with the route it already has: nothing new to persist.
         let mut same = stream(multiline::Mode::Off);
-        same.resume_route(history, "team".into(), 900);
+        same.resume_route(history, "team".into(), (0, 900));
         let (idx, reported) = indices(&mut same, 900, &line(5));
         assert_eq!(idx, [format!("team-{day}")]);
         assert!(reported.is_empty());
+
+        // A checkpoint from before routes (resumed mid-file, no history): what was sent
+        // went to the target's own prefix (`t`); a new route applies past the length.
+        let mut old = stream(multiline::Mode::Off);
+        old.resume_route(Routes::default(), "team".into(), (10, 900));
+        let (idx, reported) = indices(&mut old, 10, &line(6));
+        assert_eq!(idx, [format!("t-{day}")]);
+        let h = reported[0].as_slice();
+        assert_eq!(
+            (h[0].from, &*h[0].name, h[1].from, &*h[1].name),
+            (0, "t", 900, "team")
+        );
     }
 
     #[test]

@@ -271,12 +271,19 @@ impl TemplatePatterns {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// New patterns (a no-op when they are the same); returns the generation to wait
-    /// for.
-    pub fn set(&self, patterns: Vec<String>) -> u64 {
+    /// Adds patterns (a no-op when there is nothing new); returns the generation to
+    /// wait for. Patterns are never taken away while the agent runs: files keep the
+    /// routes they had for the records before a change.
+    pub fn add(&self, patterns: Vec<String>) -> u64 {
         let mut st = self.lock();
-        if st.patterns != patterns && self.enabled {
-            st.patterns = patterns;
+        let before = st.patterns.len();
+        for p in patterns {
+            if !st.patterns.contains(&p) {
+                st.patterns.push(p);
+            }
+        }
+        if st.patterns.len() != before && self.enabled {
+            st.patterns.sort();
             st.wanted += 1;
             self.changed.notify_one();
         }
