@@ -971,18 +971,24 @@ pub fn index_route(data: &[u8]) {
         assert!(covered, "{name:?} outside {patterns:?}");
         let index = format!("{name}-2024.07.08");
         let format = crate::index::DateFormat::default();
-        let owners = [
-            crate::retention::Prefix::parse(&patterns[0], 1),
-            crate::retention::Prefix::parse("logstash", 1),
-        ];
-        if let [Ok(p), Ok(other)] = owners {
-            let both = [p.clone(), other.clone()];
-            let by = crate::retention::owner(&index, &both, &format).map(|(o, _)| o.clone());
-            assert!(
-                by == Some(p.clone()) || (by == Some(other) && *name == "logstash"),
-                "{index:?} owned by {by:?}, not {p:?}"
-            );
-        }
+        let prefix = |text: &str| {
+            let (text, pattern) = match text.strip_suffix('*') {
+                Some(t) => (t, true),
+                None => (text, false),
+            };
+            crate::retention::Prefix {
+                text: text.to_owned(),
+                pattern,
+                keep_days: 1,
+            }
+        };
+        let (p, other) = (prefix(&patterns[0]), prefix("logstash"));
+        let both = [p.clone(), other.clone()];
+        let by = crate::retention::owner(&index, &both, &format).map(|(o, _)| o.clone());
+        assert!(
+            by == Some(p.clone()) || (by == Some(other) && *name == "logstash"),
+            "{index:?} owned by {by:?}, not {p:?}"
+        );
     }
     if let Some(v) = value(0) {
         if let Some(name) = route::accept(v, &patterns, true) {
