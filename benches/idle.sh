@@ -33,7 +33,7 @@ PY
 coproc SINK { exec python3 "$REPO/benches/sink.py" --port 0; }
 read -r line <&"${SINK[0]}"
 PORT=$(python3 -c "import json,sys;print(json.loads(sys.argv[1])['port'])" "$line")
-"$SHIPPER" --docker-root "$WORK/containers" --pods-root "$WORK/no-pods" --no-kubernetes \
+env -u SHIPPER_BIN "$SHIPPER" --docker-root "$WORK/containers" --pods-root "$WORK/no-pods" --no-kubernetes \
   --data-dir "$WORK/data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/shipper.stderr" &
 PID=$!
 trap 'kill $PID $SINK_PID 2>/dev/null || true' EXIT

@@ -29,7 +29,7 @@ for c in range(n):
     with open(os.path.join(root, cid, f"{cid}-json.log"), "w") as f:
         f.write(json.dumps({"log": f"warm-up {c}\n", "stream": "stdout", "time": "2024-07-08T03:42:57.000000000Z"}) + "\n")
 PY
-"$SHIPPER" --docker-root "$WORK/containers" --pods-root "$WORK/no-pods" --no-kubernetes \
+env -u SHIPPER_BIN "$SHIPPER" --docker-root "$WORK/containers" --pods-root "$WORK/no-pods" --no-kubernetes \
   --data-dir "$WORK/data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/shipper.stderr" &
 PID=$!
 trap 'kill $PID $SINK_PID 2>/dev/null || true' EXIT
