@@ -125,10 +125,7 @@ pub fn agent(cfg: &Config, source: crate::reload::Source) -> anyhow::Result<Arc<
         reload_tx,
         (credentials, shipper.patterns.clone()),
         stats.clone(),
-        {
-            let stop = stop.clone();
-            move || stop.is_set()
-        },
+        stop.wake_on_stop(),
     )?;
     runtime.spawn(shutdown::signals(stop.clone(), reloader.trigger.clone()));
     let max_bytes = b.max_bytes as f64;
@@ -214,6 +211,7 @@ fn spawn_workers(
         rescan_every: Duration::from_millis(cfg.input.rescan_interval_ms),
         wedge: Wedge::from_env()?,
         reloads: Some(reloads),
+        stopped: Some(stop.wake_on_stop()),
     };
     let (st, sp) = (stats.clone(), stop.clone());
     let reader = shutdown::spawn_worker(

@@ -75,6 +75,8 @@ pub struct Seal {
     pub routes: Vec<(FileId, Routes)>,
     /// Newest record timestamp in the batch (Unix milliseconds), for the lag metric.
     pub newest_ms: u64,
+    /// Oldest record timestamp in the batch (Unix milliseconds), for the latency one.
+    pub oldest_ms: u64,
 }
 
 /// The batch being built: NDJSON compressed as it arrives (into an output buffer reused
@@ -179,7 +181,14 @@ impl Appender {
         stop: &AtomicBool,
     ) -> anyhow::Result<Writer> {
         loop {
-            let received = rx.recv_timeout(CHECKPOINT_EVERY);
+            // Unsaved checkpoints are written within CHECKPOINT_EVERY; with none, there
+            // is nothing to do until the reader hands something over.
+            let received = if self.cps.is_dirty() {
+                rx.recv_timeout(CHECKPOINT_EVERY)
+            } else {
+                self.stats.live.park(Worker::Appender);
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
             self.stats.live.beat(Worker::Appender);
             match received {
                 Ok(Handoff::Chunk(chunk)) => {
@@ -258,7 +267,7 @@ impl Appender {
                     return Ok(false);
                 }
             }
-            self.writer.set_newest_record_ms(seal.newest_ms);
+            self.writer.set_record_span(seal.oldest_ms, seal.newest_ms);
             self.writer.append_parts(&parts, records, compress)?;
             Stats::add(&self.stats.batches, 1);
         }

@@ -9,7 +9,11 @@
 //! ([`crate::appender::Chunk`]), so a whole batch of NDJSON is never held in memory; it
 //! ends with a [`crate::appender::Seal`] carrying its document count and the positions it
 //! makes safe. It is cut when it reaches `bytes` or `docs`, or when its first document
-//! is `linger` old. Time is passed in, so the policy is tested without sleeping.
+//! is `linger` old, or only `quick` old when the pipeline is idle: the reader has caught
+//! up and everything handed over before is acknowledged. So a line written after a quiet
+//! spell goes out in tens of milliseconds, and under load (the reader behind, or
+//! requests in flight) batches fill as before. Time is passed in, so the policy is
+//! tested without sleeping.
 
 use crate::appender::{Chunk, Seal};
 use crate::checkpoint::Position;
@@ -21,6 +25,10 @@ use std::time::{Duration, Instant};
 /// hand-off costs nothing, small enough that a few in flight are little memory.
 pub const CHUNK_BYTES: usize = 256 << 10;
 
+/// How old a batch gets, at least, when the pipeline is idle: time for the lines written
+/// together (a burst over several files, a group's next line) to go in one request.
+pub const QUICK: Duration = Duration::from_millis(10);
+
 /// When a batch is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -30,6 +38,8 @@ pub struct Limits {
     pub docs: u64,
     /// Age of its first document.
     pub linger: Duration,
+    /// Age of its first document when the pipeline is idle.
+    pub quick: Duration,
     /// Size of the chunks the batch is handed over in.
     pub chunk_bytes: usize,
 }
@@ -42,6 +52,7 @@ impl Limits {
             bytes,
             docs: es.batch_docs,
             linger: Duration::from_millis(es.linger_ms),
+            quick: QUICK.min(Duration::from_millis(es.linger_ms)),
             chunk_bytes: CHUNK_BYTES.min(bytes),
         }
     }
@@ -54,27 +65,34 @@ pub struct Batch {
     bytes: usize,
     /// Documents handed over.
     docs: u64,
-    /// Newest record timestamp (Unix milliseconds), for `shipper_lag_seconds`.
+    /// Newest and oldest record timestamps (Unix milliseconds; 0: none), for
+    /// `shipper_lag_seconds` and `shipper_delivery_latency_seconds`.
     newest_ms: u64,
+    oldest_ms: u64,
     /// When its first document was read.
     started: Option<Instant>,
 }
 
 impl Batch {
     /// Notes that documents were read at `now` (and are waiting in the current chunk).
-    pub fn touch(&mut self, now: Instant, newest_ms: u64) {
+    pub fn touch(&mut self, now: Instant, (oldest_ms, newest_ms): (u64, u64)) {
         self.started.get_or_insert(now);
         self.newest_ms = self.newest_ms.max(newest_ms);
+        self.oldest_ms = crate::timestamp::oldest_ms(self.oldest_ms, oldest_ms);
     }
 
     /// Whether the batch is due: it is full with `pending` more bytes and `pending_docs`
-    /// more documents, or old enough.
-    pub fn due(&self, limits: &Limits, pending: usize, pending_docs: u64, now: Instant) -> bool {
+    /// more documents, or old enough (see [`Batch::linger_left`]).
+    pub fn due(
+        &self,
+        limits: &Limits,
+        (pending, pending_docs): (usize, u64),
+        now: Instant,
+        idle: bool,
+    ) -> bool {
         self.bytes + pending >= limits.bytes
             || self.docs + pending_docs >= limits.docs
-            || self
-                .started
-                .is_some_and(|t| now.duration_since(t) >= limits.linger)
+            || self.linger_left(limits, now, idle) == Some(Duration::ZERO)
     }
 
     /// How much more the batch may read before it is full.
@@ -84,10 +102,13 @@ impl Batch {
             .min(limits.bytes.saturating_sub(self.bytes).max(1))
     }
 
-    /// How long until the batch is due by age (`None`: nothing in it yet).
-    pub fn linger_left(&self, limits: &Limits, now: Instant) -> Option<Duration> {
+    /// How long until the batch is due by age (`None`: nothing in it yet): `linger`
+    /// after its first document, or `quick` when `idle` (the reader caught up, and
+    /// nothing handed over before waits for Elasticsearch).
+    pub fn linger_left(&self, limits: &Limits, now: Instant, idle: bool) -> Option<Duration> {
+        let linger = if idle { limits.quick } else { limits.linger };
         self.started
-            .map(|t| limits.linger.saturating_sub(now.duration_since(t)))
+            .map(|t| linger.saturating_sub(now.duration_since(t)))
     }
 
     /// A chunk of `docs` documents, handed over.
@@ -116,6 +137,7 @@ impl Batch {
             closed,
             routes,
             newest_ms: b.newest_ms,
+            oldest_ms: b.oldest_ms,
         }
     }
 }
@@ -129,6 +151,7 @@ mod tests {
             bytes: 1000,
             docs: 10,
             linger: Duration::from_millis(500),
+            quick: Duration::from_millis(10),
             chunk_bytes: 300,
         }
     }
@@ -137,18 +160,40 @@ mod tests {
     fn due_by_bytes_docs_or_age() {
         let l = limits();
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
         let mut b = Batch::default();
-        assert!(!b.due(&l, 0, 0, t0));
-        assert_eq!(b.linger_left(&l, t0), None);
-        b.touch(t0, 7);
-        assert!(!b.due(&l, 999, 9, t0 + Duration::from_millis(499)));
-        assert!(b.due(&l, 1000, 0, t0));
-        assert!(b.due(&l, 0, 10, t0));
-        assert!(b.due(&l, 0, 0, t0 + Duration::from_millis(500)));
-        assert_eq!(
-            b.linger_left(&l, t0 + Duration::from_millis(200)),
-            Some(Duration::from_millis(300))
+        assert!(!b.due(&l, (0, 0), t0, false));
+        assert_eq!(b.linger_left(&l, t0, false), None);
+        b.touch(t0, (7, 7));
+        assert!(!b.due(&l, (999, 9), t0 + ms(499), false));
+        assert!(b.due(&l, (1000, 0), t0, false));
+        assert!(b.due(&l, (0, 10), t0, false));
+        assert!(b.due(&l, (0, 0), t0 + ms(500), false));
+        assert_eq!(b.linger_left(&l, t0 + ms(200), false), Some(ms(300)));
+    }
+
+    /// Quiet: a batch goes out `quick` after its first line once the reader has caught
+    /// up. Busy (the reader behind, or requests in flight): it fills, or waits `linger`.
+    #[test]
+    fn an_idle_pipeline_sends_at_once_a_busy_one_fills_its_batches() {
+        let l = limits();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = Batch::default();
+        b.touch(t0, (1, 1));
+        assert!(
+            !b.due(&l, (10, 1), t0 + ms(9), true),
+            "a burst gets its 10 ms"
         );
+        assert_eq!(b.linger_left(&l, t0 + ms(4), true), Some(ms(6)));
+        assert!(b.due(&l, (10, 1), t0 + ms(10), true));
+        assert!(
+            !b.due(&l, (10, 1), t0 + ms(10), false),
+            "busy: no early cut"
+        );
+        assert!(!b.due(&l, (900, 9), t0 + ms(499), false));
+        assert!(b.due(&l, (1000, 9), t0 + ms(11), false), "full");
+        assert!(b.due(&l, (10, 1), t0 + ms(500), false), "linger");
     }
 
     #[test]
@@ -157,15 +202,15 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batch::default();
         assert_eq!(b.room(&l), 300);
-        b.touch(t0, 5);
+        b.touch(t0, (5, 5));
         let c = b.chunk(vec![b'x'; 800], 4);
         assert_eq!((c.docs, c.ndjson.len()), (4, 800));
         assert_eq!(b.room(&l), 200, "the rest of the batch, under a chunk");
-        b.touch(t0, 9);
+        b.touch(t0, (9, 9));
         b.chunk(vec![b'y'; 10], 2);
         let s = b.seal(Vec::new(), Vec::new(), Vec::new());
-        assert_eq!((s.docs, s.newest_ms), (6, 9));
+        assert_eq!((s.docs, s.oldest_ms, s.newest_ms), (6, 5, 9));
         assert!(b.is_empty());
-        assert_eq!(b.linger_left(&l, t0), None);
+        assert_eq!(b.linger_left(&l, t0, false), None);
     }
 }

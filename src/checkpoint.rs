@@ -190,6 +190,11 @@ impl Checkpoints {
         self.dirty |= self.map.len() != before;
     }
 
+    /// Whether the table changed since it was last encoded or saved.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty && self.path.is_some()
+    }
+
     /// The table encoded for its file, if it changed since the last call (to be written
     /// by a [`Saver`]). A table that is never written returns `None`.
     pub fn take_changes(&mut self) -> Option<Vec<u8>> {

@@ -403,7 +403,8 @@ pub struct Elasticsearch {
     pub batch_bytes: u64,
     /// ...or this many documents...
     pub batch_docs: u64,
-    /// ...or its first record is this old (milliseconds).
+    /// ...or its first record is this old (milliseconds); 10 ms when the pipeline is
+    /// idle (see [`crate::batch`]).
     pub linger_ms: u64,
     /// Bulk requests in flight at most.
     pub max_concurrency: u64,

@@ -40,6 +40,7 @@
 //! - [`state_file`]: the format and atomic writes of the small state files.
 //! - [`metrics`]: the counters, heartbeats and their Prometheus rendering.
 //! - [`logging`]: the agent's own logs.
+//! - [`memory`]: allocator settings, and memory given back when idle.
 
 mod app;
 mod cli;
@@ -67,6 +68,7 @@ mod checkpoint;
 mod ids;
 mod index;
 mod logging;
+pub mod memory;
 mod metrics;
 mod state_file;
 mod status;

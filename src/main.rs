@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    shipper::memory::limit_arenas();
     let args = Args::parse();
     init_logging(&args);
     match run(args) {
@@ -76,24 +76,6 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         // `shipper --dry-run | head` closing the pipe is not an error.
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e),
-    }
-}
-
-/// glibc gives each thread that allocates its own heap arena (up to 8 per core), and
-/// the agent's batches are allocated on several threads (reader, buffer writer, the
-/// runtime's workers and blocking pool): freed batch memory then sits in many arenas
-/// at once. Two arenas keep the resident set nearer what is live (measured on the
-/// shipping benchmark with compression off: 55-59 MiB peak with glibc's default,
-/// 43-50 MiB with two) at no measurable CPU cost. `MALLOC_ARENA_MAX` in the environment
-/// still wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: called first thing in `main`, before any other thread exists;
-        // mallopt only adjusts allocator parameters.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
     }
 }
 

@@ -175,6 +175,8 @@ counters! {
         caught_up: std::sync::atomic::AtomicBool,
         /// Duration of bulk requests.
         bulk_duration: LatencyHistogram,
+        /// Acknowledgement time minus each record's timestamp.
+        delivery_latency: LatencyHistogram,
         /// The last reload was refused (gauge, rendered as success 0/1).
         config_reload_failed: std::sync::atomic::AtomicBool,
         /// Open files whose container is held back by its rate limit (gauge).
@@ -270,10 +272,17 @@ impl Stats {
 
     /// Records that a batch whose newest record is `newest_record_ms` (unix) was fully
     /// acknowledged now.
-    pub fn acknowledged(&self, newest_record_ms: u64) {
-        if newest_record_ms > 0 {
-            let lag = unix_ms().saturating_sub(newest_record_ms);
-            self.lag_ms.store(lag, Ordering::Relaxed);
+    /// A frame of `records` records written between `oldest_ms` and `newest_ms` (their
+    /// timestamps; 0: unknown) was acknowledged.
+    pub fn acknowledged(&self, records: u32, (oldest_ms, newest_ms): (u64, u64)) {
+        if newest_ms > 0 {
+            let now = unix_ms();
+            self.lag_ms
+                .store(now.saturating_sub(newest_ms), Ordering::Relaxed);
+            let ms = |t: u64| Duration::from_millis(now.saturating_sub(t));
+            let oldest = if oldest_ms > 0 { oldest_ms } else { newest_ms };
+            self.delivery_latency
+                .observe_spread(ms(newest_ms), ms(oldest), u64::from(records));
         }
     }
 }
@@ -377,6 +386,38 @@ impl LatencyHistogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observes `n` values spread evenly between `lo` and `hi` (the records of one
+    /// frame, whose own times are not kept: only the frame's oldest and newest), each
+    /// bucket taking its share of the span.
+    pub fn observe_spread(&self, lo: Duration, hi: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let (lo, hi) = (lo.as_secs_f64(), hi.as_secs_f64().max(lo.as_secs_f64()));
+        let mut given = 0;
+        let mut below = 0.0;
+        for (i, &bound) in LATENCY_BUCKETS.iter().enumerate() {
+            // The fraction of [lo, hi] at or below `bound` (all of it for a point).
+            let upto = if hi > lo {
+                ((bound - lo) / (hi - lo)).clamp(0.0, 1.0)
+            } else if lo <= bound {
+                1.0
+            } else {
+                0.0
+            };
+            let share = ((upto - below) * n as f64).round() as u64;
+            let share = share.min(n - given);
+            self.buckets[i].fetch_add(share, Ordering::Relaxed);
+            given += share;
+            below = upto;
+        }
+        self.buckets[LATENCY_BUCKETS.len()].fetch_add(n - given, Ordering::Relaxed);
+        let mean_micros = (lo + hi) / 2.0 * 1e6 * n as f64;
+        self.sum_micros
+            .fetch_add(mean_micros as u64, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -446,11 +487,14 @@ impl Worker {
 
 // 0: not started (the default).
 const RUNNING: u8 = 1;
+/// A heartbeat that says "waiting for an event" (see [`Liveness::park`]).
+const PARKED: u64 = u64::MAX;
 const EXITED: u8 = 2;
 
-/// Heartbeats: each worker beats at least every second or so, including while it waits
-/// (for room in the buffer, for Elasticsearch, for file events), so a stale heartbeat
-/// means a worker is stuck, never that Elasticsearch or the API server is down.
+/// Heartbeats: each worker beats at least every second or so while it works or waits on
+/// something that should end (room in the buffer, Elasticsearch), so a stale heartbeat
+/// means a worker is stuck, never that Elasticsearch or the API server is down. A worker
+/// that waits for an event with nothing to do parks instead ([`Liveness::park`]).
 #[derive(Debug)]
 pub struct Liveness {
     epoch: Instant,
@@ -506,6 +550,13 @@ impl Liveness {
         self.beats[w as usize].store(self.now(), Ordering::Relaxed);
     }
 
+    /// The worker waits for something outside it (a file event, a hand-off, a signal)
+    /// with nothing to do until then: healthy however long that takes. Its next beat
+    /// ends the wait. So an idle agent need not wake up just to say it is alive.
+    pub fn park(&self, w: Worker) {
+        self.beats[w as usize].store(PARKED, Ordering::Relaxed);
+    }
+
     /// The worker ended (normally at shutdown, or because it failed).
     pub fn exited(&self, w: Worker) {
         self.state[w as usize].store(EXITED, Ordering::Release);
@@ -524,9 +575,11 @@ impl Liveness {
         for w in Worker::ALL {
             match self.state[w as usize].load(Ordering::Acquire) {
                 RUNNING if w.must_beat() => {
-                    let age = Duration::from_millis(
-                        now.saturating_sub(self.beats[w as usize].load(Ordering::Relaxed)),
-                    );
+                    let beat = self.beats[w as usize].load(Ordering::Relaxed);
+                    if beat == PARKED {
+                        continue;
+                    }
+                    let age = Duration::from_millis(now.saturating_sub(beat));
                     if age > timeout {
                         bad.push(Unhealthy::Stale(w, age));
                     }
@@ -751,6 +804,11 @@ const HISTOGRAM: (&str, &str) = (
     "Duration of bulk requests, from sending to the whole answer read (failed ones included).",
 );
 
+const DELIVERY_HISTOGRAM: (&str, &str) = (
+    "shipper_delivery_latency_seconds",
+    "Acknowledgement by Elasticsearch minus the record's timestamp, per record (the records of one request are taken as spread evenly between its oldest and newest).",
+);
+
 /// Renders [`Stats`] as metric families at scrape time.
 struct StatsCollector {
     stats: Arc<Stats>,
@@ -786,12 +844,14 @@ impl StatsCollector {
                 Default::default(),
             )?);
         }
-        descs.push(Desc::new(
-            HISTOGRAM.0.into(),
-            HISTOGRAM.1.into(),
-            vec![],
-            Default::default(),
-        )?);
+        for (name, help) in [HISTOGRAM, DELIVERY_HISTOGRAM] {
+            descs.push(Desc::new(
+                name.into(),
+                help.into(),
+                vec![],
+                Default::default(),
+            )?);
+        }
         Ok(StatsCollector {
             stats,
             labelled,
@@ -860,14 +920,14 @@ impl Collector for StatsCollector {
                 .collect();
             out.push(family(name, help, MetricType::COUNTER, metrics));
         }
-        let mut m = proto::Metric::default();
-        m.set_histogram(s.bulk_duration.to_proto());
-        out.push(family(
-            HISTOGRAM.0,
-            HISTOGRAM.1,
-            MetricType::HISTOGRAM,
-            vec![m],
-        ));
+        for ((name, help), h) in [
+            (HISTOGRAM, &s.bulk_duration),
+            (DELIVERY_HISTOGRAM, &s.delivery_latency),
+        ] {
+            let mut m = proto::Metric::default();
+            m.set_histogram(h.to_proto());
+            out.push(family(name, help, MetricType::HISTOGRAM, vec![m]));
+        }
         out
     }
 }
@@ -970,14 +1030,49 @@ mod tests {
     #[test]
     fn lag_is_measured_at_acknowledgement() {
         let stats = Stats::default();
-        stats.acknowledged(0);
+        stats.acknowledged(5, (0, 0));
         assert_eq!(
             Stats::get(&stats.lag_ms),
             0,
             "unknown timestamps leave it alone"
         );
-        stats.acknowledged(unix_ms() - 90_000);
+        stats.acknowledged(4, (unix_ms() - 95_000, unix_ms() - 90_000));
         let lag = Stats::get(&stats.lag_ms);
         assert!((90_000..100_000).contains(&lag), "{lag}");
+        assert_eq!(
+            stats.delivery_latency.count(),
+            4,
+            "every record of the frame"
+        );
+    }
+
+    #[test]
+    fn a_frames_records_are_spread_over_its_span() {
+        let h = LatencyHistogram::default();
+        // 100 records written between 20 ms and 120 ms before their acknowledgement.
+        h.observe_spread(Duration::from_millis(20), Duration::from_millis(120), 100);
+        let p = h.to_proto();
+        let at = |bound: f64| {
+            p.get_bucket()
+                .iter()
+                .find(|b| b.upper_bound() == bound)
+                .unwrap()
+                .cumulative_count()
+        };
+        assert_eq!(at(0.01), 0);
+        assert_eq!(at(0.025), 5, "5 ms of the 100 ms span");
+        assert_eq!(at(0.05), 30);
+        assert_eq!(at(0.1), 80);
+        assert_eq!(at(0.25), 100);
+        assert_eq!(p.get_sample_count(), 100);
+        assert!((p.get_sample_sum() - 7.0).abs() < 1e-6, "mean 70 ms");
+        // One record, or a span of one instant: one bucket.
+        let h = LatencyHistogram::default();
+        h.observe_spread(Duration::from_millis(30), Duration::from_millis(30), 3);
+        h.observe_spread(Duration::from_secs(90), Duration::from_secs(100), 1);
+        let p = h.to_proto();
+        assert_eq!(p.get_bucket()[3].cumulative_count(), 3, "le 0.05");
+        assert_eq!(p.get_sample_count(), 4, "one above every bound");
+        assert_eq!(p.get_bucket().last().unwrap().cumulative_count(), 3);
     }
 }

@@ -59,14 +59,15 @@ pub struct Reloader {
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
-/// Starts watching; reloads run on their own thread until `stop` is set.
+/// Starts watching; reloads run on their own thread until `stopped` disconnects (see
+/// [`crate::shutdown::Stop::wake_on_stop`]).
 pub fn start(
     source: Source,
     current: Config,
     reader: Sender<ReaderSettings>,
     (credentials, patterns): (Arc<Credentials>, Arc<TemplatePatterns>),
     stats: Arc<Stats>,
-    stopping: impl Fn() -> bool + Send + 'static,
+    stopped: Receiver<()>,
 ) -> anyhow::Result<Reloader> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let watcher = watch(&source, &current, tx.clone());
@@ -80,7 +81,7 @@ pub fn start(
     };
     std::thread::Builder::new()
         .name("shipper-reload".into())
-        .spawn(move || state.run(&rx, &stopping))?;
+        .spawn(move || state.run(&rx, &stopped))?;
     Ok(Reloader {
         trigger: tx,
         _watcher: watcher,
@@ -147,10 +148,15 @@ const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_millis(50);
 
 impl State {
-    fn run(mut self, rx: &Receiver<Trigger>, stopping: &dyn Fn() -> bool) {
-        while !stopping() {
-            let Ok(first) = rx.recv_timeout(Duration::from_millis(500)) else {
-                continue;
+    /// Waits for triggers (nothing else wakes it) until the agent stops.
+    fn run(mut self, rx: &Receiver<Trigger>, stopped: &Receiver<()>) {
+        loop {
+            let first = crossbeam_channel::select! {
+                recv(rx) -> t => match t {
+                    Ok(t) => t,
+                    Err(_) => return,
+                },
+                recv(stopped) -> _ => return,
             };
             let mut signal = first == Trigger::Signal;
             while let Ok(t) = rx.recv_timeout(SETTLE) {

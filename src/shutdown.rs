@@ -20,14 +20,32 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// The agent's stop: requested by a signal, or by a worker that failed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stop {
     /// Set once stopping began: every loop checks it.
     flag: AtomicBool,
     /// Wakes whoever waits for the stop.
     notify: tokio::sync::Notify,
+    /// Wakes the threads that sleep until an event (the reader): the sender is dropped
+    /// on the stop, which disconnects the receiver.
+    wake: (
+        Mutex<Option<crossbeam_channel::Sender<()>>>,
+        crossbeam_channel::Receiver<()>,
+    ),
     /// Why a worker failed, if one did.
     failure: Mutex<Option<String>>,
+}
+
+impl Default for Stop {
+    fn default() -> Stop {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        Stop {
+            flag: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+            wake: (Mutex::new(Some(tx)), rx),
+            failure: Mutex::new(None),
+        }
+    }
 }
 
 impl Stop {
@@ -40,6 +58,14 @@ impl Stop {
         self.flag.store(true, Ordering::Relaxed);
         self.notify.notify_waiters();
         self.notify.notify_one();
+        // Dropping the sender disconnects every receiver: a select on it returns.
+        self.wake.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// A channel that disconnects when the stop is requested, for a thread that sleeps
+    /// until an event to wait on too (it never carries a message).
+    pub fn wake_on_stop(&self) -> crossbeam_channel::Receiver<()> {
+        self.wake.1.clone()
     }
 
     /// A worker failed: stop, and remember why (the first reason wins).

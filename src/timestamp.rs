@@ -270,6 +270,14 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
+/// The older of two Unix millisecond timestamps, where 0 is none.
+pub fn oldest_ms(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

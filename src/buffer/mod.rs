@@ -74,9 +74,11 @@ struct FrameMeta {
     /// Unix milliseconds of the append (for recovered frames: their segment's mtime).
     /// Kept in memory only, for `shipper_buffer_oldest_record_age_seconds`.
     appended_ms: u64,
-    /// Newest record timestamp in the frame (unix milliseconds, 0 if unknown, as for
-    /// recovered frames). In memory only, for `shipper_lag_seconds`.
+    /// Newest and oldest record timestamps in the frame (unix milliseconds, 0 if
+    /// unknown, as for recovered frames). In memory only, for `shipper_lag_seconds` and
+    /// `shipper_delivery_latency_seconds`.
     newest_record_ms: u64,
+    oldest_record_ms: u64,
 }
 
 #[derive(Debug)]
@@ -127,8 +129,9 @@ pub struct Writer {
     file: File,
     seq: u64,
     len: u64,
-    /// Newest record timestamp of the next frame (see [`Writer::set_newest_record_ms`]).
-    newest_record_ms: u64,
+    /// Oldest and newest record timestamps of the next frame (see
+    /// [`Writer::set_record_span`]).
+    record_span: (u64, u64),
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -198,6 +201,7 @@ pub fn open(
                 acked: false,
                 appended_ms: mtime_ms,
                 newest_record_ms: 0,
+                oldest_record_ms: 0,
             })
             .collect();
         let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
@@ -242,7 +246,7 @@ pub fn open(
         file,
         seq,
         len: 0,
-        newest_record_ms: 0,
+        record_span: (0, 0),
     };
     Ok((Buffer { shared }, writer))
 }
@@ -321,10 +325,11 @@ impl Writer {
         }
     }
 
-    /// The newest record timestamp (unix milliseconds) of the next frame appended: when
-    /// that frame is acknowledged, `shipper_lag_seconds` is measured from it.
-    pub fn set_newest_record_ms(&mut self, ms: u64) {
-        self.newest_record_ms = ms;
+    /// The oldest and newest record timestamps (unix milliseconds) of the next frame
+    /// appended: when that frame is acknowledged, `shipper_lag_seconds` is measured from
+    /// the newest, `shipper_delivery_latency_seconds` over the span.
+    pub fn set_record_span(&mut self, oldest_ms: u64, newest_ms: u64) {
+        self.record_span = (oldest_ms, newest_ms);
     }
 
     /// Appends one batch. Returns once it is written (and synced, per the policy).
@@ -381,7 +386,8 @@ impl Writer {
                     records,
                     acked: false,
                     appended_ms: crate::metrics::unix_ms(),
-                    newest_record_ms: std::mem::take(&mut self.newest_record_ms),
+                    oldest_record_ms: self.record_span.0,
+                    newest_record_ms: std::mem::take(&mut self.record_span).1,
                 });
                 seg.bytes += len;
                 seg.frames.len() - 1
@@ -541,7 +547,9 @@ impl Buffer {
             return;
         }
         m.acked = true;
-        self.shared.stats.acknowledged(m.newest_record_ms);
+        self.shared
+            .stats
+            .acknowledged(m.records, (m.oldest_record_ms, m.newest_record_ms));
         let records = u64::from(m.records);
         seg.acked += 1;
         s.records -= records;

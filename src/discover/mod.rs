@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 /// The directories to scan.
 #[derive(Debug, Clone)]
@@ -203,7 +202,7 @@ fn docker_target(path: &Path) -> Option<(String, PathBuf)> {
 /// Wakes the read loop when something changes under a root. Holds the watcher alive.
 pub struct Waker {
     _watcher: Option<notify::RecommendedWatcher>,
-    pub rx: mpsc::Receiver<()>,
+    pub rx: crossbeam_channel::Receiver<()>,
     pub errors: Vec<String>,
 }
 
@@ -212,7 +211,7 @@ impl Waker {
     /// to the periodic rescan.
     pub fn new(roots: &Roots) -> Waker {
         use notify::Watcher;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let mut errors = Vec::new();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own reads raise access events: waking on them would spin the loop.

@@ -196,14 +196,14 @@ pub async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The watch's own runtime answering is what liveness can know; the API server being
     // unreachable is retried, never a reason to restart the agent.
+    // The task waits on the watches' streams: parked (healthy) while it runs; its
+    // exit is what liveness sees.
     stats.live.start(Worker::Kube);
+    stats.live.park(Worker::Kube);
     let _guard = ExitGuard(stats.clone(), Worker::Kube);
-    let mut beats = tokio::time::interval(Duration::from_secs(1));
-    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = beats.tick() => stats.live.beat(Worker::Kube),
             () = &mut pods => break,
             () = &mut namespaces => break,
             _ = ticks.tick() => {

@@ -1,6 +1,13 @@
 //! The agent's read loop: reads every file round-robin, cuts the documents into batches
 //! ([`crate::batch`]) and hands them to the appender; sleeps on file events when caught
-//! up. A full rescan every `rescan_every` is the source of truth.
+//! up. A full rescan is the source of truth: every `rescan_every` while lines come, and
+//! less often the longer nothing does (up to [`MAX_RESCAN_FACTOR`] times), since only
+//! files written without inotify events (some network or overlay filesystems) depend
+//! on it.
+//!
+//! Caught up, the loop sleeps until something is due: a file event, a batch's linger, a
+//! multiline group's flush gap, a rate-limited file's refill, the next rescan, a reload
+//! or the stop. Nothing wakes it periodically otherwise.
 
 use super::Reader;
 use crate::appender::Handoff;
@@ -72,6 +79,21 @@ impl Wedge {
     }
 }
 
+/// The periodic rescan backs off to this many times `rescan_every` while no line comes.
+pub const MAX_RESCAN_FACTOR: u32 = 8;
+
+/// While documents wait for the requests before them to be acknowledged, the loop looks
+/// this often whether they were (to send the next batch at once, see
+/// [`crate::batch`]).
+const DOWNSTREAM_POLL: Duration = Duration::from_millis(10);
+
+/// Caught up with nothing due for this long, the loop gives memory back (see
+/// [`crate::memory::release_free`]), once per quiet spell.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a file waiting for its pod's metadata is looked at again.
+const METADATA_POLL: Duration = Duration::from_millis(100);
+
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -82,6 +104,8 @@ pub struct LoopSettings {
     pub wedge: Wedge,
     /// Reloaded settings (see `reload`).
     pub reloads: Option<crossbeam_channel::Receiver<super::ReaderSettings>>,
+    /// Disconnects when the agent stops (see [`crate::shutdown::Stop::wake_on_stop`]).
+    pub stopped: Option<crossbeam_channel::Receiver<()>>,
 }
 
 /// Runs until `stop` is set, then seals the last batch and returns.
@@ -105,6 +129,7 @@ pub fn run(
         stop,
         last_scan: Instant::now(),
         rescan_every: settings.rescan_every,
+        backoff: 1,
     };
     reader.start();
     outbox.announce(reader)?;
@@ -112,13 +137,16 @@ pub fn run(
     let mut out: Vec<u8> = new_chunk();
     let mut batch = Batch::default();
     let mut chunk_docs = 0u64;
-    let idle_wait = Duration::from_millis(100).min(limits.linger.max(Duration::from_millis(10)));
+    use crossbeam_channel::never;
+    let mut events = waker.rx.clone();
+    let mut reloads = settings.reloads.clone().unwrap_or_else(never);
+    let stopped = settings.stopped.clone().unwrap_or_else(never);
+    // Memory was given back since the last line read.
+    let mut released = false;
     loop {
         stats.live.beat(Worker::Reader);
-        if let Some(rx) = &settings.reloads {
-            while let Ok(new) = rx.try_recv() {
-                reader.reload(new);
-            }
+        while let Ok(new) = reloads.try_recv() {
+            reader.reload(new);
         }
         let stopping = stop.load(Ordering::Relaxed);
         outbox.rescan_if_due(reader);
@@ -130,11 +158,19 @@ pub fn run(
         outbox.announce(reader)?;
         chunk_docs += polled.counts.docs;
         let now = Instant::now();
+        if polled.bytes > 0 {
+            outbox.backoff = 1;
+            released = false;
+        }
         if !out.is_empty() {
-            batch.touch(now, polled.counts.newest_ms);
+            batch.touch(now, (polled.counts.oldest_ms, polled.counts.newest_ms));
             stats.caught_up.store(false, Ordering::Relaxed);
         }
-        let due = batch.due(&limits, out.len(), chunk_docs, now) || stopping;
+        // Idle: caught up, and nothing handed over before waits for Elasticsearch.
+        let downstream_idle =
+            || handover.tx.is_empty() && stats.buffer_records.load(Ordering::Relaxed) == 0;
+        let idle = polled.bytes == 0 && downstream_idle();
+        let due = batch.due(&limits, (out.len(), chunk_docs), now, idle) || stopping;
         if !out.is_empty() && (out.len() >= limits.chunk_bytes || due) {
             let next = handover.pool.try_recv().unwrap_or_else(|_| new_chunk());
             let ndjson = std::mem::replace(&mut out, next);
@@ -157,17 +193,54 @@ pub fn run(
             stats
                 .caught_up
                 .store(batch.is_empty() && out.is_empty(), Ordering::Relaxed);
-            // Wake for whichever comes first: the batch's linger, a multiline group that
-            // may close by the clock, or the idle period.
-            let wait = [batch.linger_left(&limits, now), reader.next_deadline()]
-                .into_iter()
-                .flatten()
-                .fold(idle_wait, Duration::min);
-            if waker.rx.recv_timeout(wait).is_ok() {
-                // Coalesce a burst of events into one wake-up, and look for new files.
-                while waker.rx.try_recv().is_ok() {}
-                reader.rescan();
-                outbox.last_scan = Instant::now();
+            // Sleep until the first thing due: the batch's linger (soon, if the
+            // requests before it are acknowledged meanwhile), a multiline group that
+            // may close by the clock, a rate-limited file's refill, a file waiting for
+            // its metadata, the next rescan.
+            let now = Instant::now();
+            let idle = downstream_idle();
+            // `Some` when documents wait (handed over or not).
+            let linger = batch.linger_left(&limits, now, idle);
+            let wait = [
+                linger,
+                (linger.is_some() && !idle).then_some(DOWNSTREAM_POLL),
+                reader.next_deadline(),
+                reader.waiting_for_metadata().then_some(METADATA_POLL),
+                Some(outbox.rescan_left()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::ZERO);
+            if linger.is_none() && wait >= RELEASE_AFTER && !released {
+                // Going quiet: the spare chunk buffers and the free heap go back to the
+                // system, so an idle agent holds what it uses.
+                while handover.pool.try_recv().is_ok() {}
+                out = Vec::new();
+                crate::memory::release_free();
+                released = true;
+            }
+            // Nothing to do until an event: healthy however long that takes.
+            stats.live.park(Worker::Reader);
+            crossbeam_channel::select! {
+                recv(events) -> ev => match ev {
+                    Ok(()) => {
+                        // Coalesce a burst of events into one wake-up, and look for new
+                        // files.
+                        while events.try_recv().is_ok() {}
+                        outbox.backoff = 1;
+                        reader.rescan();
+                        outbox.last_scan = Instant::now();
+                    }
+                    // No watcher: the periodic rescan is all there is.
+                    Err(_) => events = never(),
+                },
+                recv(reloads) -> new => match new {
+                    Ok(new) => reader.reload(new),
+                    Err(_) => reloads = never(),
+                },
+                recv(stopped) -> _ => {}
+                default(wait) => {}
             }
         }
     }
@@ -179,13 +252,26 @@ struct Outbox<'a> {
     stop: &'a AtomicBool,
     last_scan: Instant,
     rescan_every: Duration,
+    /// The rescan period's multiple of `rescan_every` (reset when lines come).
+    backoff: u32,
 }
 
 impl Outbox<'_> {
+    /// The current rescan period: `rescan_every`, doubled at each rescan with no line
+    /// read since the one before, up to [`MAX_RESCAN_FACTOR`] times.
+    fn period(&self) -> Duration {
+        self.rescan_every * self.backoff
+    }
+
+    fn rescan_left(&self) -> Duration {
+        self.period().saturating_sub(self.last_scan.elapsed())
+    }
+
     fn rescan_if_due(&mut self, reader: &mut Reader) {
-        if self.last_scan.elapsed() >= self.rescan_every {
+        if self.last_scan.elapsed() >= self.period() {
             reader.rescan();
             self.last_scan = Instant::now();
+            self.backoff = (self.backoff * 2).min(MAX_RESCAN_FACTOR);
         }
     }
 

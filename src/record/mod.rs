@@ -127,6 +127,8 @@ pub struct Counts {
     pub redactions: Tally,
     /// Newest record timestamp (Unix milliseconds; 0 when none).
     pub newest_ms: u64,
+    /// Oldest record timestamp (Unix milliseconds; 0 when none).
+    pub oldest_ms: u64,
 }
 
 impl Counts {
@@ -139,6 +141,7 @@ impl Counts {
         }
         let ms = u64::try_from(time.unix_millis()).unwrap_or(0);
         self.newest_ms = self.newest_ms.max(ms);
+        self.oldest_ms = crate::timestamp::oldest_ms(self.oldest_ms, ms);
     }
 
     /// Adds `other` to `self`.
@@ -160,6 +163,7 @@ impl Counts {
         self.dropped.merge(&other.dropped);
         self.redactions.merge(&other.redactions);
         self.newest_ms = self.newest_ms.max(other.newest_ms);
+        self.oldest_ms = crate::timestamp::oldest_ms(self.oldest_ms, other.oldest_ms);
     }
 }
 

@@ -466,9 +466,11 @@ impl Shipper {
                     if self.buffer.is_drained() {
                         break;
                     }
+                    // The writer wakes this on every frame (a permit is kept if
+                    // nobody waits yet); the timeout is only a safety net.
                     tokio::select! {
                         _ = self.buffer.wait_for_data() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     }
                 }
                 Ok(Err(e)) => {
