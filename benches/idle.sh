@@ -2,8 +2,10 @@
 # Idle cost: the agent with CONTAINERS containers caught up, then IDLE_SECONDS of no new
 # lines. Reports CPU (% of one core), wake-ups/s summed over every thread (voluntary and
 # involuntary context switches of /proc/<pid>/task/*/status: the process's own status
-# counts only its main thread) with the busiest threads, peak and current RSS, and bytes
-# written to disk meanwhile (/proc/<pid>/io write_bytes).
+# counts only its main thread) with the busiest threads, peak and current RSS (split into
+# anonymous memory and file-backed pages, mostly the executable's code as the page cache
+# maps it in, which depends on what is cached), and bytes written to disk meanwhile
+# (/proc/<pid>/io write_bytes).
 #
 #   benches/idle.sh                 # CONTAINERS=100 IDLE_SECONDS=60
 #   SHIPPER_BIN=/path/to/shipper    # measure another build (BUILD=0 skips the release build)
@@ -64,7 +66,8 @@ def sample():
         threads[tid] = (d["Name"].strip(), int(d["voluntary_ctxt_switches"]) + int(d["nonvoluntary_ctxt_switches"]))
     io = dict(l.split(":", 1) for l in open(f"/proc/{pid}/io"))
     status = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status") if ":" in l)
-    return cpu, threads, int(io["write_bytes"]), int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
+    kb = lambda k: int(status[k].split()[0])
+    return cpu, threads, int(io["write_bytes"]), (kb("VmRSS"), kb("RssAnon"), kb("RssFile")), kb("VmHWM")
 c0, t0, w0, _, _ = sample()
 start = time.time()
 time.sleep(secs)
@@ -74,7 +77,8 @@ wake = {tid: (name, n - t0.get(tid, (name, 0))[1]) for tid, (name, n) in t1.item
 total = sum(n for _, n in wake.values())
 busiest = sorted(wake.values(), key=lambda x: -x[1])[:5]
 print(f"idle {el:.0f} s, {len(t1)} threads: CPU {100 * (c1 - c0) / el:.3f} % of a core, "
-      f"{total / el:.1f} wake-ups/s, RSS {rss / 1024:.1f} MiB (peak {hwm / 1024:.1f}), "
+      f"{total / el:.1f} wake-ups/s, RSS {rss[0] / 1024:.1f} MiB (anonymous {rss[1] / 1024:.1f}, "
+      f"file-backed {rss[2] / 1024:.1f}: the executable's pages; peak {hwm / 1024:.1f}), "
       f"{w1 - w0} bytes written")
 print("  busiest threads (wake-ups/s): " + ", ".join(f"{n} {w / el:.1f}" for n, w in busiest))
 PY
