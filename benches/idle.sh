@@ -16,29 +16,10 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$REPO/target/bench-idle}
 CONTAINERS=${CONTAINERS:-100}
 IDLE=${IDLE_SECONDS:-60}
-if [ "${BUILD:-1}" = 1 ] && [ -z "${SHIPPER_BIN:-}" ]; then
-  cargo build --release --quiet --manifest-path "$REPO/Cargo.toml"
-fi
-SHIPPER=${SHIPPER_BIN:-$REPO/target/release/shipper}
-rm -rf "$WORK"; mkdir -p "$WORK/containers" "$WORK/no-pods"
-python3 - "$WORK/containers" "$CONTAINERS" <<'PY'
-import hashlib, json, os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for c in range(n):
-    cid = hashlib.sha256(f"idle-{c}".encode()).hexdigest()
-    os.makedirs(os.path.join(root, cid))
-    with open(os.path.join(root, cid, f"{cid}-json.log"), "w") as f:
-        for i in range(10):
-            f.write(json.dumps({"log": f"container {c} line {i}\n", "stream": "stdout",
-                                "time": f"2024-07-08T03:42:57.{i:09d}Z"}) + "\n")
-PY
-coproc SINK { exec python3 "$REPO/benches/sink.py" --port 0; }
-read -r line <&"${SINK[0]}"
-PORT=$(python3 -c "import json,sys;print(json.loads(sys.argv[1])['port'])" "$line")
-env -u SHIPPER_BIN "$SHIPPER" --docker-root "$WORK/containers" --pods-root "$WORK/no-pods" --no-kubernetes \
-  --data-dir "$WORK/data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/shipper.stderr" &
-PID=$!
-trap 'kill $PID $SINK_PID 2>/dev/null || true' EXIT
+. "$REPO/benches/agent.sh"
+bench_setup
+bench_tree idle "$CONTAINERS" 10
+bench_start
 want=$((CONTAINERS * 10))
 for _ in $(seq 600); do
   docs=$(curl -s "127.0.0.1:$PORT/_stats_sink" | python3 -c 'import json,sys;print(json.load(sys.stdin)["docs"])' 2>/dev/null || echo 0)

@@ -12,27 +12,10 @@ WORK=${WORK:-$REPO/target/bench-latency}
 FILES=${FILES:-10}
 RATE=${RATE:-1000}
 SECS=${SECONDS_EACH:-30}
-if [ "${BUILD:-1}" = 1 ] && [ -z "${SHIPPER_BIN:-}" ]; then
-  cargo build --release --quiet --manifest-path "$REPO/Cargo.toml"
-fi
-SHIPPER=${SHIPPER_BIN:-$REPO/target/release/shipper}
-rm -rf "$WORK"; mkdir -p "$WORK/containers" "$WORK/no-pods"
-coproc SINK { exec python3 "$REPO/benches/sink.py" --port 0; }
-read -r line <&"${SINK[0]}"
-PORT=$(python3 -c "import json,sys;print(json.loads(sys.argv[1])['port'])" "$line")
-python3 - "$WORK/containers" "$FILES" <<'PY'
-import hashlib, json, os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for c in range(n):
-    cid = hashlib.sha256(f"latency-{c}".encode()).hexdigest()
-    os.makedirs(os.path.join(root, cid))
-    with open(os.path.join(root, cid, f"{cid}-json.log"), "w") as f:
-        f.write(json.dumps({"log": f"warm-up {c}\n", "stream": "stdout", "time": "2024-07-08T03:42:57.000000000Z"}) + "\n")
-PY
-env -u SHIPPER_BIN "$SHIPPER" --docker-root "$WORK/containers" --pods-root "$WORK/no-pods" --no-kubernetes \
-  --data-dir "$WORK/data" --es-url "http://127.0.0.1:$PORT" --log-level warn 2> "$WORK/shipper.stderr" &
-PID=$!
-trap 'kill $PID $SINK_PID 2>/dev/null || true' EXIT
+. "$REPO/benches/agent.sh"
+bench_setup
+bench_tree latency "$FILES" 1
+bench_start
 python3 - "$WORK/containers" "$PORT" "$FILES" "$RATE" "$SECS" <<'PY'
 import datetime, glob, json, sys, time, urllib.request
 root, port, files, rate, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])

@@ -395,7 +395,6 @@ impl LatencyHistogram {
         }
         let (lo, hi) = (lo.as_secs_f64(), hi.as_secs_f64().max(lo.as_secs_f64()));
         let mut given = 0;
-        let mut below = 0.0;
         for (i, &bound) in LATENCY_BUCKETS.iter().enumerate() {
             // The fraction of [lo, hi] at or below `bound` (all of it for a point).
             let upto = if hi > lo {
@@ -405,11 +404,12 @@ impl LatencyHistogram {
             } else {
                 0.0
             };
-            let share = ((upto - below) * n as f64).round() as u64;
-            let share = share.min(n - given);
+            // Rounded cumulatively, so the shares add up to `n` by the last bound that
+            // covers the span.
+            let cumulative = ((upto * n as f64).round() as u64).min(n);
+            let share = cumulative.saturating_sub(given);
             self.buckets[i].fetch_add(share, Ordering::Relaxed);
             given += share;
-            below = upto;
         }
         self.buckets[LATENCY_BUCKETS.len()].fetch_add(n - given, Ordering::Relaxed);
         let mean_micros = (lo + hi) / 2.0 * 1e6 * n as f64;
@@ -1070,9 +1070,12 @@ mod tests {
         let h = LatencyHistogram::default();
         h.observe_spread(Duration::from_millis(30), Duration::from_millis(30), 3);
         h.observe_spread(Duration::from_secs(90), Duration::from_secs(100), 1);
+        // Two records over 0-22 ms: both within the 25 ms bound, none lost to +Inf.
+        h.observe_spread(Duration::ZERO, Duration::from_millis(22), 2);
         let p = h.to_proto();
-        assert_eq!(p.get_bucket()[3].cumulative_count(), 3, "le 0.05");
-        assert_eq!(p.get_sample_count(), 4, "one above every bound");
-        assert_eq!(p.get_bucket().last().unwrap().cumulative_count(), 3);
+        assert_eq!(p.get_bucket()[2].cumulative_count(), 2, "le 0.025");
+        assert_eq!(p.get_bucket()[3].cumulative_count(), 5, "le 0.05");
+        assert_eq!(p.get_sample_count(), 6, "one above every bound");
+        assert_eq!(p.get_bucket().last().unwrap().cumulative_count(), 5);
     }
 }

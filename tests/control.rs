@@ -491,19 +491,9 @@ fn a_filter_on_a_parsed_field() {
 
 /// Documents grouped by index: `index → logs`, over every index matching `pattern`.
 fn logs_by_index(url: &str, pattern: &str) -> std::collections::BTreeMap<String, Vec<String>> {
-    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}, "_source": ["log"]});
-    let r: serde_json::Value = http()
-        .post(format!("{url}/{pattern}/_search"))
-        .json(&body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
     let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for h in r["hits"]["hits"].as_array().unwrap() {
-        out.entry(h["_index"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(h["_source"]["log"].as_str().unwrap_or("").to_owned());
+    for (index, log) in es_hits(url, pattern) {
+        out.entry(index).or_default().push(log);
     }
     out
 }

@@ -147,6 +147,18 @@ fn image_of(s: &Stack, kind: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// The retention CronJob's container arguments.
+fn retention_args(s: &Stack) -> Vec<String> {
+    let cron: CronJob = get(s, "CronJob", "shipper-retention");
+    cron.spec
+        .job_template
+        .spec
+        .and_then(|j| j.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.args)
+        .unwrap()
+}
+
 #[test]
 fn stdout_is_every_document_in_apply_order() {
     let o = run(shipper().arg("manifests"));
@@ -493,19 +505,7 @@ fn existing_elasticsearch_skips_elasticsearch_and_kibana() {
     ] {
         assert!(!kinds.contains(gone), "{gone} generated with --es-url");
     }
-    let cron: CronJob = get(&s, "CronJob", "shipper-retention");
-    let args = cron
-        .spec
-        .job_template
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = retention_args(&s);
     assert_eq!(
         args,
         [
@@ -553,20 +553,7 @@ fn retention_cron_job() {
     );
     // Those arguments parse as the subcommand they are meant for.
     let mut argv = vec!["shipper".to_owned()];
-    argv.extend(
-        get::<CronJob>(&s, "CronJob", "shipper-retention")
-            .spec
-            .job_template
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .args
-            .clone()
-            .unwrap(),
-    );
+    argv.extend(retention_args(&s));
     let parsed = <shipper::Args as clap::Parser>::try_parse_from(argv).unwrap();
     assert!(
         matches!(parsed.command, Some(shipper::Command::Retention(ref r)) if r.keep_days == 14 && r.index_prefix == ["k8s"])
@@ -722,19 +709,7 @@ fn es_security_wires_tls_and_credentials_everywhere() {
     );
     assert!(val("ELASTICSEARCH_HOSTS").unwrap().starts_with("https://"));
     // The retention job authenticates too.
-    let cron: CronJob = get(&s, "CronJob", "shipper-retention");
-    let args = cron
-        .spec
-        .job_template
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = retention_args(&s);
     for flag in ["--es-ca-file", "--es-username", "--es-password-file"] {
         assert!(args.iter().any(|a| a == flag), "{args:?}");
     }
@@ -772,19 +747,7 @@ fn a_route_template_is_covered_everywhere() {
         cfg.elasticsearch.index_route.as_deref(),
         Some("logs-{namespace}")
     );
-    let cron: CronJob = get(&s, "CronJob", "shipper-retention");
-    let args = cron
-        .spec
-        .job_template
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = retention_args(&s);
     assert!(
         args.windows(4)
             .any(|w| w == ["--index-prefix", "k8s", "--index-prefix", "logs-*"]),

@@ -161,6 +161,14 @@ pub fn es_count(url: &str, pattern: &str) -> u64 {
 
 /// Every document's `log` in indices matching `pattern` (at most 10 000).
 pub fn es_logs(url: &str, pattern: &str) -> Vec<String> {
+    es_hits(url, pattern)
+        .into_iter()
+        .map(|(_, log)| log)
+        .collect()
+}
+
+/// Every document's index and `log` in indices matching `pattern` (at most 10 000).
+pub fn es_hits(url: &str, pattern: &str) -> Vec<(String, String)> {
     let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}, "_source": ["log"]});
     let r: serde_json::Value = http()
         .post(format!("{url}/{pattern}/_search"))
@@ -173,7 +181,12 @@ pub fn es_logs(url: &str, pattern: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h["_source"]["log"].as_str().unwrap_or("").to_owned())
+        .map(|h| {
+            (
+                h["_index"].as_str().unwrap_or("").to_owned(),
+                h["_source"]["log"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect()
 }
 

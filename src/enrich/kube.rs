@@ -207,11 +207,14 @@ pub async fn run(
             () = &mut pods => break,
             () = &mut namespaces => break,
             _ = ticks.tick() => {
+                // Working: a save that hangs shows as a stale heartbeat.
+                stats.live.beat(Worker::Kube);
                 let expired = cache.expire(now_ms());
                 if expired > 0 {
                     tracing::debug!(expired, "forgot deleted pods and namespaces past their grace period");
                 }
                 save(&cache, opts.snapshot_dir.as_ref()).await;
+                stats.live.park(Worker::Kube);
             }
         }
     }

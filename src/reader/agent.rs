@@ -83,8 +83,9 @@ impl Wedge {
 pub const MAX_RESCAN_FACTOR: u32 = 8;
 
 /// While documents wait for the requests before them to be acknowledged, the loop looks
-/// this often whether they were (to send the next batch at once, see
-/// [`crate::batch`]).
+/// whether they were after this long, then after twice as long each time (to send the
+/// next batch at once when Elasticsearch is quick, with few wake-ups when it is slow;
+/// see [`crate::batch`]).
 const DOWNSTREAM_POLL: Duration = Duration::from_millis(10);
 
 /// Caught up with nothing due for this long, the loop gives memory back (see
@@ -143,13 +144,16 @@ pub fn run(
     let stopped = settings.stopped.clone().unwrap_or_else(never);
     // Memory was given back since the last line read.
     let mut released = false;
+    // How long to wait before looking again whether the requests before the batch
+    // were acknowledged (doubles while they are not).
+    let mut downstream_poll = DOWNSTREAM_POLL;
     loop {
         stats.live.beat(Worker::Reader);
         while let Ok(new) = reloads.try_recv() {
             reader.reload(new);
         }
         let stopping = stop.load(Ordering::Relaxed);
-        outbox.rescan_if_due(reader);
+        outbox.rescan_if_due(reader, true);
         let polled = if stopping {
             super::Polled::default()
         } else {
@@ -201,9 +205,18 @@ pub fn run(
             let idle = downstream_idle();
             // `Some` when documents wait (handed over or not).
             let linger = batch.linger_left(&limits, now, idle);
+            let downstream = (linger.is_some() && !idle).then(|| {
+                // 10, 20, 40 ms...: quick when Elasticsearch is, few wake-ups when not.
+                let d = downstream_poll;
+                downstream_poll = (downstream_poll * 2).min(limits.linger);
+                d
+            });
+            if linger.is_none() {
+                downstream_poll = DOWNSTREAM_POLL;
+            }
             let wait = [
                 linger,
-                (linger.is_some() && !idle).then_some(DOWNSTREAM_POLL),
+                downstream,
                 reader.next_deadline(),
                 reader.waiting_for_metadata().then_some(METADATA_POLL),
                 Some(outbox.rescan_left()),
@@ -225,6 +238,7 @@ pub fn run(
             crossbeam_channel::select! {
                 recv(events) -> ev => match ev {
                     Ok(()) => {
+                        stats.live.beat(Worker::Reader);
                         // Coalesce a burst of events into one wake-up, and look for new
                         // files.
                         while events.try_recv().is_ok() {}
@@ -236,12 +250,17 @@ pub fn run(
                     Err(_) => events = never(),
                 },
                 recv(reloads) -> new => match new {
-                    Ok(new) => reader.reload(new),
+                    Ok(new) => {
+                        stats.live.beat(Worker::Reader);
+                        reader.reload(new);
+                    }
                     Err(_) => reloads = never(),
                 },
                 recv(stopped) -> _ => {}
                 default(wait) => {}
             }
+            // Awake: whatever comes next (a rescan, a reload, a read) beats.
+            stats.live.beat(Worker::Reader);
         }
     }
 }
@@ -267,11 +286,18 @@ impl Outbox<'_> {
         self.period().saturating_sub(self.last_scan.elapsed())
     }
 
-    fn rescan_if_due(&mut self, reader: &mut Reader) {
+    /// Rescans when the period is over; `quiet`: nothing else is going on (the read
+    /// loop, not a wait for room in the buffer, which must keep every file open), so
+    /// the next period may be longer.
+    fn rescan_if_due(&mut self, reader: &mut Reader, quiet: bool) {
         if self.last_scan.elapsed() >= self.period() {
             reader.rescan();
             self.last_scan = Instant::now();
-            self.backoff = (self.backoff * 2).min(MAX_RESCAN_FACTOR);
+            if quiet {
+                self.backoff = (self.backoff * 2).min(MAX_RESCAN_FACTOR);
+            } else {
+                self.backoff = 1;
+            }
         }
     }
 
@@ -308,7 +334,7 @@ impl Outbox<'_> {
                     {
                         return Err(Abandoned.into());
                     }
-                    self.rescan_if_due(reader);
+                    self.rescan_if_due(reader, false);
                 }
                 Err(SendTimeoutError::Disconnected(_)) if self.stop.load(Ordering::Relaxed) => {
                     return Err(Abandoned.into());

@@ -33,6 +33,7 @@ pub fn run(
         for e in &waker.errors {
             tracing::warn!("{e}; relying on rescans");
         }
+        let mut events = waker.rx.clone();
         let mut last_scan = Instant::now();
         // A short idle wait so `stop` is honoured promptly even without file events.
         let idle_wait = rescan_every.min(Duration::from_millis(200));
@@ -50,11 +51,21 @@ pub fn run(
                 idle_wait
             };
             let wait = reader.next_deadline().map_or(wait, |d| d.min(wait));
-            if polled.bytes == 0 && waker.rx.recv_timeout(wait).is_ok() {
-                // Coalesce a burst of events into one wake-up, and look for new files.
-                while waker.rx.try_recv().is_ok() {}
-                reader.rescan();
-                last_scan = Instant::now();
+            if polled.bytes == 0 {
+                match events.recv_timeout(wait) {
+                    Ok(()) => {
+                        // Coalesce a burst of events into one wake-up, and look for new
+                        // files.
+                        while events.try_recv().is_ok() {}
+                        reader.rescan();
+                        last_scan = Instant::now();
+                    }
+                    // No watcher: sleep the whole wait; the rescan finds new files.
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        events = crossbeam_channel::never();
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                }
             }
         }
     }

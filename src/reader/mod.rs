@@ -570,7 +570,8 @@ impl Reader {
     }
 
     /// When the reader next needs the clock, as a wait from now: a multiline group that
-    /// may expire, or a rate-limited container whose bucket refills.
+    /// may expire, a rate-limited container whose bucket refills, or a draining file
+    /// whose grace period ends.
     pub fn next_deadline(&self) -> Option<std::time::Duration> {
         let group = self
             .files
@@ -581,10 +582,10 @@ impl Reader {
                 let now = crate::timestamp::now_nanos();
                 std::time::Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
             });
-        match (group, self.tail.next_refill()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [group, self.tail.next_refill(), self.tail.next_close()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether some file is waiting for its pod to appear in the metadata cache.

@@ -163,6 +163,20 @@ impl Tail {
             .min()
     }
 
+    /// When a draining file (rotated or deleted, read to its end) may be closed: its
+    /// grace period runs out. As a wait from now.
+    pub fn next_close(&self) -> Option<Duration> {
+        self.files
+            .iter()
+            .filter_map(|f| match f.phase {
+                Phase::Draining { since: Some(s) } => {
+                    Some(self.cfg.drain_grace.saturating_sub(s.elapsed()))
+                }
+                _ => None,
+            })
+            .min()
+    }
+
     fn publish_throttled(&self) {
         let n = (0..self.files.len()).filter(|&i| self.throttled(i)).count();
         self.stats
