@@ -83,14 +83,17 @@ impl Wedge {
 pub const MAX_RESCAN_FACTOR: u32 = 8;
 
 /// While documents wait for the requests before them to be acknowledged, the loop looks
-/// whether they were after this long, then after twice as long each time (to send the
-/// next batch at once when Elasticsearch is quick, with few wake-ups when it is slow;
-/// see [`crate::batch`]).
+/// whether they were after this long, then after twice as long each time up to
+/// [`DOWNSTREAM_POLL_MAX`] (to send the next batch at once when Elasticsearch is quick,
+/// with few wake-ups when it is slow; see [`crate::batch`]).
 const DOWNSTREAM_POLL: Duration = Duration::from_millis(10);
 
 /// Caught up with nothing due for this long, the loop gives memory back (see
 /// [`crate::memory::release_free`]), once per quiet spell.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest wait between two such looks.
+const DOWNSTREAM_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// How often a file waiting for its pod's metadata is looked at again.
 const METADATA_POLL: Duration = Duration::from_millis(100);
@@ -206,9 +209,10 @@ pub fn run(
             // `Some` when documents wait (handed over or not).
             let linger = batch.linger_left(&limits, now, idle);
             let downstream = (linger.is_some() && !idle).then(|| {
-                // 10, 20, 40 ms...: quick when Elasticsearch is, few wake-ups when not.
+                // 10, 20, 40... 100 ms: quick when Elasticsearch is, few wake-ups when
+                // it is not, and never more than 100 ms late once it answered.
                 let d = downstream_poll;
-                downstream_poll = (downstream_poll * 2).min(limits.linger);
+                downstream_poll = (downstream_poll * 2).min(DOWNSTREAM_POLL_MAX);
                 d
             });
             if linger.is_none() {
