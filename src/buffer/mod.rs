@@ -100,6 +100,8 @@ struct State {
     bytes: u64,
     records: u64,
     closed: bool,
+    /// Frames handed out whose read failed: handed out again first.
+    retry: VecDeque<FrameId>,
 }
 
 #[derive(Debug)]
@@ -448,7 +450,15 @@ impl Buffer {
         loop {
             let (file, meta, id) = {
                 let mut s = lock(&self.shared.state);
-                let Some(seg) = s.segments.iter_mut().find(|g| g.read < g.frames.len()) else {
+                let retry = s.retry.pop_front();
+                let seg = match retry {
+                    Some(id) => s.segments.iter_mut().find(|g| g.seq == id.segment),
+                    None => s.segments.iter_mut().find(|g| g.read < g.frames.len()),
+                };
+                let Some(seg) = seg else {
+                    if retry.is_some() {
+                        continue;
+                    }
                     return Ok(None);
                 };
                 if seg.file.is_none() {
@@ -458,8 +468,13 @@ impl Buffer {
                     })?;
                     seg.file = Some(Arc::new(f));
                 }
-                let index = seg.read;
-                seg.read += 1;
+                let index = match retry {
+                    Some(id) => id.index,
+                    None => {
+                        seg.read += 1;
+                        seg.read - 1
+                    }
+                };
                 let m = &seg.frames[index];
                 (
                     seg.file.clone(),
@@ -474,8 +489,12 @@ impl Buffer {
             let (offset, len, records) = meta;
             let mut buf = vec![0u8; len as usize];
             let path = segment_path(&self.shared.dir, id.segment);
-            file.read_exact_at(&mut buf, offset)
-                .map_err(|source| BufferError::Segment { path, source })?;
+            if let Err(source) = file.read_exact_at(&mut buf, offset) {
+                // Not handed out after all: the next call tries this frame again, so a
+                // passing read error never strands it (unacknowledged, its segment kept).
+                lock(&self.shared.state).retry.push_back(id);
+                return Err(BufferError::Segment { path, source });
+            }
             let checked = frame::decode_header(&buf)
                 .ok()
                 .flatten()
@@ -514,7 +533,7 @@ impl Buffer {
     /// Whether the writer closed the buffer and every frame has been handed out.
     pub fn is_drained(&self) -> bool {
         let s = lock(&self.shared.state);
-        s.closed && s.segments.iter().all(|g| g.read >= g.frames.len())
+        s.closed && s.retry.is_empty() && s.segments.iter().all(|g| g.read >= g.frames.len())
     }
 
     /// Whether nothing is left unacknowledged.
@@ -648,6 +667,38 @@ mod tests {
             "the acknowledged active segment rolled and was deleted"
         );
         assert_eq!(buf.bytes(), 0);
+    }
+
+    /// A frame whose read fails is handed out by the next call, once the read works.
+    #[test]
+    fn a_failed_read_is_tried_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (buf, mut w) = open_in(d.path(), 1 << 20, 1 << 20);
+        w.append(b"first", 1, false).unwrap();
+        w.append(b"second", 1, false).unwrap();
+        let seg = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
+        let bytes = fs::read(&seg).unwrap();
+        // The open segment loses its tail: reading the first frame fails.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        assert!(buf.next().is_err());
+        fs::write(&seg, &bytes).unwrap();
+        let got: Vec<String> = std::iter::from_fn(|| buf.next().unwrap())
+            .map(|f| {
+                buf.ack(f.id);
+                String::from_utf8(f.payload.to_vec()).unwrap()
+            })
+            .collect();
+        assert_eq!(got, ["first", "second"]);
+        assert_eq!(buf.records(), 0, "every frame acknowledged");
     }
 
     #[test]
