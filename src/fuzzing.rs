@@ -2,7 +2,9 @@
 //! taking the fuzzer's raw input. They live in the crate so that `cargo test` replays
 //! every committed seed and regression input through exactly the same checks
 //! (`tests/fuzz_replay.rs`): a regression of a fixed fuzz crash fails CI without
-//! cargo-fuzz. A violated invariant panics.
+//! cargo-fuzz. A violated invariant panics: that is the check. So every `expect` and
+//! `unwrap` here states a property of the code under test (or of a constant input),
+//! with its reason; none guards the fuzzer's input, which every target takes as it is.
 
 use crate::encode::{Doc, Encoder, FileContext, Level, Stream, Text};
 use crate::ids::{FileId, RECORD_ID_LEN};
@@ -84,7 +86,10 @@ pub fn encode_checked(time: Timestamp, stream: Stream, text: &Text<'_>, offset: 
     };
     let action = parse("action", lines[0]);
     let date = time.index_date();
-    let index = format!("logstash-{}", std::str::from_utf8(&date).unwrap());
+    let index = format!(
+        "logstash-{}",
+        std::str::from_utf8(&date).expect("an index date is ASCII digits and dots")
+    );
     assert_eq!(action["create"]["_index"].as_str(), Some(index.as_str()));
     let id = ctx.id.record_id(offset);
     assert_eq!(id.len(), RECORD_ID_LEN);
@@ -170,11 +175,17 @@ pub fn cri_parse(data: &[u8]) {
 
     // The fields, split independently.
     let mut fields = data.splitn(4, |&b| b == b' ');
-    let time = fields.next().unwrap();
+    let time = fields.next().expect("splitn yields at least one field");
     assert_eq!(Timestamp::parse(time), Ok(line.time));
-    assert_eq!(Stream::parse(fields.next().unwrap()), Some(line.stream));
+    assert_eq!(
+        Stream::parse(fields.next().expect("accepted a line without a stream")),
+        Some(line.stream)
+    );
     let tag = fields.next().expect("accepted a line without a tag");
-    let kind = tag.split(|&b| b == b':').next().unwrap();
+    let kind = tag
+        .split(|&b| b == b':')
+        .next()
+        .expect("split yields at least one piece");
     assert_eq!(kind, if line.partial { b"P" } else { b"F" });
     assert_eq!(fields.next().unwrap_or(b""), msg);
 
@@ -200,7 +211,10 @@ fn op_time(i: usize) -> Timestamp {
     static TIMES: OnceLock<Vec<Timestamp>> = OnceLock::new();
     TIMES.get_or_init(|| {
         (0..1000)
-            .map(|n| Timestamp::parse(format!("2024-07-08T03:42:57.{n:03}Z").as_bytes()).unwrap())
+            .map(|n| {
+                Timestamp::parse(format!("2024-07-08T03:42:57.{n:03}Z").as_bytes())
+                    .expect("a constant, valid time")
+            })
             .collect()
     })[i % 1000]
 }
@@ -321,7 +335,9 @@ pub fn partial_merge(data: &[u8]) {
                 if partial {
                     assert!(got.is_none(), "a partial chunk completed {got:?}");
                 } else {
-                    let want = model[s].take().unwrap();
+                    let want = model[s]
+                        .take()
+                        .expect("the model holds the record a final chunk ends");
                     check_merged(
                         &got.expect("a final chunk completed nothing"),
                         &want,
@@ -373,7 +389,10 @@ fn check_checkpoints(bytes: &[u8]) {
     }
 
     // Every id as written in the file is hex (any case) of the id it decoded to.
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a decoded file has its header line");
     let body: Value = serde_json::from_slice(&bytes[nl + 1..]).expect("decoded body is JSON");
     let files = field(&body, "files", 0)
         .as_array()
@@ -401,7 +420,8 @@ fn check_checkpoints(bytes: &[u8]) {
             e
         })
         .collect();
-    let body = serde_json::to_vec_pretty(&json!({ "files": files })).unwrap();
+    let body = serde_json::to_vec_pretty(&json!({ "files": files }))
+        .expect("a JSON value always serialises");
     let again = crate::checkpoint::decode(Path::new("x"), &frame(&body))
         .expect("re-encoded table does not decode");
     assert_eq!(again, map);
@@ -548,7 +568,7 @@ pub fn index_date_format(data: &[u8]) {
     }
     let round_trips = format.has_day() && !fmt.contains("%y");
     for t in INDEX_TIMES {
-        let ts = Timestamp::parse(t.as_bytes()).unwrap();
+        let ts = Timestamp::parse(t.as_bytes()).expect("INDEX_TIMES are valid times");
         let mut out = Vec::new();
         format.render(&ts, &mut out);
         let s = std::str::from_utf8(&out).expect("rendered dates are ASCII");
@@ -559,7 +579,8 @@ pub fn index_date_format(data: &[u8]) {
         );
         // Before 0000-01-03 the ISO year would be -1; it is rendered as 0000.
         if round_trips && !(fmt.contains("%G") && t.starts_with("0000")) {
-            let day = chrono::NaiveDate::parse_from_str(&ts.as_str()[..10], "%Y-%m-%d").unwrap();
+            let day = chrono::NaiveDate::parse_from_str(&ts.as_str()[..10], "%Y-%m-%d")
+                .expect("a parsed timestamp starts with its date");
             assert_eq!(format.parse_date(s), Some(day), "{fmt:?}: {s:?} from {t}");
         }
     }
@@ -602,7 +623,10 @@ pub fn buffer_frames(data: &[u8]) {
         .rev()
         .take(payloads.len())
         .rev()
-        .map(|f| frame::check_payload(&f.header, &seg[f.offset as usize..]).unwrap())
+        .map(|f| {
+            frame::check_payload(&f.header, &seg[f.offset as usize..])
+                .expect("a frame encoded after garbage checks out")
+        })
         .collect();
     assert_eq!(tail, payloads, "encoded frames are found again");
 }
@@ -971,18 +995,8 @@ pub fn index_route(data: &[u8]) {
         assert!(covered, "{name:?} outside {patterns:?}");
         let index = format!("{name}-2024.07.08");
         let format = crate::index::DateFormat::default();
-        let prefix = |text: &str| {
-            let (text, pattern) = match text.strip_suffix('*') {
-                Some(t) => (t, true),
-                None => (text, false),
-            };
-            crate::retention::Prefix {
-                text: text.to_owned(),
-                pattern,
-                keep_days: 1,
-            }
-        };
-        let (p, other) = (prefix(&patterns[0]), prefix("logstash"));
+        use crate::retention::Prefix;
+        let (p, other) = (Prefix::of(&patterns[0], 1), Prefix::of("logstash", 1));
         let both = [p.clone(), other.clone()];
         let by = crate::retention::owner(&index, &both, &format).map(|(o, _)| o.clone());
         assert!(
@@ -1002,8 +1016,10 @@ pub fn index_route(data: &[u8]) {
         routes = routes.then(from, v.as_str().into());
         let froms: Vec<u64> = routes.as_slice().iter().map(|r| r.from).collect();
         assert!(froms.windows(2).all(|w| w[0] < w[1]), "{froms:?}");
-        let last = routes.last().expect("a route");
-        let at = routes.index_at(last.from).expect("a route");
+        let last = routes.last().expect("a route was just added");
+        let at = routes
+            .index_at(last.from)
+            .expect("a history with a route routes every offset");
         assert_eq!(&*routes.as_slice()[at].name, v.as_str());
         assert_eq!(at, routes.as_slice().len() - 1);
     }

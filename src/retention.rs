@@ -98,23 +98,30 @@ impl Prefix {
             Some((n, d)) => (n, d.parse::<u32>().ok().filter(|&d| d > 0).ok_or_else(bad)?),
             None => (arg, keep_days),
         };
-        let (text, pattern) = match name.strip_suffix('*') {
-            Some(t) => (t, true),
-            None => (name, false),
-        };
-        let ok = if pattern {
-            valid_prefix(text.trim_end_matches(['-', '_', '.', '+']))
+        let p = Prefix::of(name, days);
+        let ok = if p.pattern {
+            valid_prefix(p.text.trim_end_matches(['-', '_', '.', '+']))
         } else {
-            valid_prefix(text)
+            valid_prefix(&p.text)
         };
         if !ok {
             return Err(bad());
         }
-        Ok(Prefix {
+        Ok(p)
+    }
+
+    /// `name` (a prefix, or a pattern ending in `*`), unchecked: an index pattern the
+    /// agent's routes produced.
+    pub fn of(name: &str, keep_days: u32) -> Prefix {
+        let (text, pattern) = match name.strip_suffix('*') {
+            Some(t) => (t, true),
+            None => (name, false),
+        };
+        Prefix {
             text: text.to_owned(),
             pattern,
-            keep_days: days,
-        })
+            keep_days,
+        }
     }
 
     /// The `_cat/indices` pattern that lists its indices.
