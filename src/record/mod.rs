@@ -924,15 +924,21 @@ mod tests {
         format!("{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{T0}{ms:03}000000Z\"}}\n")
     }
 
-    fn output<'a>(
-        ndjson: &'a mut Vec<u8>,
-        counts: &'a mut Counts,
-        routes: &'a mut Vec<(FileId, Routes)>,
-    ) -> Output<'a> {
-        Output {
-            ndjson,
-            counts,
-            routes,
+    /// What a stream's output is collected into.
+    #[derive(Default)]
+    struct Collected {
+        ndjson: Vec<u8>,
+        counts: Counts,
+        routes: Vec<(FileId, Routes)>,
+    }
+
+    impl Collected {
+        fn out(&mut self) -> Output<'_> {
+            Output {
+                ndjson: &mut self.ndjson,
+                counts: &mut self.counts,
+                routes: &mut self.routes,
+            }
         }
     }
 
@@ -978,23 +984,20 @@ mod tests {
         from: usize,
         chunk: usize,
     ) -> (Vec<(String, String)>, Counts) {
-        let mut ndjson = Vec::new();
-        let mut counts = Counts::default();
+        let mut c = Collected::default();
         let bytes = &text.as_bytes()[from..];
         let mut offset = from;
         let mut lines = bytes.split_inclusive(|&b| b == b'\n').peekable();
         while lines.peek().is_some() {
             let take: Vec<&[u8]> = lines.by_ref().take(chunk).collect();
             let joined = take.concat();
-            let mut routes = Vec::new();
-            let mut out = output(&mut ndjson, &mut counts, &mut routes);
+            let mut out = c.out();
             s.push(offset as u64, &joined, Timestamp::EPOCH, &mut out);
             offset += joined.len();
         }
-        let mut routes = Vec::new();
-        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        let mut out = c.out();
         s.finish(&mut out);
-        let docs: Vec<(String, String)> = String::from_utf8(ndjson)
+        let docs: Vec<(String, String)> = String::from_utf8(c.ndjson)
             .unwrap()
             .lines()
             .collect::<Vec<_>>()
@@ -1010,19 +1013,19 @@ mod tests {
             .collect();
         assert_eq!(
             docs.len() as u64,
-            counts.docs,
+            c.counts.docs,
             "the counts count the documents"
         );
-        (docs, counts)
+        (docs, c.counts)
     }
 
     /// Pushes `lines` at `offset` and returns each document's index, with the route
     /// histories reported.
     fn indices(s: &mut RecordStream, offset: u64, lines: &str) -> (Vec<String>, Vec<Routes>) {
-        let (mut ndjson, mut counts, mut routes) = (Vec::new(), Counts::default(), Vec::new());
-        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        let mut c = Collected::default();
+        let mut out = c.out();
         s.push(offset, lines.as_bytes(), Timestamp::EPOCH, &mut out);
-        let idx = String::from_utf8(ndjson)
+        let idx = String::from_utf8(c.ndjson)
             .unwrap()
             .lines()
             .step_by(2)
@@ -1031,7 +1034,7 @@ mod tests {
                 a["create"]["_index"].as_str().unwrap().to_owned()
             })
             .collect();
-        (idx, routes.into_iter().map(|(_, r)| r).collect())
+        (idx, c.routes.into_iter().map(|(_, r)| r).collect())
     }
 
     #[test]
@@ -1174,10 +1177,8 @@ mod tests {
         ]
         .concat();
         let mut s = stream(multiline::Mode::Auto);
-        let mut ndjson = Vec::new();
-        let mut counts = Counts::default();
-        let mut routes = Vec::new();
-        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        let mut c = Collected::default();
+        let mut out = c.out();
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(
             out.counts.docs, 0,
@@ -1195,7 +1196,7 @@ mod tests {
         assert_eq!(out.counts.docs, 2, "both waiting documents went out");
         assert_eq!(out.counts.excluded_lines, 1);
         assert_eq!(s.held().pending, None);
-        let logs: Vec<String> = String::from_utf8(ndjson)
+        let logs: Vec<String> = String::from_utf8(c.ndjson)
             .unwrap()
             .lines()
             .skip(1)
@@ -1336,10 +1337,8 @@ mod tests {
         ]
         .concat();
         let mut s = stream(multiline::Mode::Auto);
-        let mut ndjson = Vec::new();
-        let mut counts = Counts::default();
-        let mut routes = Vec::new();
-        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        let mut c = Collected::default();
+        let mut out = c.out();
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(s.next_deadline(), None, "not at the end yet");
         let last = Timestamp::parse(format!("{T0}001000000Z").as_bytes()).unwrap();
@@ -1361,10 +1360,8 @@ mod tests {
     #[test]
     fn only_a_line_that_may_introduce_a_trace_is_held() {
         let mut s = stream(multiline::Mode::Auto);
-        let mut ndjson = Vec::new();
-        let mut counts = Counts::default();
-        let mut routes = Vec::new();
-        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        let mut c = Collected::default();
+        let mut out = c.out();
         let plain = docker("stdout", 1, "GET /healthz 200 0.2ms");
         s.push(0, plain.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(out.counts.docs, 1, "nothing can join an ordinary line");
@@ -1399,10 +1396,8 @@ mod tests {
         ]
         .concat();
         let mut s = stream(multiline::Mode::Auto);
-        let mut ndjson = Vec::new();
-        let mut counts = Counts::default();
-        let mut routes = Vec::new();
-        let mut out = output(&mut ndjson, &mut counts, &mut routes);
+        let mut c = Collected::default();
+        let mut out = c.out();
         s.push(0, text.as_bytes(), Timestamp::EPOCH, &mut out);
         assert_eq!(out.counts.docs, 1, "the stderr group closed: 499 ms > gap");
         let second = text.find('\n').unwrap() as u64 + 1;
