@@ -142,17 +142,16 @@ pub fn run(
     let mut batch = Batch::default();
     let mut chunk_docs = 0u64;
     use crossbeam_channel::never;
-    let mut events = waker.rx.clone();
-    let mut reloads = settings.reloads.clone().unwrap_or_else(never);
-    let stopped = settings.stopped.clone().unwrap_or_else(never);
-    // Memory was given back since the last line read.
-    let mut released = false;
-    // How long to wait before looking again whether the requests before the batch
-    // were acknowledged (doubles while they are not).
-    let mut downstream_poll = DOWNSTREAM_POLL;
+    let mut sleep = Sleep {
+        events: waker.rx.clone(),
+        reloads: settings.reloads.clone().unwrap_or_else(never),
+        stopped: settings.stopped.clone().unwrap_or_else(never),
+        released: false,
+        downstream_poll: DOWNSTREAM_POLL,
+    };
     loop {
         stats.live.beat(Worker::Reader);
-        while let Ok(new) = reloads.try_recv() {
+        while let Ok(new) = sleep.reloads.try_recv() {
             reader.reload(new);
         }
         let stopping = stop.load(Ordering::Relaxed);
@@ -167,16 +166,14 @@ pub fn run(
         let now = Instant::now();
         if polled.bytes > 0 {
             outbox.backoff = 1;
-            released = false;
+            sleep.released = false;
         }
         if !out.is_empty() {
             batch.touch(now, (polled.counts.oldest_ms, polled.counts.newest_ms));
             stats.caught_up.store(false, Ordering::Relaxed);
         }
         // Idle: caught up, and nothing handed over before waits for Elasticsearch.
-        let downstream_idle =
-            || handover.tx.is_empty() && stats.buffer_records.load(Ordering::Relaxed) == 0;
-        let idle = polled.bytes == 0 && downstream_idle();
+        let idle = polled.bytes == 0 && downstream_idle(handover, &stats);
         let due = batch.due(&limits, (out.len(), chunk_docs), now, idle) || stopping;
         if !out.is_empty() && (out.len() >= limits.chunk_bytes || due) {
             let next = handover.pool.try_recv().unwrap_or_else(|_| new_chunk());
@@ -200,72 +197,101 @@ pub fn run(
             stats
                 .caught_up
                 .store(batch.is_empty() && out.is_empty(), Ordering::Relaxed);
-            // Sleep until the first thing due: the batch's linger (soon, if the
-            // requests before it are acknowledged meanwhile), a multiline group that
-            // may close by the clock, a rate-limited file's refill, a file waiting for
-            // its metadata, the next rescan.
-            let now = Instant::now();
-            let idle = downstream_idle();
-            // `Some` when documents wait (handed over or not).
-            let linger = batch.linger_left(&limits, now, idle);
-            let downstream = (linger.is_some() && !idle).then(|| {
-                // 10, 20, 40... 100 ms: quick when Elasticsearch is, few wake-ups when
-                // it is not, and never more than 100 ms late once it answered.
-                let d = downstream_poll;
-                downstream_poll = (downstream_poll * 2).min(DOWNSTREAM_POLL_MAX);
-                d
-            });
-            if linger.is_none() {
-                downstream_poll = DOWNSTREAM_POLL;
-            }
-            let wait = [
-                linger,
-                downstream,
-                reader.next_deadline(),
-                reader.waiting_for_metadata().then_some(METADATA_POLL),
-                Some(outbox.rescan_left()),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(Duration::ZERO);
-            if linger.is_none() && wait >= RELEASE_AFTER && !released {
-                // Going quiet: the spare chunk buffers and the free heap go back to the
-                // system, so an idle agent holds what it uses.
-                while handover.pool.try_recv().is_ok() {}
-                out = Vec::new();
-                crate::memory::release_free();
-                released = true;
-            }
-            // Nothing to do until an event: healthy however long that takes.
-            stats.live.park(Worker::Reader);
-            crossbeam_channel::select! {
-                recv(events) -> ev => match ev {
-                    Ok(()) => {
-                        stats.live.beat(Worker::Reader);
-                        // Coalesce a burst of events into one wake-up, and look for new
-                        // files.
-                        while events.try_recv().is_ok() {}
-                        outbox.backoff = 1;
-                        reader.rescan();
-                        outbox.last_scan = Instant::now();
-                    }
-                    // No watcher: the periodic rescan is all there is.
-                    Err(_) => events = never(),
-                },
-                recv(reloads) -> new => match new {
-                    Ok(new) => {
-                        stats.live.beat(Worker::Reader);
-                        reader.reload(new);
-                    }
-                    Err(_) => reloads = never(),
-                },
-                recv(stopped) -> _ => {}
-                default(wait) => {}
-            }
-            // Awake: whatever comes next (a rescan, a reload, a read) beats.
-            stats.live.beat(Worker::Reader);
+            sleep.until_due(reader, &mut outbox, (&batch, &limits), &mut out);
         }
+    }
+}
+
+/// Whether nothing handed over waits for Elasticsearch: the hand-off channel is empty
+/// and every record in the buffer is acknowledged.
+fn downstream_idle(handover: &Handover, stats: &crate::metrics::Stats) -> bool {
+    handover.tx.is_empty() && stats.buffer_records.load(Ordering::Relaxed) == 0
+}
+
+/// The caught-up reader's sleep: what wakes it, and what it does on going quiet.
+struct Sleep {
+    events: Receiver<()>,
+    reloads: Receiver<super::ReaderSettings>,
+    stopped: Receiver<()>,
+    /// Memory was given back since the last line read.
+    released: bool,
+    /// How long to wait before looking again whether the requests before the batch
+    /// were acknowledged (doubles while they are not).
+    downstream_poll: Duration,
+}
+
+impl Sleep {
+    /// Sleeps until the first thing due: the batch's linger (soon, if the requests
+    /// before it are acknowledged meanwhile), a multiline group that may close by the
+    /// clock, a rate-limited file's refill, a draining file's grace, a file waiting for
+    /// its metadata, the next rescan; or a file event, a reload, the stop.
+    fn until_due(
+        &mut self,
+        reader: &mut Reader,
+        outbox: &mut Outbox<'_>,
+        (batch, limits): (&Batch, &Limits),
+        out: &mut Vec<u8>,
+    ) {
+        let stats = reader.stats().clone();
+        let idle = downstream_idle(outbox.handover, &stats);
+        // `Some` when documents wait (handed over or not).
+        let linger = batch.linger_left(limits, Instant::now(), idle);
+        let downstream = (linger.is_some() && !idle).then(|| {
+            // 10, 20, 40... 100 ms: quick when Elasticsearch is, few wake-ups when it
+            // is not, and never more than 100 ms late once it answered.
+            let d = self.downstream_poll;
+            self.downstream_poll = (d * 2).min(DOWNSTREAM_POLL_MAX);
+            d
+        });
+        if linger.is_none() {
+            self.downstream_poll = DOWNSTREAM_POLL;
+        }
+        let wait = [
+            linger,
+            downstream,
+            reader.next_deadline(),
+            reader.waiting_for_metadata().then_some(METADATA_POLL),
+            Some(outbox.rescan_left()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::ZERO);
+        if linger.is_none() && wait >= RELEASE_AFTER && !self.released {
+            // Going quiet: the spare chunk buffers and the free heap go back to the
+            // system, so an idle agent holds what it uses.
+            while outbox.handover.pool.try_recv().is_ok() {}
+            *out = Vec::new();
+            crate::memory::release_free();
+            self.released = true;
+        }
+        // Nothing to do until an event: healthy however long that takes.
+        stats.live.park(Worker::Reader);
+        crossbeam_channel::select! {
+            recv(self.events) -> ev => match ev {
+                Ok(()) => {
+                    stats.live.beat(Worker::Reader);
+                    // Coalesce a burst of events into one wake-up, and look for new files.
+                    while self.events.try_recv().is_ok() {}
+                    outbox.backoff = 1;
+                    reader.rescan();
+                    outbox.last_scan = Instant::now();
+                }
+                // No watcher: the periodic rescan is all there is.
+                Err(_) => self.events = crossbeam_channel::never(),
+            },
+            recv(self.reloads) -> new => match new {
+                Ok(new) => {
+                    stats.live.beat(Worker::Reader);
+                    reader.reload(new);
+                }
+                Err(_) => self.reloads = crossbeam_channel::never(),
+            },
+            recv(self.stopped) -> _ => {}
+            default(wait) => {}
+        }
+        // Awake: whatever comes next (a rescan, a reload, a read) beats.
+        stats.live.beat(Worker::Reader);
     }
 }
 
