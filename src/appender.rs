@@ -275,12 +275,9 @@ impl Appender {
             chunk.clear();
             let _ = pool.try_send(chunk);
         }
-        // The batch is durable: its positions are safe. An identity that goes on in
-        // another file (the copy of a truncated one) keeps its entry and its routes.
+        // The batch is durable: its positions are safe.
         for id in &seal.closed {
-            if !seal.positions.iter().any(|(p, _)| p == id) {
-                self.cps.remove(id);
-            }
+            self.cps.remove(id);
         }
         for (id, pos) in seal.positions {
             self.cps.update(id, pos);
@@ -345,10 +342,10 @@ mod tests {
     }
 
     /// A seal's route histories are in the checkpoint file before its batch is in the
-    /// buffer (a batch given up for a full buffer leaves them there); an identity closed
-    /// in one file and going on in another (the copy of a truncated file) keeps them.
+    /// buffer (a batch given up for a full buffer leaves them there), and moving a
+    /// file's position keeps them.
     #[test]
-    fn routes_reach_the_disk_before_the_batch_and_survive_a_copy() {
+    fn routes_reach_the_disk_before_the_batch_and_stay() {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(Stats::default());
         let (buffer, writer) = crate::buffer::open(
@@ -383,10 +380,10 @@ mod tests {
         assert_eq!(on_disk(1).unwrap().1, routes);
         assert_eq!(buffer.next().unwrap().map(|f| f.records), Some(1));
 
-        // The identity is closed in the truncated file and goes on in its copy.
+        // Moving the file's position (here to its copy, after a copytruncate) keeps
+        // its routes.
         let copy = Seal {
             positions: vec![(id(1), Position::at(200, None, "/a.1".into()))],
-            closed: vec![id(1)],
             ..Seal::default()
         };
         assert!(a.seal(copy, &pool_tx, &stop).unwrap());

@@ -418,8 +418,24 @@ fn truncation_without_a_copy_counts_the_unread_bytes() {
             std::fs::copy(&live, live.with_extension("log.1")).unwrap();
         }
         std::fs::write(&live, line(6)).unwrap();
+        let before = t.positions();
+        t.take_closed();
         t.rescan();
         assert_eq!(Stats::get(&stats.files_truncated), 1);
+        // The truncated file's identity goes on in its copy (its checkpoint and routes
+        // stay); without a copy it is closed.
+        let closed = t.take_closed();
+        assert_eq!(
+            closed.len(),
+            usize::from(!with_copy),
+            "with a copy: {with_copy}"
+        );
+        let old_id = before[0].0;
+        assert_eq!(
+            t.positions().iter().any(|(id, _)| *id == old_id),
+            with_copy,
+            "the copy reads on under the old identity"
+        );
         let want = if with_copy { 0 } else { more.len() as u64 };
         assert_eq!(
             Stats::get(&stats.rotated_unread_bytes),

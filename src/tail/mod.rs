@@ -357,14 +357,18 @@ impl Tail {
         } else {
             0
         };
-        self.closed.push(id);
         f.restart(sink);
         // logrotate's copytruncate copied the file aside before truncating it: the bytes
-        // we had not read yet are in that copy, under the old identity.
+        // we had not read yet are in that copy, under the old identity, which goes on
+        // (checkpoint, routes and all) until the copy is drained. Without a copy it is
+        // closed here.
         let copied = match old {
             Some((old_id, pos)) => self.drain_copy(i, old_id, &pos, sink),
             None => false,
         };
+        if !copied {
+            self.closed.push(id);
+        }
         if !copied && unread > 0 {
             Stats::add(&self.stats.rotated_unread_bytes, unread);
             if self.throttled(i) {
