@@ -98,6 +98,7 @@ pub fn agent(cfg: &Config, source: crate::reload::Source) -> anyhow::Result<Arc<
         b.max_bytes,
         b.segment_bytes,
         b.fsync,
+        b.floor(),
         stats.clone(),
     )?;
     let dead = DeadLetter::new(

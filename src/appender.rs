@@ -15,12 +15,15 @@
 //! per new file or route change, not per batch).
 //!
 //! When the buffer is full the appender waits for room, so the reader's hand-off blocks
-//! and reading pauses; the backlog stays in the log files. Stopping with the buffer full,
+//! and reading pauses; the backlog stays in the log files. A full disk (or an append that
+//! would cross the free-space floor) is the same pause: the batch is tried again until
+//! it is written, while the shipper frees space. Stopping with the buffer full,
 //! it gives up the batch after [`STOP_WAIT`]: its positions never entered the table, so
 //! those records are read again at the next start.
 
-use crate::buffer::Writer;
+use crate::buffer::{Room, Writer};
 use crate::checkpoint::{Checkpoints, Position, Saver};
+use crate::disk::{Cause, Pause};
 use crate::ids::FileId;
 use crate::index::route::Routes;
 use crate::metrics::{Stats, Worker};
@@ -138,9 +141,29 @@ impl FrameBuilder {
     }
 }
 
+/// Waits (up to half a second) for room for a batch, and appends it when there is.
+/// `Ok(Room::Fits)` once it is durable; any other room answer means it was not written.
+fn append(
+    writer: &mut Writer,
+    parts: &[&[u8]],
+    records: u32,
+    gzip: bool,
+    (oldest_ms, newest_ms): (u64, u64),
+) -> Result<Room, crate::buffer::BufferError> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let room = writer.wait_for_room(len as u64, Duration::from_millis(500))?;
+    if room == Room::Fits {
+        writer.set_record_span(oldest_ms, newest_ms);
+        writer.append_parts(parts, records, gzip)?;
+    }
+    Ok(room)
+}
+
 /// Appends batches and moves checkpoints; runs on a thread of its own.
 pub struct Appender {
     writer: Writer,
+    /// Waiting for disk space (a full disk, the free-space floor).
+    disk: Pause,
     frame: FrameBuilder,
     cps: Checkpoints,
     saver: Option<Saver>,
@@ -163,6 +186,7 @@ impl Appender {
         };
         Ok(Appender {
             writer,
+            disk: Pause::new("buffer", stats.clone()),
             frame: FrameBuilder::new(compress),
             cps,
             saver,
@@ -251,24 +275,34 @@ impl Appender {
             let records = u32::try_from(docs).unwrap_or(u32::MAX);
             let compress = self.frame.compress;
             let parts = self.frame.finish()?;
-            let len: usize = parts.iter().map(|p| p.len()).sum();
+            let span = (seal.oldest_ms, seal.newest_ms);
             let mut stopping_since: Option<Instant> = None;
-            while !self
-                .writer
-                .wait_for_room(len as u64, Duration::from_millis(500))?
-            {
+            loop {
+                let appended = append(&mut self.writer, &parts, records, compress, span);
+                match appended {
+                    Ok(Room::Fits) => break,
+                    Ok(Room::Full) => {
+                        self.disk.leave();
+                        tracing::debug!("buffer full; reading paused");
+                    }
+                    Ok(Room::Floor(free)) => self.disk.enter(Cause::Floor, &free),
+                    Err(e) if e.is_disk_full() => {
+                        self.disk.enter(Cause::Full, &e);
+                        // Space comes back as the shipper deletes segments.
+                        self.writer.wait_for_room(0, Duration::from_millis(500))?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 // Waiting for room is not being stuck.
                 self.stats.live.beat(Worker::Appender);
-                tracing::debug!("buffer full; reading paused");
                 if stop.load(Ordering::Relaxed)
                     && stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_WAIT
                 {
-                    tracing::warn!(records, "stopping with the buffer full: the last batch stays in the log files and is read again at the next start");
+                    tracing::warn!(records, "stopping with the buffer full or the disk out of room: the last batch stays in the log files and is read again at the next start");
                     return Ok(false);
                 }
             }
-            self.writer.set_record_span(seal.oldest_ms, seal.newest_ms);
-            self.writer.append_parts(&parts, records, compress)?;
+            self.disk.leave();
             Stats::add(&self.stats.batches, 1);
         }
         for mut chunk in self.frame.reset() {
@@ -353,6 +387,7 @@ mod tests {
             4096,
             4096,
             crate::buffer::Fsync::Always,
+            crate::disk::Floor::default(),
             stats.clone(),
         )
         .unwrap();

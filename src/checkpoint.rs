@@ -47,6 +47,9 @@ pub struct Position {
     /// Where the file's records went, from which offset: a replay sends each record
     /// where it went the first time. Changed only by [`Checkpoints::set_routes`].
     pub routes: Routes,
+    /// The file's length when the position was taken: if the file is gone at the next
+    /// start, the bytes from `offset` to here are known lost (counted).
+    pub len: u64,
 }
 
 impl Position {
@@ -58,6 +61,7 @@ impl Position {
             path,
             streams: [offset; 2],
             routes: Routes::default(),
+            len: offset,
         }
     }
 }
@@ -82,6 +86,9 @@ struct Entry {
     /// `[from, name]` pairs, oldest first (absent in files written before routes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routes: Vec<(u64, String)>,
+    /// The file's length when the position was taken, when past `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    len: Option<u64>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -96,6 +103,13 @@ impl Checkpoints {
     /// A table that is never written (dry-run, tests).
     pub fn in_memory() -> Checkpoints {
         Checkpoints::default()
+    }
+
+    /// When the table was last written: the file's modification time (the saver
+    /// replaces the file whole). `None` without a file. A rotated file the table does
+    /// not know and that changed after this was written while the agent was away.
+    pub fn last_written(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path.as_ref()?).ok()?.modified().ok()
     }
 
     /// Loads `<dir>/checkpoints`; a missing file is an empty table.
@@ -316,7 +330,8 @@ impl SaverShared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(&self, path: &Path, stats: &crate::metrics::Stats) {
+    fn run(&self, path: &Path, stats: &std::sync::Arc<crate::metrics::Stats>) {
+        let mut disk = crate::disk::Pause::new("checkpoints", stats.clone());
         let mut st = self.lock();
         loop {
             let Some(bytes) = st.next.take() else {
@@ -330,27 +345,29 @@ impl SaverShared {
             drop(st);
             let result = write_atomic(path, &bytes);
             st = self.lock();
-            match result {
-                Ok(()) => {
-                    crate::metrics::Stats::add(&stats.checkpoint_writes, 1);
-                    st.written = st.written.max(ticket);
-                    self.wake.notify_all();
-                }
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot write checkpoints; will retry");
-                    // Retry this table unless a newer one came meanwhile.
-                    st.next.get_or_insert(bytes);
-                    if !st.closed {
-                        st = self
-                            .wake
-                            .wait_timeout(st, SAVE_RETRY)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    } else {
-                        return;
-                    }
-                }
+            let Err(e) = result else {
+                disk.leave();
+                crate::metrics::Stats::add(&stats.checkpoint_writes, 1);
+                st.written = st.written.max(ticket);
+                self.wake.notify_all();
+                continue;
+            };
+            // A full disk is a pause (logged once); anything else is logged now and then.
+            if crate::disk::is_full(&e) {
+                disk.enter(crate::disk::Cause::Full, &e);
+            } else {
+                crate::log_every!(crate::logging::EVERY, error, path = %path.display(), error = %e, "cannot write checkpoints; will retry");
             }
+            // Retry this table unless a newer one came meanwhile.
+            st.next.get_or_insert(bytes);
+            if st.closed {
+                return;
+            }
+            st = self
+                .wake
+                .wait_timeout(st, SAVE_RETRY)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -371,6 +388,7 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
                     .iter()
                     .map(|r| (r.from, r.name.to_string()))
                     .collect(),
+                len: (p.len > p.offset).then_some(p.len),
             })
             .collect(),
     };
@@ -424,6 +442,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
                 path: e.path,
                 streams,
                 routes,
+                len: e.len.unwrap_or(e.offset).max(e.offset),
             },
         );
     }
@@ -453,6 +472,7 @@ mod tests {
                 path: "/a".into(),
                 streams: [42; 2],
                 routes: Routes::default(),
+                len: 100,
             },
         );
         c.update(
@@ -463,11 +483,14 @@ mod tests {
                 path: "/b".into(),
                 streams: [7; 2],
                 routes: Routes::default(),
+                len: 7,
             },
         );
         assert!(c.save().unwrap());
         let back = Checkpoints::load(dir.path()).unwrap();
         assert_eq!(back.get(&id(1)).unwrap().offset, 42);
+        assert_eq!(back.get(&id(1)).unwrap().len, 100, "the length seen");
+        assert_eq!(back.get(&id(2)).unwrap().len, 7);
         assert_eq!(back.get(&id(1)).unwrap().last_time, Some(t));
         assert_eq!(back.get(&id(2)).unwrap().last_time, None);
         assert!(!dir.path().join("checkpoints.tmp").exists());
@@ -531,6 +554,7 @@ mod tests {
                 path: "/x".into(),
                 streams: [1; 2],
                 routes: Routes::default(),
+                len: 1,
             },
         );
         let good = encode(&map);

@@ -51,6 +51,11 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 2 << 30;
 /// Segment size: a fully acknowledged segment is deleted whole, and a restart re-sends at
 /// most the unacknowledged part of a few segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// The free-space floor: 10 % of the volume or 256 MiB, whichever is larger, stays free.
+/// 10 % is kubelet's default hard eviction threshold for the node's filesystem
+/// (`nodefs.available<10%`): the buffer never pushes a node past it.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
+pub const DEFAULT_MIN_FREE_PERCENT: u8 = 10;
 /// After SIGTERM the agent keeps flushing and shipping this long before it exits. The
 /// generated DaemonSet's `terminationGracePeriodSeconds` is derived from it with a margin,
 /// so the kubelet never SIGKILLs an agent that is still within its own deadline.
@@ -488,6 +493,21 @@ pub struct Buffer {
     /// `always`: sync every batch before checkpoints move (survives power loss);
     /// `never`: leave it to the OS (survives process crashes only).
     pub fsync: crate::buffer::Fsync,
+    /// Bytes left free on the data directory's volume: a batch that would take the free
+    /// space under this waits (reading pauses) until shipping frees room (0: off).
+    pub min_free_bytes: u64,
+    /// The same as a percentage of the volume's size; the larger bound wins (0: off).
+    pub min_free_percent: u8,
+}
+
+impl Buffer {
+    /// The free-space floor these settings keep.
+    pub fn floor(&self) -> crate::disk::Floor {
+        crate::disk::Floor {
+            min_free_bytes: self.min_free_bytes,
+            min_free_percent: self.min_free_percent,
+        }
+    }
 }
 
 impl Default for Buffer {
@@ -496,6 +516,8 @@ impl Default for Buffer {
             max_bytes: DEFAULT_BUFFER_MAX_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             fsync: crate::buffer::Fsync::Always,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            min_free_percent: DEFAULT_MIN_FREE_PERCENT,
         }
     }
 }
@@ -950,6 +972,11 @@ impl Config {
         self.validate_index()?;
         let b = &self.buffer;
         within("buffer.segment_bytes", b.segment_bytes, 4096..=(1 << 30))?;
+        within(
+            "buffer.min_free_percent",
+            u64::from(b.min_free_percent),
+            0..=90,
+        )?;
         if b.max_bytes < b.segment_bytes {
             return invalid(
                 "buffer.max_bytes",

@@ -38,6 +38,7 @@
 //! - [`ids`]: file identity and document ids.
 //! - [`timestamp`]: RFC 3339 timestamps in UTC with the source's precision.
 //! - [`state_file`]: the format and atomic writes of the small state files.
+//! - [`disk`]: a full disk and the free-space floor, and the pause they cause.
 //! - [`metrics`]: the counters, heartbeats and their Prometheus rendering.
 //! - [`logging`]: the agent's own logs.
 //! - [`memory`]: allocator settings, and memory given back when idle.
@@ -65,6 +66,7 @@ mod tail;
 
 mod buffer;
 mod checkpoint;
+mod disk;
 mod ids;
 mod index;
 mod logging;

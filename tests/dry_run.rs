@@ -314,7 +314,9 @@ fn follow_picks_up_appends_rotations_and_new_files() {
     cfg.input.docker_root = root.clone();
     cfg.input.pods_root = root.join("no-pods");
     cfg.input.rescan_interval_ms = 50;
-    cfg.input.drain_grace_ms = 0;
+    // Long enough that the rotated file is still open when its last line comes (the
+    // test writes it after the rename); the test stops the run before it closes.
+    cfg.input.drain_grace_ms = 5000;
     let out = Shared::default();
     let stop = Arc::new(AtomicBool::new(false));
     let handle = {

@@ -11,6 +11,7 @@ mod kube;
 mod kube_api;
 mod layering;
 mod manifests;
+mod node_faults;
 mod observability;
 mod proxy;
 mod retention;

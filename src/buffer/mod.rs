@@ -14,8 +14,12 @@
 //!    the one being written and every frame in it was acknowledged by Elasticsearch. After
 //!    a restart every frame still on disk is sent again; deterministic ids turn those
 //!    repeats into 409s, not duplicates.
-//! 4. **Bounded.** Segment bytes on disk never exceed `max_bytes` (plus one frame): the
-//!    writer waits for room, which pauses reading; the backlog then stays in the log files.
+//! 4. **Bounded.** Segment bytes on disk never exceed `max_bytes`, except for one frame
+//!    taken alone by an empty buffer (a single batch larger than the cap): the peak is
+//!    at most `max(max_bytes, largest frame)`. The writer waits for room, which pauses
+//!    reading; the backlog then stays in the log files. It also waits while an append
+//!    would take the volume under the free-space floor ([`crate::disk::Floor`]), and when
+//!    an append fails for a full disk the frame is cut off and may be tried again.
 //! 5. **Damage is skipped, counted, and never fatal.** At start every segment is scanned;
 //!    a torn tail or a corrupt frame is skipped (resuming at the next valid frame) and
 //!    counted, with the records known lost.
@@ -47,6 +51,25 @@ pub enum BufferError {
     Dir { path: PathBuf, source: io::Error },
     #[error("buffer segment {path}: {source}")]
     Segment { path: PathBuf, source: io::Error },
+}
+
+impl BufferError {
+    /// Whether the write failed for want of disk space (to be tried again).
+    pub fn is_disk_full(&self) -> bool {
+        let (BufferError::Dir { source, .. } | BufferError::Segment { source, .. }) = self;
+        crate::disk::is_full(source)
+    }
+}
+
+/// What [`Writer::wait_for_room`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// The frame fits.
+    Fits,
+    /// The buffer is at its cap (until the shipper frees a segment).
+    Full,
+    /// The volume would go under the free-space floor; the bytes it has free.
+    Floor(u64),
 }
 
 /// Identifies one frame.
@@ -108,6 +131,7 @@ struct State {
 struct Shared {
     dir: PathBuf,
     max_bytes: u64,
+    floor: crate::disk::Floor,
     state: Mutex<State>,
     /// Signalled when room is made (a segment deleted) or the buffer closes.
     room: Condvar,
@@ -152,6 +176,7 @@ pub fn open(
     max_bytes: u64,
     segment_bytes: u64,
     fsync: Fsync,
+    floor: crate::disk::Floor,
     stats: Arc<Stats>,
 ) -> Result<(Buffer, Writer), BufferError> {
     let dir_err = |source| BufferError::Dir {
@@ -235,6 +260,7 @@ pub fn open(
     let shared = Arc::new(Shared {
         dir: dir.to_owned(),
         max_bytes,
+        floor,
         state: Mutex::new(state),
         room: Condvar::new(),
         data: tokio::sync::Notify::new(),
@@ -277,6 +303,7 @@ impl Shared {
     fn publish_gauges(&self, s: &State) {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.buffer_bytes.store(s.bytes, Relaxed);
+        self.stats.buffer_bytes_peak.fetch_max(s.bytes, Relaxed);
         self.stats.buffer_records.store(s.records, Relaxed);
         let oldest = s
             .segments
@@ -289,18 +316,22 @@ impl Shared {
 }
 
 impl Writer {
-    /// Waits until a frame of `len` payload bytes fits under the size cap, or `timeout`
-    /// passes. Returns whether it fits.
-    pub fn wait_for_room(&mut self, len: u64, timeout: Duration) -> Result<bool, BufferError> {
+    /// Waits until a frame of `len` payload bytes fits under the size cap and above the
+    /// free-space floor, or `timeout` passes. Returns what it found last.
+    pub fn wait_for_room(&mut self, len: u64, timeout: Duration) -> Result<Room, BufferError> {
         let need = len + frame::HEADER_LEN as u64;
         let max = self.shared.max_bytes;
         // An empty buffer always takes one frame, however large, so progress is possible.
         let fits = |s: &State| s.bytes == 0 || s.bytes + need <= max || s.closed;
         let deadline = std::time::Instant::now() + timeout;
+        let mut room = Room::Full;
         loop {
             let s = lock(&self.shared.state);
             if fits(&s) {
-                return Ok(true);
+                room = self.above_floor(need);
+                if room == Room::Fits || s.closed {
+                    return Ok(Room::Fits);
+                }
             }
             // The segment being written is only deleted once it is no longer written: if
             // everything in it is acknowledged, move on so it can go.
@@ -314,16 +345,26 @@ impl Writer {
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Ok(false);
+                return Ok(room);
             }
-            let (s, _) = self
-                .shared
-                .room
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner());
-            if fits(&s) {
-                return Ok(true);
-            }
+            // Room is made when the shipper deletes a segment (or, for the floor, by
+            // anyone on the volume: looked at again at the deadline).
+            drop(
+                self.shared
+                    .room
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
+    }
+
+    /// Whether `need` bytes can be written above the free-space floor. A volume that
+    /// cannot be asked does not stop the write (which then says whether there was room).
+    fn above_floor(&self, need: u64) -> Room {
+        let dir = &self.shared.dir;
+        match self.shared.floor.allows(dir, need) {
+            Ok(true) | Err(_) => Room::Fits,
+            Ok(false) => Room::Floor(crate::disk::space(dir).map_or(0, |s| s.available)),
         }
     }
 
@@ -367,14 +408,17 @@ impl Writer {
         let written = self
             .file
             .write_all(&header)
-            .and_then(|()| parts.iter().try_for_each(|part| self.file.write_all(part)));
+            .and_then(|()| parts.iter().try_for_each(|part| self.file.write_all(part)))
+            .and_then(|()| match self.fsync {
+                Fsync::Always => self.file.sync_data(),
+                Fsync::Never => Ok(()),
+            });
         if let Err(e) = written {
-            // Cut a partial frame off, so the next append starts where the index says.
+            // Cut the frame off (a sync can fail after the bytes were written, as for a
+            // full disk with delayed allocation), so the next append starts where the
+            // index says and a frame that failed never reaches the shipper.
             let _ = self.file.set_len(self.len);
             return Err(seg_err(e));
-        }
-        if self.fsync == Fsync::Always {
-            self.file.sync_data().map_err(seg_err)?;
         }
         let offset = self.len;
         self.len += len;
@@ -605,7 +649,16 @@ mod tests {
     use super::*;
 
     fn open_in(dir: &Path, max: u64, seg: u64) -> (Buffer, Writer) {
-        open(dir, max, seg, Fsync::Always, Arc::new(Stats::default())).unwrap()
+        let floor = crate::disk::Floor::default();
+        open(
+            dir,
+            max,
+            seg,
+            Fsync::Always,
+            floor,
+            Arc::new(Stats::default()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -659,11 +712,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (buf, mut w) = open_in(d.path(), 1000, 1 << 20);
         w.append(&[b'x'; 900], 1, false).unwrap();
-        assert!(!w.wait_for_room(500, Duration::from_millis(10)).unwrap());
+        assert_eq!(
+            w.wait_for_room(500, Duration::from_millis(10)).unwrap(),
+            Room::Full
+        );
         let f = buf.next().unwrap().unwrap();
         buf.ack(f.id);
-        assert!(
+        assert_eq!(
             w.wait_for_room(500, Duration::from_secs(5)).unwrap(),
+            Room::Fits,
             "the acknowledged active segment rolled and was deleted"
         );
         assert_eq!(buf.bytes(), 0);
@@ -726,7 +783,16 @@ mod tests {
         bytes.extend_from_slice(b"SHB1\x00");
         fs::write(&seg, &bytes).unwrap();
         let stats = Arc::new(Stats::default());
-        let (buf, _w) = open(d.path(), 1 << 20, 1 << 20, Fsync::Never, stats.clone()).unwrap();
+        let floor = crate::disk::Floor::default();
+        let (buf, _w) = open(
+            d.path(),
+            1 << 20,
+            1 << 20,
+            Fsync::Never,
+            floor,
+            stats.clone(),
+        )
+        .unwrap();
         let mut got = Vec::new();
         while let Some(f) = buf.next().unwrap() {
             got.push(String::from_utf8(f.payload.to_vec()).unwrap());
@@ -748,8 +814,9 @@ mod tests {
         w.append(&payload, 1, false).unwrap();
         w.append(&payload, 1, false).unwrap();
         w.append(&payload, 1, false).unwrap();
-        assert!(
-            !w.wait_for_room(30, Duration::from_millis(10)).unwrap(),
+        assert_eq!(
+            w.wait_for_room(30, Duration::from_millis(10)).unwrap(),
+            Room::Full,
             "200 bytes hold three 51-byte frames, not four"
         );
         let first = buf.next().unwrap().unwrap();
@@ -759,7 +826,53 @@ mod tests {
         });
         buf.ack(first.id);
         let (ok, _w) = waiter.join().unwrap();
-        assert!(ok, "acking a sealed segment makes room");
+        assert_eq!(ok, Room::Fits, "acking a sealed segment makes room");
         assert!(buf.bytes() <= 200);
+    }
+
+    /// The peak gauge never passes the cap, except for one frame alone in the buffer.
+    #[test]
+    fn the_peak_stays_under_the_cap_or_is_one_frame() {
+        let d = tempfile::tempdir().unwrap();
+        let stats = Arc::new(Stats::default());
+        let floor = crate::disk::Floor::default();
+        let (buf, mut w) = open(d.path(), 200, 100, Fsync::Never, floor, stats.clone()).unwrap();
+        let peak = || Stats::get(&stats.buffer_bytes_peak);
+        for _ in 0..20 {
+            if w.wait_for_room(60, Duration::ZERO).unwrap() == Room::Fits {
+                w.append(&[b'x'; 60], 1, false).unwrap();
+            } else {
+                let f = buf.next().unwrap().unwrap();
+                buf.ack(f.id);
+            }
+            assert!(peak() <= 200, "{}", peak());
+        }
+        while let Some(f) = buf.next().unwrap() {
+            buf.ack(f.id);
+        }
+        assert_eq!(
+            w.wait_for_room(1000, Duration::from_secs(5)).unwrap(),
+            Room::Fits,
+            "an empty buffer takes a frame larger than the cap"
+        );
+        w.append(&[b'x'; 1000], 1, false).unwrap();
+        assert_eq!(peak(), 1000 + frame::HEADER_LEN as u64);
+    }
+
+    /// A frame that would take the volume under the floor waits, reported as such.
+    #[test]
+    fn the_free_space_floor_holds_frames_back() {
+        let d = tempfile::tempdir().unwrap();
+        let total = crate::disk::space(d.path()).unwrap().total;
+        let floor = crate::disk::Floor {
+            min_free_bytes: total,
+            min_free_percent: 0,
+        };
+        let stats = Arc::new(Stats::default());
+        let (_buf, mut w) = open(d.path(), 1 << 20, 1 << 20, Fsync::Never, floor, stats).unwrap();
+        assert!(matches!(
+            w.wait_for_room(10, Duration::from_millis(10)).unwrap(),
+            Room::Floor(_)
+        ));
     }
 }

@@ -219,6 +219,7 @@ impl FileTail {
                 path: self.path.clone(),
                 streams,
                 routes: Routes::default(),
+                len: self.checked_len.max(self.pos),
             },
         ))
     }
