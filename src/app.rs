@@ -66,7 +66,12 @@ pub fn dry_run(
         explain: opts.explain,
         ..ReaderSettings::from_config(cfg)?
     };
-    let mut reader = Reader::new(settings, source, Default::default(), stats.clone());
+    let mut reader = Reader::new(
+        settings,
+        source,
+        crate::tail::Resume::default(),
+        stats.clone(),
+    );
     let rescan_every = Duration::from_millis(cfg.input.rescan_interval_ms);
     crate::reader::dry_run::run(&mut reader, out, opts.follow, stop, rescan_every)
         .context("writing output")?;
@@ -191,7 +196,10 @@ fn spawn_workers(
     let mut reader = Reader::new(
         ReaderSettings::from_config(cfg)?,
         source,
-        cps.table(),
+        crate::tail::Resume {
+            positions: cps.table(),
+            last_scan: cps.last_scan(),
+        },
         stats.clone(),
     );
     let appender = Appender::new(writer, cps, es.compression, stats.clone())

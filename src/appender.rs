@@ -53,8 +53,12 @@ pub enum Handoff {
     /// The current batch ends here.
     Seal(Seal),
     /// Files just identified, at their start positions: saved at once, so a restart
-    /// finds them among rotated siblings even if nothing of them was read yet.
-    Discovered(Vec<(FileId, Position)>),
+    /// finds them among rotated siblings even if nothing of them was read yet. With the
+    /// start of the latest scan (unix nanoseconds): every file it found is known.
+    Discovered {
+        found: Vec<(FileId, Position)>,
+        scanned_ns: u64,
+    },
 }
 
 /// Part of a batch: action and document lines of `docs` documents.
@@ -80,6 +84,9 @@ pub struct Seal {
     pub newest_ms: u64,
     /// Oldest record timestamp in the batch (Unix milliseconds), for the latency one.
     pub oldest_ms: u64,
+    /// The start of the latest scan whose files were all handed over before this seal
+    /// (unix nanoseconds; 0: unknown).
+    pub scanned_ns: u64,
 }
 
 /// The batch being built: NDJSON compressed as it arrives (into an output buffer reused
@@ -221,14 +228,18 @@ impl Appender {
                         let _ = pool.try_send(done);
                     }
                 }
-                Ok(Handoff::Discovered(found)) => {
+                Ok(Handoff::Discovered { found, scanned_ns }) => {
+                    let new = !found.is_empty();
                     for (id, pos) in found {
                         // Only adds files not known yet; never moves an offset.
                         if self.cps.get(&id).is_none() {
                             self.cps.update(id, pos);
                         }
                     }
-                    self.save();
+                    self.cps.set_scanned(scanned_ns);
+                    if new {
+                        self.save();
+                    }
                 }
                 Ok(Handoff::Seal(seal)) => {
                     if !self.seal(seal, pool, stop)? {
@@ -293,8 +304,12 @@ impl Appender {
                     }
                     Err(e) => return Err(e.into()),
                 }
-                // Waiting for room is not being stuck.
+                // Waiting for room is not being stuck; positions made safe by earlier
+                // batches still reach the disk meanwhile.
                 self.stats.live.beat(Worker::Appender);
+                if self.last_save.elapsed() >= CHECKPOINT_EVERY {
+                    offer(&self.saver, &mut self.cps, &mut self.last_save);
+                }
                 if stop.load(Ordering::Relaxed)
                     && stopping_since.get_or_insert_with(Instant::now).elapsed() >= STOP_WAIT
                 {
@@ -316,6 +331,7 @@ impl Appender {
         for (id, pos) in seal.positions {
             self.cps.update(id, pos);
         }
+        self.cps.set_scanned(seal.scanned_ns);
         if self.last_save.elapsed() >= CHECKPOINT_EVERY {
             self.save();
         }
@@ -352,10 +368,15 @@ impl Appender {
     }
 
     fn save(&mut self) {
-        self.last_save = Instant::now();
-        if let (Some(saver), Some(bytes)) = (&self.saver, self.cps.take_changes()) {
-            saver.offer(bytes);
-        }
+        offer(&self.saver, &mut self.cps, &mut self.last_save);
+    }
+}
+
+/// Hands the table to the saver if it changed.
+fn offer(saver: &Option<Saver>, cps: &mut Checkpoints, last_save: &mut Instant) {
+    *last_save = Instant::now();
+    if let (Some(saver), Some(bytes)) = (saver, cps.take_changes()) {
+        saver.offer(bytes);
     }
 }
 

@@ -138,6 +138,7 @@ impl Batch {
             routes,
             newest_ms: b.newest_ms,
             oldest_ms: b.oldest_ms,
+            scanned_ns: 0,
         }
     }
 }

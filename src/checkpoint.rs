@@ -70,6 +70,9 @@ impl Position {
 #[serde(deny_unknown_fields)]
 struct Body {
     files: Vec<Entry>,
+    /// Unix nanoseconds at which the latest scan whose files the table holds started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scanned_ns: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,6 +99,10 @@ struct Entry {
 pub struct Checkpoints {
     path: Option<PathBuf>,
     map: BTreeMap<FileId, Position>,
+    /// When the latest scan whose files are all in `map` started (unix nanoseconds):
+    /// a rotated file the table does not know and that was written after it was never
+    /// seen (see [`crate::tail::Tail::open_rotated`]).
+    scanned_ns: Option<u64>,
     dirty: bool,
 }
 
@@ -105,24 +112,33 @@ impl Checkpoints {
         Checkpoints::default()
     }
 
-    /// When the table was last written: the file's modification time (the saver
-    /// replaces the file whole). `None` without a file. A rotated file the table does
-    /// not know and that changed after this was written while the agent was away.
-    pub fn last_written(&self) -> Option<std::time::SystemTime> {
-        fs::metadata(self.path.as_ref()?).ok()?.modified().ok()
+    /// When the latest scan whose files the table holds started (`None`: no table, or
+    /// one written before scans were recorded).
+    pub fn last_scan(&self) -> Option<std::time::SystemTime> {
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.scanned_ns?))
+    }
+
+    /// Records that every file a scan started at `ns` (unix nanoseconds) found is in
+    /// the table.
+    pub fn set_scanned(&mut self, ns: u64) {
+        if ns > self.scanned_ns.unwrap_or(0) {
+            self.scanned_ns = Some(ns);
+            self.dirty = true;
+        }
     }
 
     /// Loads `<dir>/checkpoints`; a missing file is an empty table.
     pub fn load(dir: &Path) -> Result<Checkpoints, CheckpointError> {
         let path = dir.join(FILE_NAME);
-        let map = match fs::read(&path) {
-            Ok(bytes) => decode(&path, &bytes)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        let (map, scanned_ns) = match fs::read(&path) {
+            Ok(bytes) => decode_table(&path, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), None),
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
         Ok(Checkpoints {
             path: Some(path),
             map,
+            scanned_ns,
             dirty: false,
         })
     }
@@ -133,6 +149,7 @@ impl Checkpoints {
         Checkpoints {
             path: Some(dir.join(FILE_NAME)),
             map: BTreeMap::new(),
+            scanned_ns: None,
             dirty: true,
         }
     }
@@ -216,7 +233,7 @@ impl Checkpoints {
             return None;
         }
         self.dirty = false;
-        Some(encode(&self.map))
+        Some(encode(&self.map, self.scanned_ns))
     }
 
     /// Where the table is written (`None`: never).
@@ -232,7 +249,7 @@ impl Checkpoints {
         if !self.dirty {
             return Ok(false);
         }
-        let bytes = encode(&self.map);
+        let bytes = encode(&self.map, self.scanned_ns);
         write_atomic(path, &bytes).map_err(|source| CheckpointError::Write {
             path: path.clone(),
             source,
@@ -372,8 +389,9 @@ impl SaverShared {
     }
 }
 
-fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
+fn encode(map: &BTreeMap<FileId, Position>, scanned_ns: Option<u64>) -> Vec<u8> {
     let body = Body {
+        scanned_ns,
         files: map
             .iter()
             .map(|(id, p)| Entry {
@@ -399,6 +417,13 @@ fn encode(map: &BTreeMap<FileId, Position>) -> Vec<u8> {
 
 /// Parses a checkpoint file. Pure, so it can be fuzzed.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, CheckpointError> {
+    decode_table(path, bytes).map(|(map, _)| map)
+}
+
+/// The table and the start of the latest scan it holds.
+type Table = (BTreeMap<FileId, Position>, Option<u64>);
+
+fn decode_table(path: &Path, bytes: &[u8]) -> Result<Table, CheckpointError> {
     let body: Body = KIND.decode(path, bytes)?;
     let mut map = BTreeMap::new();
     for e in body.files {
@@ -446,7 +471,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<BTreeMap<FileId, Position>, C
             },
         );
     }
-    Ok(map)
+    Ok((map, body.scanned_ns))
 }
 
 #[cfg(test)]
@@ -557,7 +582,7 @@ mod tests {
                 len: 1,
             },
         );
-        let good = encode(&map);
+        let good = encode(&map, None);
         let p = Path::new("cp");
         assert!(decode(p, &good).is_ok());
         let mut flipped = good.clone();

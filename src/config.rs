@@ -320,6 +320,18 @@ pub struct Input {
     pub rescan_interval_ms: u64,
     /// How long a rotated or deleted file stays open at its end, in milliseconds.
     pub drain_grace_ms: u64,
+    /// Where files are read from on the very first start (no checkpoints yet):
+    /// `beginning`, or `end` to skip what another shipper already sent.
+    pub start_at: StartAt,
+}
+
+/// `input.start_at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    #[default]
+    Beginning,
+    End,
 }
 
 impl Default for Input {
@@ -332,6 +344,7 @@ impl Default for Input {
             turn_budget_bytes: DEFAULT_TURN_BUDGET_BYTES,
             rescan_interval_ms: DEFAULT_RESCAN_INTERVAL_MS,
             drain_grace_ms: DEFAULT_DRAIN_GRACE_MS,
+            start_at: StartAt::Beginning,
         }
     }
 }

@@ -417,6 +417,21 @@ fn check_checkpoints(bytes: &[u8]) {
             if let Some(t) = p.last_time {
                 e["last_time"] = t.to_string().into();
             }
+            if p.streams != [p.offset; 2] {
+                e["streams"] = json!(p.streams);
+            }
+            if p.len > p.offset {
+                e["len"] = p.len.into();
+            }
+            let routes: Vec<Value> = p
+                .routes
+                .as_slice()
+                .iter()
+                .map(|r| json!([r.from, r.name.to_string()]))
+                .collect();
+            if !routes.is_empty() {
+                e["routes"] = routes.into();
+            }
             e
         })
         .collect();

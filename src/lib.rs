@@ -96,4 +96,5 @@ pub use reader::{Polled, Reader, ReaderSettings};
 pub use record::parse::{cri, docker, Line, ParseError};
 pub use record::partial::{Merged, Merger};
 pub use ship::bulk;
+pub use tail::Resume;
 pub use timestamp::Timestamp;

@@ -144,6 +144,12 @@ counters! {
     rotated_unread_bytes,
     /// Of those, bytes of a container held back by its rate limit at the time.
     rotated_unread_throttled,
+    /// Bytes past the checkpoint of files deleted while the agent was stopped (known
+    /// from the length recorded with the checkpoint); counted in `rotated_unread_bytes`.
+    rotated_unread_deleted,
+    /// Rotated files read at start-up that no checkpoint knew: born and rotated while
+    /// the agent was stopped.
+    files_unseen_rotated,
     /// Records whose pod was found (API cache or pod list): `shipper.metadata: complete`.
     metadata_complete,
     /// Records with metadata from the log path and Docker's config only.
@@ -672,6 +678,7 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
     &[
         ("shipper_files_watched", "Log files currently open.", G, |s| counter(&s.files_watched)),
         ("shipper_files_opened_total", "Log files opened, rotated siblings drained at start-up included.", C, |s| counter(&s.files_opened)),
+        ("shipper_files_unseen_rotated_total", "Rotated files read at start-up that no checkpoint knew: born and rotated while the agent was stopped (read from their start; deterministic ids make any overlap a 409).", C, |s| counter(&s.files_unseen_rotated)),
         ("shipper_files_rotated_total", "Open files found renamed away or deleted (then drained).", C, |s| counter(&s.files_rotated)),
         ("shipper_files_truncated_total", "Files found truncated or rewritten in place (copytruncate, inode reuse).", C, |s| counter(&s.files_truncated)),
         ("shipper_files_closed_total", "Files drained and closed after rotation or deletion.", C, |s| counter(&s.files_closed)),
@@ -787,13 +794,16 @@ fn labelled() -> Vec<Labelled> {
         ),
         (
             "shipper_rotated_unread_bytes_total",
-            "Bytes a file held past the read position when it was truncated with no copy left to read them from, by reason: truncated (copytruncate or a rewrite), throttled (the container was held back by its rate limit then).",
+            "Bytes a file held past the read position when they became unreadable, by reason: truncated (copytruncate or a rewrite with no copy left to read them from), throttled (the same while the container was held back by its rate limit), deleted_while_down (the file was deleted while the agent was stopped; known from the length its checkpoint recorded).",
             "reason",
             vec![
                 ("truncated", |s| {
-                    counter(&s.rotated_unread_bytes) - counter(&s.rotated_unread_throttled)
+                    counter(&s.rotated_unread_bytes)
+                        - counter(&s.rotated_unread_throttled)
+                        - counter(&s.rotated_unread_deleted)
                 }),
                 ("throttled", |s| counter(&s.rotated_unread_throttled)),
+                ("deleted_while_down", |s| counter(&s.rotated_unread_deleted)),
             ],
         ),
         (

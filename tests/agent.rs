@@ -51,6 +51,75 @@ impl Node {
         self.dir.path().join("data")
     }
 
+    /// The CRI root (`<pods>/<ns>_<pod>_<uid>/<container>/0.log`).
+    pub(crate) fn pods(&self) -> PathBuf {
+        self.dir.path().join("pods")
+    }
+
+    /// CRI container `c`'s live log.
+    pub(crate) fn cri_log(&self, c: usize) -> PathBuf {
+        self.pods()
+            .join(format!("ns_pod{c}_uid{c}"))
+            .join("app")
+            .join("0.log")
+    }
+
+    /// Appends `n` unique lines to CRI container `c`, dated `day` (2024-07-DD).
+    pub(crate) fn cri_write(&mut self, c: usize, n: usize, day: u32) {
+        let path = self.cri_log(c);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut s = String::new();
+        for _ in 0..n {
+            self.seq += 1;
+            let msg = format!(
+                "cri c{c} n{} {}",
+                self.seq,
+                "y".repeat((self.seq % 89) as usize)
+            );
+            s += &format!(
+                "2024-07-{day:02}T03:42:57.{:09}Z stdout F {msg}\n",
+                self.seq
+            );
+            self.written.insert(msg);
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Rotates CRI container `c` like kubelet: the live file to `0.log.<timestamp>`, a
+    /// new live file, and every rotated file but the newest gzipped.
+    pub(crate) fn cri_rotate(&mut self, c: usize) {
+        let live = self.cri_log(c);
+        let dir = live.parent().unwrap();
+        let mut k = 0;
+        let name = |k: u32| dir.join(format!("0.log.2024070803{k:04}"));
+        while name(k).exists() || dir.join(format!("0.log.2024070803{k:04}.gz")).exists() {
+            k += 1;
+        }
+        if k > 0 {
+            let prev = name(k - 1);
+            if prev.exists() {
+                let bytes = std::fs::read(&prev).unwrap();
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&bytes).unwrap();
+                std::fs::write(
+                    dir.join(format!("0.log.2024070803{:04}.gz", k - 1)),
+                    gz.finish().unwrap(),
+                )
+                .unwrap();
+                std::fs::remove_file(prev).unwrap();
+            }
+        }
+        if live.exists() {
+            std::fs::rename(&live, name(k)).unwrap();
+        }
+        std::fs::File::create(&live).unwrap();
+    }
+
     pub(crate) fn log(&self, c: usize) -> PathBuf {
         let id = format!("{c:0>4}feed");
         self.docker().join(&id).join(format!("{id}-json.log"))
@@ -128,28 +197,29 @@ impl Node {
 
     pub(crate) fn agent(&self, es_url: &str, prefix: &str, env: &[(&str, &str)]) -> Child {
         let mut cmd = shipper();
-        cmd.args([
-            "--pods-root",
-            "/nonexistent",
-            "--log-level",
-            "debug",
-            "--docker-root",
-        ])
-        .arg(self.docker())
-        .arg("--data-dir")
-        .arg(self.data())
-        .args(["--es-url", es_url, "--index-prefix", prefix])
-        .env("SHIPPER_ELASTICSEARCH_LINGER_MS", "50")
-        .env("SHIPPER_INPUT_RESCAN_INTERVAL_MS", "100")
-        .env("SHIPPER_INPUT_DRAIN_GRACE_MS", "100")
-        .env("SHIPPER_ELASTICSEARCH_MAX_BACKOFF_MS", "300")
-        .env("SHIPPER_AGENT_SHUTDOWN_DEADLINE_MS", "5000")
-        // Text logs, which the assertions read; a free port for /metrics (see
-        // `metrics_addr`). Either can be overridden through `env`.
-        .env("SHIPPER_LOG_FORMAT", "text")
-        .env("SHIPPER_METRICS_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(self.dir.path().join("agent.log")).unwrap());
+        // The CRI root only where a test wrote CRI logs (`cri_write`).
+        let pods = match self.pods().exists() {
+            true => self.pods(),
+            false => PathBuf::from("/nonexistent"),
+        };
+        cmd.arg("--pods-root")
+            .arg(pods)
+            .args(["--log-level", "debug", "--docker-root"])
+            .arg(self.docker())
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(["--es-url", es_url, "--index-prefix", prefix])
+            .env("SHIPPER_ELASTICSEARCH_LINGER_MS", "50")
+            .env("SHIPPER_INPUT_RESCAN_INTERVAL_MS", "100")
+            .env("SHIPPER_INPUT_DRAIN_GRACE_MS", "100")
+            .env("SHIPPER_ELASTICSEARCH_MAX_BACKOFF_MS", "300")
+            .env("SHIPPER_AGENT_SHUTDOWN_DEADLINE_MS", "5000")
+            // Text logs, which the assertions read; a free port for /metrics (see
+            // `metrics_addr`). Either can be overridden through `env`.
+            .env("SHIPPER_LOG_FORMAT", "text")
+            .env("SHIPPER_METRICS_ADDR", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("agent.log")).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }

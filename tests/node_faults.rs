@@ -187,3 +187,152 @@ fn available(dir: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap()
 }
+
+/// Stopped, the node goes on: known files grow and rotate twice (Docker shifts `.1` to
+/// `.2`; kubelet renames to `0.log.<timestamp>` and gzips the older one), new containers
+/// are born and rotated twice. At start every line is read: the rotated files the
+/// checkpoints know resume where they were (inside a `.gz` too), the others from the
+/// start.
+#[test]
+fn stop_write_and_rotate_twice_then_start_reads_every_line() {
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    node.write(0, 50, 8);
+    node.cri_write(0, 50, 8);
+    let mut agent = node.agent(&es.url, "away", &[]);
+    node.assert_all_indexed(&es.url, "away");
+    assert!(sigterm(&mut agent).success());
+
+    for _ in 0..2 {
+        node.write(0, 30, 8);
+        node.rotate(0);
+        node.write(1, 30, 8);
+        node.rotate(1);
+        node.cri_write(0, 30, 8);
+        node.cri_rotate(0);
+        node.cri_write(1, 30, 8);
+        node.cri_rotate(1);
+    }
+    for c in 0..2 {
+        node.write(c, 5, 8);
+        node.cri_write(c, 5, 8);
+    }
+    let gz: Vec<_> = std::fs::read_dir(node.cri_log(0).parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".gz"))
+        .collect();
+    assert_eq!(gz.len(), 1, "kubelet gzipped the older rotation: {gz:?}");
+
+    let mut agent = node.agent(&es.url, "away", &[]);
+    node.assert_all_indexed(&es.url, "away");
+    let addr = node.metrics_addr();
+    // Born while stopped and rotated: Docker c0's second file, both of c1's; the same
+    // for the CRI containers.
+    assert_eq!(metric(&addr, "shipper_files_unseen_rotated_total"), 6.0);
+    assert!(sigterm(&mut agent).success());
+}
+
+/// `input.start_at = "end"` on a first start skips what the files already hold; a file
+/// that appears later is read from its start.
+#[test]
+fn start_at_end_skips_what_is_there_on_the_first_start() {
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    node.write(0, 200, 8);
+    node.written.clear();
+    let mut agent = node.agent(&es.url, "end", &[("SHIPPER_INPUT_START_AT", "end")]);
+    wait_until("the file to be checkpointed", LONG, || node.seen(0));
+    node.write(0, 10, 8);
+    node.write(1, 10, 8);
+    node.assert_all_indexed(&es.url, "end");
+    assert!(sigterm(&mut agent).success());
+}
+
+/// A file deleted while the agent was stopped, before it was read to its end: the
+/// bytes its checkpoint knew it held past the read position are counted
+/// (`deleted_while_down`), its checkpoint goes, and everything read before is delivered.
+#[test]
+fn a_file_deleted_while_stopped_is_counted() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.down = true);
+    let mut node = Node::new();
+    node.write(0, 3000, 8);
+    let env = [
+        ("SHIPPER_BUFFER_MAX_BYTES", "65536"),
+        ("SHIPPER_BUFFER_SEGMENT_BYTES", "16384"),
+        ("SHIPPER_ELASTICSEARCH_BATCH_BYTES", "8192"),
+        ("SHIPPER_ELASTICSEARCH_COMPRESSION", "false"),
+    ];
+    let mut agent = node.agent(&p.url, "gone", &env);
+    let position = || -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string(node.data().join("checkpoints")).ok()?;
+        let body: serde_json::Value = serde_json::from_str(text.split_once('\n')?.1).ok()?;
+        let e = &body["files"][0];
+        let offset = e["offset"].as_u64()?;
+        Some((offset, e["len"].as_u64().unwrap_or(offset)))
+    };
+    wait_until("reading to pause mid-file", LONG, || {
+        position().is_some_and(|(offset, len)| offset > 0 && len > offset)
+    });
+    assert!(sigterm(&mut agent).success());
+    let (offset, len) = position().unwrap();
+    let bytes = std::fs::read(node.log(0)).unwrap();
+    std::fs::remove_dir_all(node.log(0).parent().unwrap()).unwrap();
+    // What stays: the lines that start before the checkpoint (they are in the buffer).
+    node.written = bytes[..offset as usize]
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .map(|v| v["log"].as_str().unwrap().trim_end_matches('\n').to_owned())
+        .collect();
+    p.set(|f| f.down = false);
+    let mut agent = node.agent(&p.url, "gone", &env);
+    node.assert_all_indexed(&es.url, "gone");
+    let addr = node.metrics_addr();
+    let series = "shipper_rotated_unread_bytes_total{reason=\"deleted_while_down\"}";
+    assert_eq!(metric(&addr, series), (len - offset) as f64);
+    assert!(node
+        .agent_log()
+        .contains("file deleted while the agent was stopped"));
+    assert!(sigterm(&mut agent).success());
+}
+
+/// 50 `kill -9` at random moments while five Docker and five CRI containers write and
+/// rotate, some rotations (of files no agent saw) while the agent is dead: every line
+/// once.
+#[test]
+fn kill_9_fifty_times_while_writing_and_rotating() {
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    let mut rng = fastrand::Rng::with_seed(15);
+    let mut agent = node.agent(&es.url, "k50", &[]);
+    for round in 0..50 {
+        for _ in 0..rng.usize(1..4) {
+            let c = rng.usize(0..5);
+            node.write(c, rng.usize(5..40), 8);
+            node.cri_write(c, rng.usize(5..40), 8);
+            // A running agent is promised files it had the time to see.
+            if rng.u8(0..4) == 0 && node.seen(c) {
+                node.rotate(c);
+                node.write(c, rng.usize(1..10), 8);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(20..300)));
+        kill9(&mut agent);
+        if round % 3 == 2 {
+            // While it is dead, anything goes.
+            let c = rng.usize(0..5);
+            node.write(c, 20, 8);
+            node.rotate(c);
+            node.write(c, 5, 8);
+            node.cri_write(c, 20, 8);
+            node.cri_rotate(c);
+            node.cri_write(c, 5, 8);
+        }
+        agent = node.agent(&es.url, "k50", &[]);
+    }
+    node.write(0, 10, 8);
+    node.assert_all_indexed(&es.url, "k50");
+    assert!(sigterm(&mut agent).success());
+}

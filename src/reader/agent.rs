@@ -86,6 +86,11 @@ pub const MAX_RESCAN_FACTOR: u32 = 8;
 /// whether they were after this long, then after twice as long each time up to
 /// [`DOWNSTREAM_POLL_MAX`] (to send the next batch at once when Elasticsearch is quick,
 /// with few wake-ups when it is slow; see [`crate::batch`]).
+/// With no new file, the start of the latest scan is recorded with the checkpoints at
+/// least this often (a batch records it too): a restart then reads rotated files it does
+/// not know only if they were written after it, and re-reads little.
+const RECORD_SCAN_EVERY: Duration = Duration::from_secs(600);
+
 const DOWNSTREAM_POLL: Duration = Duration::from_millis(10);
 
 /// Caught up with nothing due for this long, the loop gives memory back (see
@@ -131,6 +136,8 @@ pub fn run(
     let mut outbox = Outbox {
         handover,
         stop,
+        scanned_ns: 0,
+        recorded_ns: 0,
         last_scan: Instant::now(),
         rescan_every: settings.rescan_every,
         backoff: 1,
@@ -182,11 +189,16 @@ pub fn run(
             outbox.send(reader, Handoff::Chunk(chunk))?;
         }
         if due && (!batch.is_empty() || stopping) {
-            let seal = batch.seal(
+            // Files found by scans run while the hand-off waited go first: the seal
+            // records the latest scan as complete.
+            outbox.announce(reader)?;
+            let mut seal = batch.seal(
                 reader.positions(),
-                reader.take_closed(),
+                reader.take_closed(outbox.scanned_ns),
                 reader.take_routes(),
             );
+            seal.scanned_ns = outbox.scanned_ns;
+            outbox.recorded_ns = outbox.scanned_ns;
             outbox.send(reader, Handoff::Seal(seal))?;
         }
         if stopping {
@@ -299,6 +311,10 @@ impl Sleep {
 struct Outbox<'a> {
     handover: &'a Handover,
     stop: &'a AtomicBool,
+    /// The start of the latest scan whose files were all handed over (unix ns).
+    scanned_ns: u64,
+    /// The latest such start handed over to be recorded with the checkpoints.
+    recorded_ns: u64,
     last_scan: Instant,
     rescan_every: Duration,
     /// The rescan period's multiple of `rescan_every` (reset when lines come).
@@ -332,13 +348,19 @@ impl Outbox<'_> {
     }
 
     /// Hands newly identified files to the appender (their start positions are saved
-    /// at once).
+    /// at once), with the start of the latest scan: every file it found is then known.
+    /// With nothing new that start is still recorded now and then (and with every
+    /// batch), so a restart reads only rotated files born after it.
     fn announce(&mut self, reader: &mut Reader) -> anyhow::Result<()> {
+        let scanned_ns = reader.scanned_ns();
         let found = reader.take_new();
-        if found.is_empty() {
+        self.scanned_ns = scanned_ns;
+        let stale = scanned_ns >= self.recorded_ns + RECORD_SCAN_EVERY.as_nanos() as u64;
+        if found.is_empty() && !stale {
             return Ok(());
         }
-        self.send(reader, Handoff::Discovered(found))
+        self.recorded_ns = scanned_ns;
+        self.send(reader, Handoff::Discovered { found, scanned_ns })
     }
 
     /// Hands a message to the appender. While the buffer is full the appender stops

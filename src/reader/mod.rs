@@ -21,7 +21,7 @@ use crate::record::{self, Counts, Held, Output, RecordStream};
 use crate::select;
 use crate::tail::{self, Event, FileKey, NewFile, Tail, TailSettings};
 use crate::timestamp::Timestamp;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,6 +76,7 @@ impl ReaderSettings {
                 },
                 budget: i.turn_budget_bytes,
                 drain_grace: std::time::Duration::from_millis(i.drain_grace_ms),
+                start_at_end: i.start_at == crate::config::StartAt::End,
             },
             record: record::Settings {
                 max_record_bytes,
@@ -393,7 +394,7 @@ impl Reader {
     pub fn new(
         settings: ReaderSettings,
         source: MetaSource,
-        resume: BTreeMap<FileId, Position>,
+        resume: tail::Resume,
         stats: Arc<Stats>,
     ) -> Reader {
         let tail = Tail::new(settings.tail.clone(), resume, stats.clone());
@@ -425,13 +426,17 @@ impl Reader {
         self.tail.is_empty()
     }
 
-    /// First scan: opens every live file, and before them the rotated siblings that a
-    /// checkpoint says still have unread bytes.
+    /// First scan: opens every live file, and before them the rotated siblings that may
+    /// hold unread lines (see [`Tail::open_rotated`]); then lets the tail account for
+    /// checkpointed files found nowhere.
     pub fn start(&mut self) {
-        let candidates = self.scan();
+        self.tail.scanning();
+        let errors_before = Stats::get(&self.stats.read_errors);
+        let (candidates, report) = discover::scan(&self.settings.roots);
+        self.report(&report);
         let now = Instant::now();
         for c in &candidates {
-            for path in tail::rotated_siblings(&c.path) {
+            for path in tail::rotated_siblings_with_gz(&c.path) {
                 let meta = self
                     .source
                     .open(c.info.clone(), c.docker_dir.as_deref(), now);
@@ -445,19 +450,34 @@ impl Reader {
             }
         }
         self.add_new(candidates);
+        let clean =
+            report.errors.is_empty() && Stats::get(&self.stats.read_errors) == errors_before;
+        self.tail.started(clean, &report.missing_roots);
     }
 
     /// Rescans the roots: opens new files, marks rotated and deleted ones for draining,
     /// and checks open files for truncation or in-place rewrites.
     pub fn rescan(&mut self) {
+        self.tail.scanning();
         let candidates = self.scan();
         let live: HashSet<(u64, u64)> = candidates.iter().map(|c| (c.dev, c.ino)).collect();
         self.with_sink(|tail, sink| tail.rescan(&live, sink));
         self.add_new(candidates);
     }
 
+    /// When the latest scan started (unix nanoseconds).
+    pub fn scanned_ns(&self) -> u64 {
+        self.tail.scan_started_ns()
+    }
+
     fn scan(&mut self) -> Vec<Candidate> {
         let (candidates, report) = discover::scan(&self.settings.roots);
+        self.report(&report);
+        candidates
+    }
+
+    /// Logs what a scan could not see (each missing root once).
+    fn report(&mut self, report: &discover::ScanReport) {
         for root in &report.missing_roots {
             // Once per root: a node without Docker has no Docker root, every rescan.
             if self.warned_roots.insert(root.clone()) {
@@ -468,7 +488,6 @@ impl Reader {
             Stats::add(&self.stats.read_errors, 1);
             crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %err, "cannot read log path");
         }
-        candidates
     }
 
     fn add_new(&mut self, candidates: Vec<Candidate>) {
@@ -685,9 +704,10 @@ impl Reader {
         self.tail.take_new()
     }
 
-    /// Identities of files closed (or restarted) since the last call.
-    pub fn take_closed(&mut self) -> Vec<FileId> {
-        self.tail.take_closed()
+    /// Identities of files closed (or restarted) since the last call, as of the scan
+    /// that started at `scanned_ns` (see [`Tail::take_closed`]).
+    pub fn take_closed(&mut self, scanned_ns: u64) -> Vec<FileId> {
+        self.tail.take_closed(scanned_ns)
     }
 
     /// Route histories that grew since the last call: to be persisted before the

@@ -5,6 +5,7 @@
 //! position always sits on a line boundary. A line longer than the buffer's limit is cut
 //! (its head is handed on as such) and the rest is skipped to its `\n`.
 
+use super::content::Content;
 use super::{Event, FileKey, Sink};
 use crate::checkpoint::Position;
 use crate::ids::FileId;
@@ -13,9 +14,8 @@ use crate::metrics::Stats;
 use crate::record::Held;
 use crate::timestamp::Timestamp;
 use memchr::{memchr, memrchr};
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -59,7 +59,7 @@ pub struct Progress {
 pub struct FileTail {
     pub key: FileKey,
     pub path: PathBuf,
-    file: File,
+    content: Content,
     pub dev: u64,
     pub ino: u64,
     /// The container the file belongs to: part of its identity.
@@ -86,12 +86,12 @@ pub struct FileTail {
 
 impl FileTail {
     pub fn open(key: FileKey, path: PathBuf, source: String) -> io::Result<FileTail> {
-        let file = File::open(&path)?;
-        let m = file.metadata()?;
+        let (content, m) = Content::open(&path)?;
+        let content_len = content.len()?;
         Ok(FileTail {
             key,
             path,
-            file,
+            content,
             dev: m.dev(),
             ino: m.ino(),
             source,
@@ -103,7 +103,7 @@ impl FileTail {
             resumed: [0; 2],
             skip: None,
             phase: Phase::Live,
-            checked_len: m.len(),
+            checked_len: content_len,
             paused: false,
         })
     }
@@ -132,14 +132,39 @@ impl FileTail {
         self.id
     }
 
+    /// The offset just past the file's last complete line (0 without one).
+    pub fn end_of_last_line(&self) -> io::Result<u64> {
+        const STEP: u64 = 64 << 10;
+        let mut buf = vec![0; STEP as usize];
+        let mut end = self.size()?;
+        while end > 0 {
+            let start = end.saturating_sub(STEP);
+            let n = self
+                .content
+                .read_full(&mut buf[..(end - start) as usize], start)?;
+            if let Some(i) = memrchr(b'\n', &buf[..n]) {
+                return Ok(start + i as u64 + 1);
+            }
+            end = start;
+        }
+        Ok(0)
+    }
+
+    /// When the file was last written (now, if that cannot be known).
+    pub fn modified(&self) -> std::time::SystemTime {
+        self.content
+            .modified()
+            .unwrap_or_else(|_| std::time::SystemTime::now())
+    }
+
     /// The file's current size.
     pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.content.len()
     }
 
     /// Computes the identity from the first complete line. `None` until that line exists.
     pub fn compute_id(&self, buf: &mut Vec<u8>, limits: &ReadLimits) -> io::Result<Option<FileId>> {
-        Ok(first_line(&self.file, buf, limits)?.map(|line| FileId::compute(&self.source, line)))
+        Ok(first_line(&self.content, buf, limits)?.map(|line| FileId::compute(&self.source, line)))
     }
 
     /// Fixes the identity and where to start reading (a checkpoint, or 0).
@@ -248,7 +273,7 @@ impl FileTail {
         }
         self.announce(sink);
         while progress.bytes < budget && strict.is_none_or(|max| progress.lines < max) {
-            let n = read_full(&self.file, buf, self.pos)?;
+            let n = self.content.read_full(buf, self.pos)?;
             if n == 0 {
                 progress.eof = true;
                 break;
@@ -335,27 +360,13 @@ impl FileTail {
     }
 }
 
-/// Reads at `offset` until `buf` is full or the file ends. Returns the bytes read.
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Size of the first read when looking for the first line; most first lines are short.
 const FIRST_LINE_PROBE: usize = 4096;
 
 /// The file's first complete line (without `\n`), or its first `max_line_bytes` bytes if
 /// that line is longer; `None` while the first line is still being written.
 pub fn first_line<'b>(
-    file: &File,
+    file: &Content,
     buf: &'b mut Vec<u8>,
     limits: &ReadLimits,
 ) -> io::Result<Option<&'b [u8]>> {
@@ -365,7 +376,7 @@ pub fn first_line<'b>(
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        let n = read_full(file, &mut buf[..want], 0)?;
+        let n = file.read_full(&mut buf[..want], 0)?;
         if let Some(nl) = memchr(b'\n', &buf[..n]) {
             return Ok(Some(&buf[..nl]));
         }

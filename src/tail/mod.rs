@@ -23,6 +23,7 @@
 //! Checkpoints are read here (to resume a file) but never written: the caller persists
 //! [`Tail::positions`] once the records emitted so far are safe.
 
+mod content;
 mod file;
 pub mod limit;
 
@@ -50,6 +51,27 @@ pub struct TailSettings {
     pub budget: u64,
     /// How long a rotated or deleted file stays open at its end before it is closed.
     pub drain_grace: Duration,
+    /// On the very first start (no previous run), files found then are read from their
+    /// end, not their beginning (a migration from another shipper).
+    pub start_at_end: bool,
+}
+
+/// What the previous run left: where each file resumes, and when it last wrote that.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    pub positions: BTreeMap<FileId, Position>,
+    /// When the latest scan whose files the checkpoints hold started; `None`: no
+    /// previous run (or one that did not record it).
+    pub last_scan: Option<std::time::SystemTime>,
+}
+
+impl From<BTreeMap<FileId, Position>> for Resume {
+    fn from(positions: BTreeMap<FileId, Position>) -> Resume {
+        Resume {
+            positions,
+            last_scan: None,
+        }
+    }
 }
 
 /// A file's handle in the tail, stable while it is open (the caller keys its own
@@ -99,14 +121,36 @@ pub struct NewFile {
     pub source: String,
 }
 
+/// What a truncated file's copy (logrotate's copytruncate) holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// Bytes not read yet: it is being read.
+    Reading,
+    /// Nothing more; it was last written then.
+    Read(std::time::SystemTime),
+    /// There is no copy.
+    None,
+}
+
 /// Reads every open file.
 pub struct Tail {
     cfg: TailSettings,
     files: Vec<FileTail>,
     /// Checkpoints as of the start: where a file that appears resumes.
     resume: BTreeMap<FileId, Position>,
+    /// When the latest scan the checkpoints hold started (`None`: a first start).
+    last_scan: Option<std::time::SystemTime>,
+    /// Until [`Tail::started`]: identities met among rotated siblings.
+    starting: Option<HashSet<FileId>>,
     /// Identities of files closed since the last [`Tail::take_closed`].
     closed: Vec<FileId>,
+    /// Identities closed whose bytes may still be on disk, with when that file was last
+    /// written: given to [`Tail::take_closed`] once a scan started after that, so the
+    /// checkpoints never forget a file while [`Tail::open_rotated`] would take it for
+    /// one born while the agent was away.
+    closing: Vec<(FileId, std::time::SystemTime)>,
+    /// When the latest scan started.
+    scan_started: Option<std::time::SystemTime>,
     /// Files identified since the last [`Tail::take_new`], with where they start.
     new: Vec<(FileId, Position)>,
     buf: Vec<u8>,
@@ -119,14 +163,18 @@ pub struct Tail {
 }
 
 impl Tail {
-    /// A tail that resumes files at the positions in `resume` (the checkpoints).
-    pub fn new(cfg: TailSettings, resume: BTreeMap<FileId, Position>, stats: Arc<Stats>) -> Tail {
+    /// A tail that resumes files where the previous run left them.
+    pub fn new(cfg: TailSettings, resume: Resume, stats: Arc<Stats>) -> Tail {
         let buf = vec![0; cfg.limits.read_bytes];
         Tail {
             cfg,
             files: Vec::new(),
-            resume,
+            resume: resume.positions,
+            last_scan: resume.last_scan,
+            starting: Some(HashSet::new()),
             closed: Vec::new(),
+            closing: Vec::new(),
+            scan_started: None,
             new: Vec::new(),
             buf,
             stats,
@@ -248,25 +296,90 @@ impl Tail {
         }
     }
 
-    /// At start-up: opens `path`, a rotated sibling of `f`, if a checkpoint says it
-    /// still has unread bytes (it rotated while the agent was down); it is drained
+    /// At start-up: opens `path`, a rotated sibling of `f` (rotated while the agent was
+    /// down), if it may hold lines not read yet: its checkpoint says it has unread bytes,
+    /// or it has none and was written after the last scan the checkpoints hold started.
+    /// Such a file was never seen: every scan before its first line was complete missed
+    /// it. A file that was seen and closed (read to its end, its checkpoint dropped) was
+    /// last written before it was renamed, so before the scan that found it rotated, and
+    /// is not read again. A never-seen file is read from its start. Siblings are drained
     /// before the live files are read.
     pub fn open_rotated(&mut self, f: &NewFile, path: &Path) -> Option<FileKey> {
         let key = self.key();
-        let mut tail = FileTail::open(key, path.to_owned(), f.source.clone()).ok()?;
+        let mut tail = match FileTail::open(key, path.to_owned(), f.source.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                Stats::add(&self.stats.read_errors, 1);
+                crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %e, "cannot read rotated log file");
+                return None;
+            }
+        };
         let id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
-        let pos = self.resume.get(&id)?;
-        if pos.offset >= tail.size().ok()? {
-            return None;
+        // The same lines twice (a `.gz` next to the file it was made from): read once.
+        if let Some(found) = &mut self.starting {
+            if !found.insert(id) {
+                return None;
+            }
         }
-        tail.start(id, Some(pos));
+        let size = tail.size().ok()?;
+        match self.resume.get(&id) {
+            Some(pos) if pos.offset >= size => return None,
+            Some(pos) => {
+                tail.start(id, Some(pos));
+                tracing::info!(path = %path.display(), offset = tail.offset(), "draining file rotated while stopped");
+            }
+            None => {
+                let mtime = fs::metadata(path).and_then(|m| m.modified()).ok()?;
+                if self.last_scan.is_none_or(|t| mtime <= t) {
+                    return None;
+                }
+                tail.start(id, None);
+                Stats::add(&self.stats.files_unseen_rotated, 1);
+                tracing::info!(path = %path.display(), "reading file born and rotated while stopped");
+            }
+        }
         tail.phase = Phase::Draining { since: None };
         Stats::add(&self.stats.files_opened, 1);
-        tracing::info!(path = %path.display(), offset = tail.offset(), "draining file rotated while stopped");
         self.new.extend(tail.position());
         self.files.push(tail);
         self.publish_watched();
         Some(key)
+    }
+
+    /// The first scan is over. Checkpoints of files found nowhere (neither live nor
+    /// among the rotated siblings) belong to files deleted while the agent was away:
+    /// what they held past their offset is counted lost (`deleted_while_down`) and
+    /// their entries go. Only after a `clean` scan (nothing unreadable), and never for a
+    /// file under a root that is `missing` (not mounted, say): a file merely out of reach
+    /// keeps its checkpoint.
+    pub fn started(&mut self, clean: bool, missing: &[PathBuf]) {
+        let Some(found) = self.starting.take() else {
+            return;
+        };
+        if !clean {
+            return;
+        }
+        let open: HashSet<FileId> = self.files.iter().filter_map(FileTail::id).collect();
+        let gone: Vec<FileId> = self
+            .resume
+            .iter()
+            .filter(|(id, _)| !found.contains(id) && !open.contains(id))
+            .filter(|(_, p)| !missing.iter().any(|root| p.path.starts_with(root)))
+            .map(|(id, _)| id)
+            .copied()
+            .collect();
+        for id in gone {
+            let Some(pos) = self.resume.remove(&id) else {
+                continue;
+            };
+            let lost = pos.len.saturating_sub(pos.offset);
+            if lost > 0 {
+                Stats::add(&self.stats.rotated_unread_bytes, lost);
+                Stats::add(&self.stats.rotated_unread_deleted, lost);
+                tracing::warn!(path = %pos.path.display(), bytes = lost, "file deleted while the agent was stopped, before its last bytes were read");
+            }
+            self.closed.push(id);
+        }
     }
 
     /// Marks open files missing from `live` (the (dev, inode) pairs a scan found) as
@@ -310,8 +423,13 @@ impl Tail {
                     return;
                 }
                 let len = f.size().unwrap_or(0);
+                let first_start = self.starting.is_some() && self.last_scan.is_none();
+                let at_end = (first_start && self.cfg.start_at_end)
+                    .then(|| f.end_of_last_line().ok())
+                    .flatten()
+                    .map(|end| Position::at(end, None, f.path.clone()));
                 let pos = self.resume.get(&id).filter(|p| p.offset <= len);
-                self.files[i].start(id, pos);
+                self.files[i].start(id, pos.or(at_end.as_ref()));
                 self.new.extend(self.files[i].position());
                 self.files[i].announce(sink);
             }
@@ -362,14 +480,17 @@ impl Tail {
         // we had not read yet are in that copy, under the old identity, which goes on
         // (checkpoint, routes and all) until the copy is drained. Without a copy it is
         // closed here.
-        let copied = match old {
+        let copy = match old {
             Some((old_id, pos)) => self.drain_copy(i, old_id, &pos, sink),
-            None => false,
+            None => Copy::None,
         };
-        if !copied {
-            self.closed.push(id);
+        match copy {
+            Copy::Reading => {}
+            // The copy holds the old identity's bytes: it is closed like a drained file.
+            Copy::Read(written) => self.closing.push((id, written)),
+            Copy::None => self.closed.push(id),
         }
-        if !copied && unread > 0 {
+        if copy != Copy::Reading && unread > 0 {
             Stats::add(&self.stats.rotated_unread_bytes, unread);
             if self.throttled(i) {
                 Stats::add(&self.stats.rotated_unread_throttled, unread);
@@ -379,14 +500,14 @@ impl Tail {
         self.identify_at(i, sink);
     }
 
-    /// Opens the copy of a truncated file, if one is beside it; returns whether it did.
+    /// Opens the copy of a truncated file, if one is beside it with bytes not read yet.
     fn drain_copy(
         &mut self,
         i: usize,
         old_id: FileId,
         pos: &Position,
         sink: &mut Sink<'_>,
-    ) -> bool {
+    ) -> Copy {
         for sibling in rotated_siblings(&self.files[i].path) {
             let key = self.key();
             let Ok(mut copy) = self.files[i].sibling(key, sibling.clone()) else {
@@ -395,8 +516,11 @@ impl Tail {
             let Ok(Some(id)) = copy.compute_id(&mut self.buf, &self.cfg.limits) else {
                 continue;
             };
-            if id != old_id || copy.size().map(|l| l <= pos.offset).unwrap_or(true) {
+            if id != old_id {
                 continue;
+            }
+            if copy.size().map(|l| l <= pos.offset).unwrap_or(true) {
+                return Copy::Read(copy.modified());
             }
             tracing::info!(path = %sibling.display(), offset = pos.offset, "reading the rest of a truncated file from its copy");
             sink(
@@ -412,9 +536,9 @@ impl Tail {
             Stats::add(&self.stats.files_opened, 1);
             self.files.push(copy);
             self.publish_watched();
-            return true;
+            return Copy::Reading;
         }
-        false
+        Copy::None
     }
 
     /// A file's length now, at least its read offset (`None`: not open).
@@ -527,7 +651,7 @@ impl Tail {
         let mut f = self.files.remove(i);
         f.end(sink);
         if let Some(id) = f.id() {
-            self.closed.push(id);
+            self.closing.push((id, f.modified()));
         }
         if !self.files.iter().any(|o| o.source() == f.source()) {
             // The container's last file: its rate-limit bucket goes with it.
@@ -564,9 +688,32 @@ impl Tail {
     }
 
     /// Identities of files closed (or restarted) since the last call: their checkpoints
-    /// can go once the records emitted so far are safe.
-    pub fn take_closed(&mut self) -> Vec<FileId> {
-        std::mem::take(&mut self.closed)
+    /// can go once the records emitted so far are safe. A closed file still on disk is
+    /// given only if the scan the checkpoints will record, started at `scanned_ns`
+    /// (unix nanoseconds), started after it was last written (see `closing`).
+    pub fn take_closed(&mut self, scanned_ns: u64) -> Vec<FileId> {
+        let mut out = std::mem::take(&mut self.closed);
+        let scanned = std::time::UNIX_EPOCH + Duration::from_nanos(scanned_ns);
+        self.closing.retain(|(id, written)| {
+            let done = *written < scanned;
+            if done {
+                out.push(*id);
+            }
+            !done
+        });
+        out
+    }
+
+    /// A scan starts now.
+    pub fn scanning(&mut self) {
+        self.scan_started = Some(std::time::SystemTime::now());
+    }
+
+    /// When the latest scan started, in unix nanoseconds (0: none yet).
+    pub fn scan_started_ns(&self) -> u64 {
+        self.scan_started
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -578,6 +725,21 @@ pub fn is_ignored(name: &str) -> bool {
 /// Rotated siblings of a live log file (`x-json.log.1`, `0.log.20240708-034200`),
 /// sorted by name. Compressed and temporary files are left out.
 pub fn rotated_siblings(live: &Path) -> Vec<PathBuf> {
+    siblings(live, false)
+}
+
+/// Rotated siblings of a live log file, compressed ones (`0.log.<timestamp>.gz`)
+/// included, oldest first (by modification time, then name).
+pub fn rotated_siblings_with_gz(live: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<(Option<std::time::SystemTime>, PathBuf)> = siblings(live, true)
+        .into_iter()
+        .map(|p| (fs::metadata(&p).and_then(|m| m.modified()).ok(), p))
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+fn siblings(live: &Path, gz: bool) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
@@ -588,7 +750,8 @@ pub fn rotated_siblings(live: &Path) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .filter_map(|e| {
             let n = e.file_name().into_string().ok()?;
-            (n.len() > prefix.len() && n.starts_with(&prefix) && !is_ignored(&n)).then(|| e.path())
+            let ignored = is_ignored(&n) && !(gz && n.ends_with(".gz"));
+            (n.len() > prefix.len() && n.starts_with(&prefix) && !ignored).then(|| e.path())
         })
         .collect();
     out.sort();
