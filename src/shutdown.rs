@@ -182,6 +182,10 @@ pub fn drain(
             "shutdown deadline reached; the buffer keeps the rest for the next start"
         ),
     }
+    // What Elasticsearch acknowledged is not sent again at the next start.
+    if appended.is_ok() {
+        running.buffered.keep_acks();
+    }
     if let Some(why) = stop.failure() {
         anyhow::bail!("a worker failed: {why}");
     }

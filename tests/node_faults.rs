@@ -336,3 +336,31 @@ fn kill_9_fifty_times_while_writing_and_rotating() {
     node.assert_all_indexed(&es.url, "k50");
     assert!(sigterm(&mut agent).success());
 }
+
+/// A clean stop remembers what Elasticsearch acknowledged: the next start sends none of
+/// it again (only the line written after it reaches the proxy).
+#[test]
+fn a_clean_restart_sends_nothing_again() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    let mut node = Node::new();
+    for c in 0..3 {
+        node.write(c, 300, 8);
+    }
+    let mut agent = node.agent(&p.url, "again", &[]);
+    node.assert_all_indexed(&es.url, "again");
+    assert!(sigterm(&mut agent).success());
+    let bulks = || p.seen.bulk.load(std::sync::atomic::Ordering::Relaxed);
+    let before = bulks();
+
+    let mut agent = node.agent(&p.url, "again", &[]);
+    node.write(0, 1, 8);
+    node.assert_all_indexed(&es.url, "again");
+    assert_eq!(bulks(), before + 1, "requests after the restart");
+    let addr = node.metrics_addr();
+    assert_eq!(
+        metric(&addr, "shipper_records_total{outcome=\"duplicate\"}"),
+        0.0
+    );
+    assert!(sigterm(&mut agent).success());
+}

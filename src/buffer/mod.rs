@@ -11,9 +11,12 @@
 //!    after that. With `fsync = "never"` a process crash loses nothing (the page cache
 //!    holds the data) but a power loss can lose the last batches.
 //! 3. **Deleted only when acknowledged.** A segment file is deleted when it is no longer
-//!    the one being written and every frame in it was acknowledged by Elasticsearch. After
-//!    a restart every frame still on disk is sent again; deterministic ids turn those
-//!    repeats into 409s, not duplicates.
+//!    the one being written and every frame in it was acknowledged by Elasticsearch. A
+//!    clean stop writes the offsets of the acknowledged frames of every segment left
+//!    beside it (`<seq>.acked`, [`Buffer::keep_acks`]), and deletes a segment done whole:
+//!    the next start sends none of them again. After a crash the frames acknowledged
+//!    since are sent again; deterministic ids turn those repeats into 409s, not
+//!    duplicates.
 //! 4. **Bounded.** Segment bytes on disk never exceed `max_bytes`, except for one frame
 //!    taken alone by an empty buffer (a single batch larger than the cap): the peak is
 //!    at most `max(max_bytes, largest frame)`. The writer waits for room, which pauses
@@ -108,6 +111,8 @@ struct FrameMeta {
 struct Segment {
     seq: u64,
     path: PathBuf,
+    /// Offsets of frames acknowledged in an earlier run (left out of `frames`).
+    acked_before: Vec<u64>,
     file: Option<Arc<File>>,
     frames: Vec<FrameMeta>,
     /// Frames handed to the reader so far.
@@ -170,6 +175,53 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.seg"))
 }
 
+fn acks_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.acked"))
+}
+
+/// `<seq>.acked`: the offsets of a segment's frames Elasticsearch acknowledged.
+const ACKS: crate::state_file::Kind = crate::state_file::Kind {
+    name: "buffer acknowledgement file",
+    magic: "shipper-acked",
+    version: 1,
+};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Acked {
+    offsets: Vec<u64>,
+}
+
+/// The offsets a segment's `.acked` file lists (none if it has none or it is damaged:
+/// its frames are then sent again, which costs 409s, never data).
+fn read_acks(dir: &Path, seq: u64) -> Vec<u64> {
+    let path = acks_path(dir, seq);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read buffer acknowledgements; those frames are sent again");
+            return Vec::new();
+        }
+    };
+    match ACKS.decode::<Acked>(&path, &bytes) {
+        Ok(a) => a.offsets,
+        Err(e) => {
+            tracing::warn!(error = %e, "buffer acknowledgements unreadable; those frames are sent again");
+            Vec::new()
+        }
+    }
+}
+
+/// Deletes a segment file and its acknowledgements.
+fn remove_segment(dir: &Path, seq: u64) -> io::Result<()> {
+    match fs::remove_file(acks_path(dir, seq)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::remove_file(segment_path(dir, seq))
+}
+
 /// Opens (creating) the buffer in `dir`, recovering existing segments.
 pub fn open(
     dir: &Path,
@@ -215,12 +267,11 @@ pub fn open(
                 "buffer segment damaged; skipped the damaged parts"
             );
         }
-        if found.is_empty() {
-            let _ = fs::remove_file(&path);
-            continue;
-        }
+        // Frames acknowledged before a clean stop are done: left out.
+        let acked_before = read_acks(dir, seq);
         let frames: Vec<FrameMeta> = found
             .iter()
+            .filter(|f| !acked_before.contains(&f.offset))
             .map(|f| FrameMeta {
                 offset: f.offset,
                 len: f.header.frame_len(),
@@ -231,12 +282,17 @@ pub fn open(
                 oldest_record_ms: 0,
             })
             .collect();
+        if frames.is_empty() {
+            let _ = remove_segment(dir, seq);
+            continue;
+        }
         let records: u64 = frames.iter().map(|f| u64::from(f.records)).sum();
         state.bytes += bytes.len() as u64;
         state.records += records;
         state.segments.push_back(Segment {
             seq,
             path,
+            acked_before,
             file: None,
             frames,
             read: 0,
@@ -247,9 +303,11 @@ pub fn open(
     }
     let seq = seqs.last().map_or(1, |s| s + 1);
     let (file, path) = create_segment(dir, seq)?;
+    remove_stray_acks(dir, &seqs);
     state.segments.push_back(Segment {
         seq,
         path,
+        acked_before: Vec::new(),
         file: None,
         frames: Vec::new(),
         read: 0,
@@ -277,6 +335,22 @@ pub fn open(
         record_span: (0, 0),
     };
     Ok((Buffer { shared }, writer))
+}
+
+/// Deletes `.acked` files whose segment is gone (a crash between the two deletes).
+fn remove_stray_acks(dir: &Path, seqs: &[u64]) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let seq = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".acked")?.parse::<u64>().ok());
+        if seq.is_some_and(|q| !seqs.contains(&q) || !segment_path(dir, q).exists()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), BufferError> {
@@ -462,6 +536,7 @@ impl Writer {
         s.segments.push_back(Segment {
             seq,
             path,
+            acked_before: Vec::new(),
             file: None,
             frames: Vec::new(),
             read: 0,
@@ -621,6 +696,28 @@ impl Buffer {
         self.shared.room.notify_all();
     }
 
+    /// At a clean stop (the writer closed): deletes every segment done whole, the one
+    /// last written too, and writes beside each other one the offsets of its frames
+    /// Elasticsearch acknowledged, so the next start sends none of them again.
+    pub fn keep_acks(&self) {
+        let mut s = lock(&self.shared.state);
+        let dir = self.shared.dir.clone();
+        for seg in &mut s.segments {
+            seg.writing = false;
+            if seg.acked == 0 || seg.acked == seg.frames.len() {
+                continue;
+            }
+            let mut offsets = seg.acked_before.clone();
+            offsets.extend(seg.frames.iter().filter(|f| f.acked).map(|f| f.offset));
+            let json = serde_json::to_vec(&Acked { offsets }).unwrap_or_default();
+            let path = acks_path(&dir, seg.seq);
+            if let Err(e) = crate::state_file::write_atomic(&path, &ACKS.encode(&json)) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write buffer acknowledgements; those frames are sent again at the next start");
+            }
+        }
+        Buffer::collect(&self.shared, &mut s);
+    }
+
     /// Deletes segments that are done (not being written, every frame acked).
     fn collect(shared: &Shared, s: &mut State) {
         let mut freed = false;
@@ -630,7 +727,7 @@ impl Buffer {
             .position(|g| !g.writing && g.acked == g.frames.len())
         {
             if let Some(seg) = s.segments.remove(pos) {
-                if let Err(e) = fs::remove_file(&seg.path) {
+                if let Err(e) = remove_segment(&shared.dir, seg.seq) {
                     tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged buffer segment");
                 }
                 s.bytes -= seg.bytes;
@@ -756,6 +853,60 @@ mod tests {
             .collect();
         assert_eq!(got, ["first", "second"]);
         assert_eq!(buf.records(), 0, "every frame acknowledged");
+    }
+
+    /// A clean stop keeps what was acknowledged: the next start sends the rest only, and
+    /// a segment done whole (the one being written too) is gone.
+    #[test]
+    fn a_clean_stop_keeps_the_acknowledgements() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (buf, mut w) = open_in(d.path(), 1 << 20, 1 << 20);
+            for i in 0..4u32 {
+                w.append(format!("batch {i}").as_bytes(), 1, false).unwrap();
+            }
+            let frames: Vec<Frame> = std::iter::from_fn(|| buf.next().unwrap()).collect();
+            buf.ack(frames[0].id);
+            buf.ack(frames[2].id);
+            w.close();
+            buf.keep_acks();
+        }
+        let files = || {
+            let mut v: Vec<String> = fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            files(),
+            ["00000000000000000001.acked", "00000000000000000001.seg"]
+        );
+        {
+            let (buf, w) = open_in(d.path(), 1 << 20, 1 << 20);
+            assert_eq!(buf.records(), 2);
+            let got: Vec<Frame> = std::iter::from_fn(|| buf.next().unwrap()).collect();
+            let text: Vec<&[u8]> = got.iter().map(|f| &f.payload[..]).collect();
+            assert_eq!(text, [&b"batch 1"[..], b"batch 3"]);
+            // A crash now: the earlier acknowledgements still hold.
+            buf.ack(got[0].id);
+            drop((buf, w));
+        }
+        {
+            let (buf, w) = open_in(d.path(), 1 << 20, 1 << 20);
+            assert_eq!(
+                buf.records(),
+                2,
+                "acknowledged since the clean stop: sent again"
+            );
+            for f in std::iter::from_fn(|| buf.next().unwrap()).collect::<Vec<_>>() {
+                buf.ack(f.id);
+            }
+            w.close();
+            buf.keep_acks();
+        }
+        assert!(files().is_empty(), "{:?}", files());
     }
 
     #[test]
