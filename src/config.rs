@@ -51,6 +51,19 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 2 << 30;
 /// Segment size: a fully acknowledged segment is deleted whole, and a restart re-sends at
 /// most the unacknowledged part of a few segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// The largest `elasticsearch.batch_bytes` (Elasticsearch's default
+/// `http.max_content_length` is 100 MiB).
+pub const MAX_BATCH_BYTES: u64 = 100 << 20;
+/// The largest `input.max_record_bytes`. A batch is cut once it holds `batch_bytes`, so
+/// its frame is at most `batch_bytes` plus one document; a document is at most its text
+/// escaped (6 bytes per byte for control characters) twice (the text and the fields
+/// parsed from it) plus its metadata. With this cap every frame stays under the one
+/// frame size limit the buffer writes and reads ([`crate::buffer::frame::MAX_PAYLOAD`]).
+pub const MAX_RECORD_BYTES_LIMIT: u64 = 12 << 20;
+const _: () = assert!(
+    MAX_BATCH_BYTES + 12 * MAX_RECORD_BYTES_LIMIT + (4 << 20)
+        <= crate::buffer::frame::MAX_PAYLOAD as u64
+);
 /// The free-space floor: 10 % of the volume or 256 MiB, whichever is larger, stays free.
 /// 10 % is kubelet's default hard eviction threshold for the node's filesystem
 /// (`nodefs.available<10%`): the buffer never pushes a node past it.
@@ -408,6 +421,9 @@ pub struct Elasticsearch {
     pub data_stream: bool,
     /// Install an index template for the indices (or the data stream) at start.
     pub template: bool,
+    /// How often the installed template is checked, and installed again if it went
+    /// missing or is older than this agent's, in milliseconds.
+    pub template_check_interval_ms: u64,
     /// Elasticsearch lifecycle (ILM) policy the template gives the indices or the data
     /// stream's backing indices (`index.lifecycle.name`): how a data stream rolls over
     /// and ages out. The policy itself is created in Elasticsearch. Ignored on OpenSearch.
@@ -475,6 +491,7 @@ impl Default for Elasticsearch {
             index_date_format: crate::index::DEFAULT_DATE_FORMAT.into(),
             data_stream: false,
             template: true,
+            template_check_interval_ms: 60_000,
             ilm_policy: None,
             timestamp_nanos: true,
             compression: true,
@@ -999,6 +1016,15 @@ impl Config {
                 ),
             );
         }
+        if b.max_bytes < 2 * self.elasticsearch.batch_bytes {
+            return invalid(
+                "buffer.max_bytes",
+                format!(
+                    "{} is below twice elasticsearch.batch_bytes ({}): the buffer must hold the batch being shipped and the next",
+                    b.max_bytes, self.elasticsearch.batch_bytes
+                ),
+            );
+        }
         let k = &self.kubernetes;
         if k.pending_wait_ms > 10_000 {
             return invalid(
@@ -1057,6 +1083,12 @@ impl Config {
         }
         within("multiline.gap_ms", m.gap_ms, 1..=60_000)?;
         within("multiline.max_lines", u64::from(m.max_lines), 2..=100_000)?;
+        // A group is one record: it fits the record cap (and so the frame size limit).
+        within(
+            "multiline.max_bytes",
+            m.max_bytes,
+            0..=self.input.max_record_bytes,
+        )?;
         for (name, p) in &m.patterns {
             let key = format!("multiline.patterns.{name}");
             if MULTILINE_MODES.contains(&name.as_str()) {
@@ -1254,7 +1286,7 @@ impl Config {
         within(
             "input.max_record_bytes",
             i.max_record_bytes,
-            1024..=(1 << 30),
+            1024..=MAX_RECORD_BYTES_LIMIT,
         )?;
         within("input.read_bytes", i.read_bytes, 4096..=(64 << 20))?;
         if i.turn_budget_bytes < 4096 {
@@ -1299,7 +1331,7 @@ impl Config {
         within(
             "elasticsearch.batch_bytes",
             e.batch_bytes,
-            1024..=(100 << 20),
+            1024..=MAX_BATCH_BYTES,
         )?;
         if e.batch_docs == 0 {
             return invalid(
@@ -1308,6 +1340,11 @@ impl Config {
             );
         }
         within("elasticsearch.max_concurrency", e.max_concurrency, 1..=256)?;
+        within(
+            "elasticsearch.template_check_interval_ms",
+            e.template_check_interval_ms,
+            100..=86_400_000,
+        )?;
         if e.request_timeout_ms < 100 {
             return invalid(
                 "elasticsearch.request_timeout_ms",
@@ -1632,6 +1669,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("input.max_record_bytes"), "{e}");
+        let e = load(
+            None,
+            env(&[
+                ("SHIPPER_BUFFER_MAX_BYTES", "16777216"),
+                ("SHIPPER_BUFFER_SEGMENT_BYTES", "4096"),
+                ("SHIPPER_ELASTICSEARCH_BATCH_BYTES", "10000000"),
+            ]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("twice elasticsearch.batch_bytes"), "{e}");
+        let e = load(
+            None,
+            env(&[("SHIPPER_BUFFER_MIN_FREE_PERCENT", "95")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("buffer.min_free_percent"), "{e}");
     }
 
     #[test]

@@ -109,6 +109,8 @@ counters! {
     batches,
     /// Checkpoint files written.
     checkpoint_writes,
+    /// Index templates installed again after they went missing or out of date.
+    template_installs,
     /// Documents Elasticsearch created.
     records_indexed,
     /// Documents already there (409 on create: a replay).
@@ -705,6 +707,7 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         }),
         ("shipper_buffer_damaged_regions_total", "Damaged regions skipped in buffer segments.", C, |s| counter(&s.buffer_damaged_regions)),
         ("shipper_buffer_records_lost_total", "Records lost to buffer damage (known from intact frame headers).", C, |s| counter(&s.buffer_records_lost)),
+        ("shipper_template_reinstalls_total", "Index templates installed again because the cluster's went missing (deleted, a snapshot restore), was older than this agent's, or lacked a pattern the routes need.", C, |s| counter(&s.template_installs)),
         ("shipper_checkpoint_writes_total", "Checkpoint files written.", C, |s| counter(&s.checkpoint_writes)),
         ("shipper_bulk_splits_total", "Bulk requests split in halves because Elasticsearch answered 413.", C, |s| counter(&s.bulk_split)),
         ("shipper_docs_retried_total", "Documents sent again (per item, or in a retried request).", C, |s| counter(&s.docs_retried)),

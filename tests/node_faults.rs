@@ -364,3 +364,93 @@ fn a_clean_restart_sends_nothing_again() {
     );
     assert!(sigterm(&mut agent).success());
 }
+
+/// The buffer cap is hard: with Elasticsearch down and more logs than the cap, the peak
+/// the agent reports stays within `max_bytes` plus one frame, here within `max_bytes`
+/// itself (no batch is larger than the cap); the segments on disk agree.
+#[test]
+fn the_buffer_cap_holds() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.down = true);
+    let mut node = Node::new();
+    for c in 0..3 {
+        node.write(c, 2000, 8);
+    }
+    let cap: u64 = 200_000;
+    let env = [
+        ("SHIPPER_BUFFER_MAX_BYTES", "200000"),
+        ("SHIPPER_BUFFER_SEGMENT_BYTES", "65536"),
+        ("SHIPPER_ELASTICSEARCH_BATCH_BYTES", "20000"),
+        ("SHIPPER_ELASTICSEARCH_COMPRESSION", "false"),
+    ];
+    let mut agent = node.agent(&p.url, "cap", &env);
+    let addr = node.metrics_addr();
+    // Full: the next batch does not fit (reading paused, the log says so at debug).
+    wait_until("the buffer to fill", LONG, || {
+        node.agent_log().contains("buffer full; reading paused")
+    });
+    let peak = metric(&addr, "shipper_buffer_bytes_peak") as u64;
+    let mut on_disk = 0;
+    let mut largest = 0;
+    for e in std::fs::read_dir(node.data().join("buffer")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "seg") {
+            let bytes = std::fs::read(&path).unwrap();
+            on_disk += bytes.len() as u64;
+            let (frames, _) = shipper::frame::scan(&bytes);
+            largest = frames
+                .iter()
+                .map(|f| f.header.frame_len())
+                .fold(largest, u64::max);
+        }
+    }
+    assert!(largest > 0 && largest < cap, "largest frame {largest}");
+    assert!(
+        peak >= on_disk && peak > cap / 2,
+        "peak {peak}, on disk {on_disk}"
+    );
+    assert!(peak <= cap, "peak {peak} over the cap {cap}");
+    p.set(|f| f.down = false);
+    node.assert_all_indexed(&es.url, "cap");
+    assert!(metric(&addr, "shipper_buffer_bytes_peak") as u64 <= cap);
+    assert!(sigterm(&mut agent).success());
+}
+
+/// The index template deleted while the agent runs (an operator, a snapshot restore) is
+/// installed again before the next daily index is created: that index gets the agent's
+/// mappings (`stream` a keyword), not dynamic ones (`stream` text).
+#[test]
+fn a_deleted_template_is_installed_again() {
+    let Some(es) = es() else { return };
+    let mut node = Node::new();
+    node.write(0, 20, 8);
+    let env = [("SHIPPER_ELASTICSEARCH_TEMPLATE_CHECK_INTERVAL_MS", "200")];
+    let mut agent = node.agent(&es.url, "heal", &env);
+    node.assert_all_indexed(&es.url, "heal");
+    let template = format!("{}/_index_template/shipper-heal", es.url);
+    let status = |r: reqwest::blocking::Response| r.status().as_u16();
+    assert_eq!(http().get(&template).send().map(status).unwrap(), 200);
+    assert_eq!(http().delete(&template).send().map(status).unwrap(), 200);
+    let addr = node.metrics_addr();
+    wait_until("the template to be installed again", LONG, || {
+        http().get(&template).send().map(status).unwrap_or(0) == 200
+    });
+    assert_eq!(metric(&addr, "shipper_template_reinstalls_total"), 1.0);
+    assert!(node
+        .agent_log()
+        .contains("the index template was missing: installed again"));
+    // The next day's index is created with the template's mappings.
+    node.write(0, 5, 9);
+    node.assert_all_indexed(&es.url, "heal");
+    let mapping: serde_json::Value = http()
+        .get(format!("{}/heal-2024.07.09/_mapping", es.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let props = &mapping["heal-2024.07.09"]["mappings"]["properties"];
+    assert_eq!(props["stream"]["type"], "keyword", "{mapping}");
+    assert_eq!(props["@timestamp"]["type"], "date_nanos", "{mapping}");
+    assert!(sigterm(&mut agent).success());
+}

@@ -10,7 +10,9 @@
 pub const MAGIC: &[u8; 4] = b"SHB1";
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 4 + 1 + 4 + 4 + 4 + 4;
-/// Largest payload accepted when reading (a damaged length must not allocate gigabytes).
+/// The one frame size limit: the writer refuses a larger payload, the reader skips one
+/// as damage (a damaged length must not allocate gigabytes). The settings keep every
+/// batch under it (see `config::MAX_RECORD_BYTES_LIMIT`).
 pub const MAX_PAYLOAD: u32 = 256 << 20;
 
 /// Flag bit: the payload is gzip-compressed NDJSON.

@@ -54,13 +54,22 @@ pub enum BufferError {
     Dir { path: PathBuf, source: io::Error },
     #[error("buffer segment {path}: {source}")]
     Segment { path: PathBuf, source: io::Error },
+    #[error(
+        "a batch of {len} bytes is over the frame size limit ({} bytes)",
+        frame::MAX_PAYLOAD
+    )]
+    TooLarge { len: u64 },
 }
 
 impl BufferError {
     /// Whether the write failed for want of disk space (to be tried again).
     pub fn is_disk_full(&self) -> bool {
-        let (BufferError::Dir { source, .. } | BufferError::Segment { source, .. }) = self;
-        crate::disk::is_full(source)
+        match self {
+            BufferError::Dir { source, .. } | BufferError::Segment { source, .. } => {
+                crate::disk::is_full(source)
+            }
+            BufferError::TooLarge { .. } => false,
+        }
     }
 }
 
@@ -470,8 +479,14 @@ impl Writer {
     ) -> Result<FrameId, BufferError> {
         // Header and payload are written as they are: no copy of the batch.
         let flags = if gzip { frame::FLAG_GZIP } else { 0 };
+        let payload: usize = parts.iter().map(|p| p.len()).sum();
+        if payload > frame::MAX_PAYLOAD as usize {
+            return Err(BufferError::TooLarge {
+                len: payload as u64,
+            });
+        }
         let header = frame::header_of_parts(flags, records, parts);
-        let len = (header.len() + parts.iter().map(|p| p.len()).sum::<usize>()) as u64;
+        let len = (header.len() + payload) as u64;
         if self.len > 0 && self.len + len > self.segment_bytes {
             self.roll()?;
         }
@@ -1008,6 +1023,22 @@ mod tests {
         );
         w.append(&[b'x'; 1000], 1, false).unwrap();
         assert_eq!(peak(), 1000 + frame::HEADER_LEN as u64);
+    }
+
+    /// The writer refuses a frame the reader would refuse (nothing of it is written).
+    #[test]
+    fn a_frame_over_the_size_limit_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (buf, mut w) = open_in(d.path(), 1 << 30, 1 << 20);
+        let mib = vec![b'x'; 1 << 20];
+        let parts: Vec<&[u8]> = (0..257).map(|_| &mib[..]).collect();
+        assert!(matches!(
+            w.append_parts(&parts, 1, false),
+            Err(BufferError::TooLarge { .. })
+        ));
+        w.append(b"fine", 1, false).unwrap();
+        let f = buf.next().unwrap().unwrap();
+        assert_eq!(&f.payload[..], b"fine");
     }
 
     /// A frame that would take the volume under the floor waits, reported as such.

@@ -402,6 +402,34 @@ impl Client {
         Version::parse_info(&a.body).map_err(|reason| ClientError::Info { url, reason })
     }
 
+    /// What the server holds as the target's index template (404: missing).
+    pub async fn get_template(
+        &self,
+        v: &Version,
+        target: &crate::index::Target,
+    ) -> Result<super::template::Installed, ClientError> {
+        let path = super::template::path(v, target);
+        let a = self
+            .send(reqwest::Method::GET, &path, HeaderMap::new(), None)
+            .await?;
+        let url = || self.url(a.endpoint, &path).to_string();
+        match a.status {
+            404 => Ok(super::template::Installed::Missing),
+            200 => super::template::parse_installed(&a.body).ok_or_else(|| ClientError::Status {
+                method: "GET",
+                url: url(),
+                status: a.status,
+                body: snippet(&a.body),
+            }),
+            status => Err(ClientError::Status {
+                method: "GET",
+                url: url(),
+                status,
+                body: snippet(&a.body),
+            }),
+        }
+    }
+
     /// Installs the index template for the target, in the form the server supports.
     pub async fn put_template(
         &self,

@@ -37,6 +37,8 @@ pub struct ShipConfig {
     pub max_backoff: Duration,
     pub target: crate::index::Target,
     pub template: bool,
+    /// How often the installed template is looked at (see `Shipper::keep_template`).
+    pub template_check: Duration,
     pub template_options: template::Options,
     /// gzip bodies that are rebuilt for retries.
     pub compression: bool,
@@ -50,6 +52,7 @@ impl From<&crate::config::Config> for ShipConfig {
             max_backoff: Duration::from_millis(es.max_backoff_ms),
             target: es.target(),
             template: es.template,
+            template_check: Duration::from_millis(es.template_check_interval_ms),
             template_options: template::Options {
                 nanos: es.timestamp_nanos,
                 ilm_policy: es.ilm_policy.clone(),
@@ -241,6 +244,8 @@ pub struct TemplatePatterns {
     state: Mutex<PatternState>,
     installed: std::sync::Condvar,
     changed: Notify,
+    /// Look at the installed template now (Elasticsearch answers again after failures).
+    check: Notify,
     /// Templates are installed at all (`elasticsearch.template`).
     enabled: bool,
 }
@@ -262,6 +267,7 @@ impl TemplatePatterns {
             }),
             installed: std::sync::Condvar::new(),
             changed: Notify::new(),
+            check: Notify::new(),
             enabled,
         }
     }
@@ -393,7 +399,8 @@ impl Shipper {
         if self.cfg.template {
             let (patterns, gen) = self.patterns.current();
             if let Err(e) = self.put_template(&version, patterns).await {
-                tracing::error!(error = %e, "could not install the index template; shipping anyway with dynamic mappings");
+                tracing::error!(error = %e, "could not install the index template; shipping anyway with dynamic mappings, and trying again");
+                self.patterns.check.notify_one();
             }
             self.patterns.mark_installed(gen);
         }
@@ -415,10 +422,24 @@ impl Shipper {
     }
 
     /// Installs the template again whenever its patterns change (a reload), retrying
-    /// until the server takes it.
+    /// until the server takes it; and heals it: every `template_check` and after
+    /// Elasticsearch answers again following failed requests, the installed template is
+    /// looked at and installed again if it is missing (deleted, or lost to a snapshot
+    /// restore), older than this agent's or without a pattern the routes need. Before the
+    /// next index is created, in the usual case: a daily index is created once a day.
     async fn keep_template(self: Arc<Self>, version: client::Version) {
         loop {
-            self.patterns.changed.notified().await;
+            tokio::select! {
+                () = self.patterns.changed.notified() => {}
+                () = self.patterns.check.notified() => {
+                    self.heal_template(&version).await;
+                    continue;
+                }
+                () = tokio::time::sleep(self.cfg.template_check) => {
+                    self.heal_template(&version).await;
+                    continue;
+                }
+            }
             let mut attempt = 0;
             loop {
                 let (patterns, gen) = self.patterns.current();
@@ -437,6 +458,35 @@ impl Shipper {
                         attempt += 1;
                     }
                 }
+            }
+        }
+    }
+
+    /// Installs the template again if the server's is missing or outdated.
+    async fn heal_template(&self, version: &client::Version) {
+        let installed = match self.client.get_template(version, &self.cfg.target).await {
+            Ok(i) => i,
+            Err(e) => {
+                crate::log_every!(crate::logging::EVERY, warn, error = %e, "could not check the index template; will look again");
+                return;
+            }
+        };
+        let (patterns, gen) = self.patterns.current();
+        let opts = template::Options {
+            patterns: patterns.clone(),
+            ..self.cfg.template_options.clone()
+        };
+        let Some(why) = template::outdated(&installed, &self.cfg.target, &opts) else {
+            return;
+        };
+        match self.put_template(version, patterns).await {
+            Ok(()) => {
+                Stats::add(&self.stats.template_installs, 1);
+                tracing::warn!(why, "the index template was {why}: installed again");
+                self.patterns.mark_installed(gen);
+            }
+            Err(e) => {
+                crate::log_every!(crate::logging::EVERY, warn, error = %e, why, "could not install the index template again; will look again");
             }
         }
     }
@@ -494,6 +544,7 @@ impl Shipper {
     /// Delivers one frame, then acks it.
     async fn deliver(&self, frame: Frame) {
         let mut queue = vec![Part::from_frame(&frame)];
+        let mut whole_failures = 0u32;
         while let Some(mut part) = queue.pop() {
             let mut attempt = 0u32;
             loop {
@@ -501,6 +552,12 @@ impl Shipper {
                 let started = Instant::now();
                 let result = self.client.bulk(body, gzip).await;
                 let latency = started.elapsed();
+                if whole_failures > 0 && matches!(&result, Ok(a) if a.status == 200) {
+                    // Elasticsearch answers again: it may have come back without our
+                    // template (a new cluster, a snapshot restore).
+                    whole_failures = 0;
+                    self.patterns.check.notify_one();
+                }
                 let retry_reason = match result {
                     Ok(a) if a.status == 200 => match bulk::parse(&a.body, part.docs) {
                         Ok(report) => match self.settle(&mut part, report, latency).await {
@@ -558,6 +615,7 @@ impl Shipper {
                 };
                 Stats::add(&self.stats.bulk_failures, 1);
                 Stats::add(&self.stats.docs_retried, part.docs as u64);
+                whole_failures += 1;
                 let delay = backoff(attempt, self.cfg.max_backoff);
                 // Loud, but not once per attempt per frame through a long outage.
                 crate::log_every!(crate::logging::EVERY, warn, attempt, docs = part.docs, retry_in_ms = delay.as_millis() as u64, error = %retry_reason, "bulk request failed; retrying");

@@ -39,6 +39,89 @@ pub struct Options {
 /// one daily index reach it).
 pub const TOTAL_FIELDS_LIMIT: u32 = 5000;
 
+/// The template's `version`: raised whenever what [`request`] installs changes, so an
+/// agent finds a template older than its own (installed by an older agent) and replaces
+/// it, and never replaces a newer agent's during a rolling update.
+pub const VERSION: u64 = 2;
+
+/// What the server holds under the template's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    Missing,
+    Present {
+        version: Option<u64>,
+        patterns: Vec<String>,
+    },
+}
+
+/// Why the installed template must be installed again, if it must: it is missing (an
+/// operator deleted it, a snapshot restore replaced the templates), older than this
+/// agent's, or of this version but without every pattern the routes need.
+pub fn outdated(installed: &Installed, target: &Target, opts: &Options) -> Option<&'static str> {
+    match installed {
+        Installed::Missing => Some("missing"),
+        Installed::Present { version, .. } if version.unwrap_or(0) < VERSION => {
+            Some("older than this agent's")
+        }
+        Installed::Present {
+            version: Some(VERSION),
+            patterns,
+        } if !patterns_of(target, opts)
+            .iter()
+            .all(|p| patterns.contains(p)) =>
+        {
+            Some("without every index pattern the routes need")
+        }
+        Installed::Present { .. } => None,
+    }
+}
+
+/// Reads a `GET` of the template's path: `{"index_templates":[{"index_template":{..}}]}`
+/// (composable) or `{"<name>":{..}}` (legacy). `None` when it is neither.
+pub fn parse_installed(body: &[u8]) -> Option<Installed> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let t = match v.get("index_templates") {
+        Some(list) => list.get(0)?.get("index_template")?,
+        None => v.as_object()?.values().next()?,
+    };
+    let patterns = match t.get("index_patterns")? {
+        serde_json::Value::String(p) => vec![p.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect(),
+        _ => return None,
+    };
+    Some(Installed::Present {
+        version: t.get("version").and_then(serde_json::Value::as_u64),
+        patterns,
+    })
+}
+
+/// The index patterns the template lists.
+fn patterns_of(target: &Target, opts: &Options) -> Vec<String> {
+    if !opts.patterns.is_empty() {
+        return opts.patterns.clone();
+    }
+    match target {
+        Target::Dated { prefix, .. } => vec![format!("{prefix}-*")],
+        Target::Fixed(name) => vec![name.clone()],
+    }
+}
+
+/// The path of the template (for `PUT` and `GET`).
+pub fn path(v: &Version, target: &Target) -> String {
+    let name = match target {
+        Target::Dated { prefix, .. } => format!("shipper-{prefix}"),
+        Target::Fixed(name) => format!("shipper-{name}"),
+    };
+    if matches!(target, Target::Fixed(_)) || v.composable_templates() {
+        format!("/_index_template/{name}")
+    } else {
+        format!("/_template/{name}")
+    }
+}
+
 /// `(path, body)` of the request that installs the template for `<prefix>-*` (dated
 /// indices) or for the data stream.
 pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>) {
@@ -86,35 +169,18 @@ pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>
             }}
         }
     });
-    let (own, name) = match target {
-        Target::Dated { prefix, .. } => (format!("{prefix}-*"), format!("shipper-{prefix}")),
-        Target::Fixed(name) => (name.clone(), format!("shipper-{name}")),
-    };
-    let pattern = if opts.patterns.is_empty() {
-        vec![own]
-    } else {
-        opts.patterns.clone()
-    };
-    let (path, body) = if let Target::Fixed(_) = target {
+    let pattern = patterns_of(target, opts);
+    let body = if let Target::Fixed(_) = target {
         // A data stream exists only through a composable template that says so; the
         // server creates it on the first `create` into its name.
-        (
-            format!("/_index_template/{name}"),
-            json!({"index_patterns": pattern, "data_stream": {}, "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
-        )
+        json!({"index_patterns": pattern, "data_stream": {}, "priority": 200, "version": VERSION, "template": {"settings": settings, "mappings": mappings}})
     } else if v.composable_templates() {
-        (
-            format!("/_index_template/{name}"),
-            json!({"index_patterns": pattern, "priority": 200, "template": {"settings": settings, "mappings": mappings}}),
-        )
+        json!({"index_patterns": pattern, "priority": 200, "version": VERSION, "template": {"settings": settings, "mappings": mappings}})
     } else {
         // Elasticsearch 7.0-7.7: the legacy API, typeless mappings (no `_type`, ever).
-        (
-            format!("/_template/{name}"),
-            json!({"index_patterns": pattern, "order": 100, "settings": settings, "mappings": mappings}),
-        )
+        json!({"index_patterns": pattern, "order": 100, "version": VERSION, "settings": settings, "mappings": mappings})
     };
-    (path, body.to_string().into_bytes())
+    (path(v, target), body.to_string().into_bytes())
 }
 
 #[cfg(test)]
@@ -128,6 +194,52 @@ mod tests {
             fields_key: Some("fields".into()),
             patterns: Vec::new(),
         }
+    }
+
+    /// What a GET answers is read in both forms; a template is installed again when
+    /// missing, older, or short of a pattern; a newer agent's is left alone.
+    #[test]
+    fn a_missing_or_outdated_template_is_found() {
+        let composable = br#"{"index_templates":[{"name":"shipper-logs","index_template":{"index_patterns":["logs-*"],"version":2,"priority":200}}]}"#;
+        let legacy = br#"{"shipper-logs":{"order":100,"index_patterns":["logs-*","audit-*"],"settings":{}}}"#;
+        assert_eq!(
+            parse_installed(composable),
+            Some(Installed::Present {
+                version: Some(2),
+                patterns: vec!["logs-*".into()]
+            })
+        );
+        assert_eq!(
+            parse_installed(legacy),
+            Some(Installed::Present {
+                version: None,
+                patterns: vec!["logs-*".into(), "audit-*".into()]
+            })
+        );
+        assert_eq!(parse_installed(b"not json"), None);
+        assert_eq!(parse_installed(br#"{"index_templates":[]}"#), None);
+        let t = Target::daily("logs");
+        let opts = nanos(true);
+        let present = |version, patterns: &[&str]| Installed::Present {
+            version,
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(outdated(&Installed::Missing, &t, &opts), Some("missing"));
+        assert!(outdated(&present(None, &["logs-*"]), &t, &opts).is_some());
+        assert!(outdated(&present(Some(VERSION - 1), &["logs-*"]), &t, &opts).is_some());
+        assert_eq!(
+            outdated(&present(Some(VERSION), &["logs-*"]), &t, &opts),
+            None
+        );
+        let routed = Options {
+            patterns: vec!["logs-*".into(), "logs-shop-*".into()],
+            ..nanos(true)
+        };
+        assert!(outdated(&present(Some(VERSION), &["logs-*"]), &t, &routed).is_some());
+        assert_eq!(
+            outdated(&present(Some(VERSION + 1), &["x-*"]), &t, &routed),
+            None
+        );
     }
 
     #[test]
