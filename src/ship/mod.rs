@@ -145,6 +145,50 @@ pub fn backoff(attempt: u32, cap: Duration) -> Duration {
     control::backoff(attempt, cap, fastrand::f64())
 }
 
+/// A stored body's NDJSON lines (each with its `\n`), two per document.
+fn split_lines(payload: Bytes, gzip: bool, docs: usize) -> std::io::Result<Vec<Bytes>> {
+    let ndjson = if gzip {
+        let mut out = Vec::with_capacity(payload.len() * 4);
+        flate2::read::MultiGzDecoder::new(&payload[..]).read_to_end(&mut out)?;
+        Bytes::from(out)
+    } else {
+        payload
+    };
+    let mut start = 0;
+    let mut lines = Vec::with_capacity(docs * 2);
+    for nl in memchr::memchr_iter(b'\n', &ndjson) {
+        lines.push(ndjson.slice(start..nl + 1));
+        start = nl + 1;
+    }
+    if lines.len() != docs * 2 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "frame has the wrong number of lines",
+        ));
+    }
+    Ok(lines)
+}
+
+/// Lines joined into a body, gzip-compressed when `compress` (and that works).
+fn join_lines(lines: &[Bytes], compress: bool) -> (Bytes, bool) {
+    let mut raw = Vec::with_capacity(lines.iter().map(Bytes::len).sum());
+    for l in lines {
+        raw.extend_from_slice(l);
+    }
+    if compress {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
+        if enc.write_all(&raw).is_ok() {
+            if let Ok(z) = enc.finish() {
+                return (Bytes::from(z), true);
+            }
+        }
+    }
+    (Bytes::from(raw), false)
+}
+
 /// Part of a frame being delivered: the stored body, or selected NDJSON lines.
 struct Part {
     stored: Option<(Bytes, bool)>,
@@ -162,52 +206,39 @@ impl Part {
         }
     }
 
-    /// The NDJSON lines, decompressing the stored body if needed.
+    /// The NDJSON lines, decompressing the stored body if needed (see [`Part::unpack`]
+    /// for doing that off the runtime's threads).
     fn lines(&mut self) -> std::io::Result<&[Bytes]> {
         if let Some((payload, gzip)) = self.stored.take() {
-            let ndjson = if gzip {
-                let mut out = Vec::with_capacity(payload.len() * 4);
-                flate2::read::MultiGzDecoder::new(&payload[..]).read_to_end(&mut out)?;
-                Bytes::from(out)
-            } else {
-                payload
-            };
-            let mut start = 0;
-            self.lines.clear();
-            for nl in memchr::memchr_iter(b'\n', &ndjson) {
-                self.lines.push(ndjson.slice(start..nl + 1));
-                start = nl + 1;
-            }
-            if self.lines.len() != self.docs * 2 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "frame has the wrong number of lines",
-                ));
-            }
+            self.lines = split_lines(payload, gzip, self.docs)?;
         }
         Ok(&self.lines)
     }
 
-    fn body(&self, compress: bool) -> (Bytes, bool) {
+    /// Decompresses and splits the stored body on a blocking thread, so the runtime's
+    /// threads (which also answer `/healthz`) never spend a batch's worth of CPU on it.
+    /// A body that cannot be split stays stored (and [`Part::lines`] says why).
+    async fn unpack(&mut self) {
+        let Some((payload, gzip)) = self.stored.clone() else {
+            return;
+        };
+        let docs = self.docs;
+        let split = tokio::task::spawn_blocking(move || split_lines(payload, gzip, docs)).await;
+        if let Ok(Ok(lines)) = split {
+            self.stored = None;
+            self.lines = lines;
+        }
+    }
+
+    /// The request body: the stored one, or the lines joined (and compressed, on a
+    /// blocking thread).
+    async fn body(&self, compress: bool) -> (Bytes, bool) {
         if let Some((payload, gzip)) = &self.stored {
             return (payload.clone(), *gzip);
         }
-        let mut raw = Vec::with_capacity(self.lines.iter().map(Bytes::len).sum());
-        for l in &self.lines {
-            raw.extend_from_slice(l);
-        }
-        if compress {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(raw.len() / 4),
-                flate2::Compression::fast(),
-            );
-            if enc.write_all(&raw).is_ok() {
-                if let Ok(z) = enc.finish() {
-                    return (Bytes::from(z), true);
-                }
-            }
-        }
-        (Bytes::from(raw), false)
+        let lines = self.lines.clone();
+        let built = tokio::task::spawn_blocking(move || join_lines(&lines, compress)).await;
+        built.unwrap_or_else(|_| (join_lines(&self.lines, false).0, false))
     }
 
     fn select(&mut self, items: &[usize]) -> std::io::Result<Part> {
@@ -548,7 +579,7 @@ impl Shipper {
         while let Some(mut part) = queue.pop() {
             let mut attempt = 0u32;
             loop {
-                let (body, gzip) = part.body(self.cfg.compression);
+                let (body, gzip) = part.body(self.cfg.compression).await;
                 let started = Instant::now();
                 let result = self.client.bulk(body, gzip).await;
                 let latency = started.elapsed();
@@ -579,6 +610,7 @@ impl Shipper {
                         self.stats.bulk_result(BulkResult::ClientError, latency);
                         Stats::add(&self.stats.bulk_split, 1);
                         let half = part.docs / 2;
+                        part.unpack().await;
                         let first: Vec<usize> = (0..half).collect();
                         let second: Vec<usize> = (half..part.docs).collect();
                         match (part.select(&first), part.select(&second)) {
@@ -623,7 +655,15 @@ impl Shipper {
                 tokio::time::sleep(delay).await;
             }
         }
-        self.buffer.ack(frame.id);
+        // Acknowledging may delete a segment file: not on the runtime's threads.
+        let buffer = self.buffer.clone();
+        let id = frame.id;
+        if tokio::task::spawn_blocking(move || buffer.ack(id))
+            .await
+            .is_err()
+        {
+            self.buffer.ack(id);
+        }
     }
 
     /// Accounts for a parsed response. Returns the part to retry, if any.
@@ -640,6 +680,7 @@ impl Shipper {
             },
             latency,
         );
+        part.unpack().await;
         // Documents refused for their parsed fields go again without them; the rest of
         // the refused go to the dead-letter file.
         let (stripped, dead) = self.strip_fields(part, report.reject);
@@ -800,8 +841,8 @@ mod tests {
         assert_eq!(l.limit(), 4, "a slow response counts as back-pressure");
     }
 
-    #[test]
-    fn parts_select_lines() {
+    #[tokio::test]
+    async fn parts_select_lines() {
         let ndjson = b"{\"create\":{}}\n{\"log\":\"a\"}\n{\"create\":{}}\n{\"log\":\"b\"}\n";
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(ndjson).unwrap();
@@ -815,11 +856,20 @@ mod tests {
             payload: Bytes::from(gz.finish().unwrap()),
         };
         let mut p = Part::from_frame(&frame);
+        p.unpack().await;
+        assert!(p.stored.is_none(), "unpacked off the runtime");
         let mut second = p.select(&[1]).unwrap();
         assert_eq!(second.docs, 1);
-        let (body, gz) = second.body(false);
+        let (body, gz) = second.body(false).await;
         assert!(!gz);
         assert_eq!(&body[..], b"{\"create\":{}}\n{\"log\":\"b\"}\n");
         assert_eq!(second.lines().unwrap().len(), 2);
+        let (zipped, gz) = second.body(true).await;
+        assert!(gz);
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&zipped[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(&back[..], &body[..]);
     }
 }
