@@ -50,6 +50,9 @@ pub struct Position {
     /// The file's length when the position was taken: if the file is gone at the next
     /// start, the bytes from `offset` to here are known lost (counted).
     pub len: u64,
+    /// When the agent first saw the file: the timestamp of its lines that have none and
+    /// no good line before them (so a replay sends them to the same daily index).
+    pub first_seen: Option<Timestamp>,
 }
 
 impl Position {
@@ -62,6 +65,7 @@ impl Position {
             streams: [offset; 2],
             routes: Routes::default(),
             len: offset,
+            first_seen: None,
         }
     }
 }
@@ -92,6 +96,9 @@ struct Entry {
     /// The file's length when the position was taken, when past `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     len: Option<u64>,
+    /// When the agent first saw the file (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_seen: Option<String>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -407,6 +414,7 @@ fn encode(map: &BTreeMap<FileId, Position>, scanned_ns: Option<u64>) -> Vec<u8> 
                     .map(|r| (r.from, r.name.to_string()))
                     .collect(),
                 len: (p.len > p.offset).then_some(p.len),
+                first_seen: p.first_seen.map(|t| t.to_string()),
             })
             .collect(),
     };
@@ -434,6 +442,10 @@ fn decode_table(path: &Path, bytes: &[u8]) -> Result<Table, CheckpointError> {
         let id = FileId::from_hex(&e.id).ok_or_else(|| bad("invalid id"))?;
         let last_time = match &e.last_time {
             Some(t) => Some(Timestamp::parse(t.as_bytes()).map_err(|_| bad("invalid last_time"))?),
+            None => None,
+        };
+        let first_seen = match &e.first_seen {
+            Some(t) => Some(Timestamp::parse(t.as_bytes()).map_err(|_| bad("invalid first_seen"))?),
             None => None,
         };
         let streams = e.streams.unwrap_or([e.offset; 2]);
@@ -468,6 +480,7 @@ fn decode_table(path: &Path, bytes: &[u8]) -> Result<Table, CheckpointError> {
                 streams,
                 routes,
                 len: e.len.unwrap_or(e.offset).max(e.offset),
+                first_seen,
             },
         );
     }
@@ -498,6 +511,7 @@ mod tests {
                 streams: [42; 2],
                 routes: Routes::default(),
                 len: 100,
+                first_seen: Some(t),
             },
         );
         c.update(
@@ -509,12 +523,14 @@ mod tests {
                 streams: [7; 2],
                 routes: Routes::default(),
                 len: 7,
+                first_seen: None,
             },
         );
         assert!(c.save().unwrap());
         let back = Checkpoints::load(dir.path()).unwrap();
         assert_eq!(back.get(&id(1)).unwrap().offset, 42);
         assert_eq!(back.get(&id(1)).unwrap().len, 100, "the length seen");
+        assert_eq!(back.get(&id(1)).unwrap().first_seen, Some(t));
         assert_eq!(back.get(&id(2)).unwrap().len, 7);
         assert_eq!(back.get(&id(1)).unwrap().last_time, Some(t));
         assert_eq!(back.get(&id(2)).unwrap().last_time, None);
@@ -580,6 +596,7 @@ mod tests {
                 streams: [1; 2],
                 routes: Routes::default(),
                 len: 1,
+                first_seen: None,
             },
         );
         let good = encode(&map, None);

@@ -423,6 +423,9 @@ fn check_checkpoints(bytes: &[u8]) {
             if p.len > p.offset {
                 e["len"] = p.len.into();
             }
+            if let Some(t) = p.first_seen {
+                e["first_seen"] = t.to_string().into();
+            }
             let routes: Vec<Value> = p
                 .routes
                 .as_slice()

@@ -336,6 +336,7 @@ fn sink<'a>(
                     Event::Start {
                         id,
                         last_time,
+                        first_seen,
                         streams,
                         routes,
                         len,
@@ -356,6 +357,7 @@ fn sink<'a>(
                         );
                         let resumed_at = streams[0].min(streams[1]);
                         s.resume_route(routes, f.choice.route.clone(), (resumed_at, len));
+                        s.set_first_seen(first_seen);
                         s.set_excluded(f.excluded());
                         f.stream = Some(s);
                     }

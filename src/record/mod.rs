@@ -203,6 +203,9 @@ pub struct RecordStream {
     at_end: bool,
     /// Timestamp of the last line that parsed.
     last_time: Option<Timestamp>,
+    /// When the file was first seen (persisted with its checkpoint): the time of lines
+    /// with no good line around them. `None` until told: the caller's clock then.
+    first_seen: Option<Timestamp>,
     /// Lines are consumed and counted but produce no records (excluded pod, container
     /// or namespace).
     excluded: bool,
@@ -460,6 +463,7 @@ impl RecordStream {
             groups: Default::default(),
             at_end: false,
             last_time,
+            first_seen: None,
             excluded: false,
             skip_below,
             docs: Emitter {
@@ -473,6 +477,12 @@ impl RecordStream {
                 route: Route::default(),
             },
         }
+    }
+
+    /// When the file was first seen (from its checkpoint): the time of lines that have
+    /// none and no good line around them.
+    pub fn set_first_seen(&mut self, t: Timestamp) {
+        self.first_seen = Some(t);
     }
 
     /// Resumes the file's route history (from its checkpoint, which resumed the file at
@@ -769,11 +779,12 @@ impl RecordStream {
             }
             Err(err) => {
                 // DESIGN: an unparseable line takes the time of the nearest good line
-                // before it in this file, else the next one, so replays pick the same
-                // daily index.
+                // before it in this file, else the next one read in the same pass, else
+                // the file's first-seen time, so replays pick the same daily index.
                 let time = self
                     .last_time
                     .or_else(|| next_good_time(self.format, after))
+                    .or(self.first_seen)
                     .unwrap_or(now);
                 let (text, capped) = cap_text(Text::Raw(line), self.merger.cap());
                 out.counts.parse_errors += 1;
@@ -1035,6 +1046,23 @@ mod tests {
             })
             .collect();
         (idx, c.routes.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Garbage with no good line around it takes the file's first-seen time (from its
+    /// checkpoint), not the clock: a replay on another day goes to the same index.
+    #[test]
+    fn garbage_takes_the_first_seen_time_not_the_clock() {
+        let mut s = stream(multiline::Mode::Off);
+        s.resume_route(Routes::default(), "t".into(), (0, 0));
+        let first_seen = Timestamp::parse(b"2024-07-06T10:00:00Z").unwrap();
+        s.set_first_seen(first_seen);
+        let (idx, _) = indices(&mut s, 0, "garbage\nmore garbage\n");
+        assert_eq!(idx, ["t-2024.07.06", "t-2024.07.06"]);
+        // Without it (never told), the caller's clock: here the epoch.
+        let mut s = stream(multiline::Mode::Off);
+        s.resume_route(Routes::default(), "t".into(), (0, 0));
+        let (idx, _) = indices(&mut s, 0, "garbage\n");
+        assert_eq!(idx, ["t-1970.01.01"]);
     }
 
     #[test]

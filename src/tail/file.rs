@@ -79,6 +79,8 @@ pub struct FileTail {
     pub phase: Phase,
     /// Size at the last rewrite check.
     checked_len: u64,
+    /// When the agent first saw the file (from the checkpoint, or when identified).
+    first_seen: Timestamp,
     /// Skipped by polls until resumed (the caller waits for something, such as the
     /// file's metadata).
     pub paused: bool,
@@ -104,6 +106,7 @@ impl FileTail {
             skip: None,
             phase: Phase::Live,
             checked_len: content_len,
+            first_seen: Timestamp::now(),
             paused: false,
         })
     }
@@ -171,6 +174,9 @@ impl FileTail {
     pub fn start(&mut self, id: FileId, at: Option<&Position>) {
         self.id = Some(id);
         self.announced = false;
+        // First seen now, unless the checkpoint says when (files checkpointed before
+        // that was recorded are taken as first seen now).
+        self.first_seen = at.and_then(|p| p.first_seen).unwrap_or_else(Timestamp::now);
         if let Some(p) = at {
             self.pos = p.offset;
             self.held.last_time = p.last_time;
@@ -195,6 +201,7 @@ impl FileTail {
                 Event::Start {
                     id,
                     last_time,
+                    first_seen: self.first_seen,
                     streams,
                     routes,
                     len,
@@ -245,6 +252,7 @@ impl FileTail {
                 streams,
                 routes: Routes::default(),
                 len: self.checked_len.max(self.pos),
+                first_seen: Some(self.first_seen),
             },
         ))
     }

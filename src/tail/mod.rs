@@ -86,12 +86,13 @@ pub enum Event<'a> {
     /// belongs to the same container as `like`.
     Opened { like: FileKey },
     /// The file's identity is known; lines follow. `last_time` is the timestamp of the
-    /// last good line before the resume position, `streams` where each stream resumes,
-    /// `routes` where its records went (all from its checkpoint); `len` is the file's
-    /// length now.
+    /// last good line before the resume position, `first_seen` when the agent first saw
+    /// the file, `streams` where each stream resumes, `routes` where its records went
+    /// (all from its checkpoint); `len` is the file's length now.
     Start {
         id: FileId,
         last_time: Option<Timestamp>,
+        first_seen: Timestamp,
         streams: [u64; 2],
         routes: Routes,
         len: u64,
