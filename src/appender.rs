@@ -294,6 +294,7 @@ impl Appender {
                     Ok(Room::Fits) => break,
                     Ok(Room::Full) => {
                         self.disk.leave();
+                        self.stats.buffer_full.store(true, Ordering::Relaxed);
                         tracing::debug!("buffer full; reading paused");
                     }
                     Ok(Room::Floor(free)) => self.disk.enter(Cause::Floor, &free),
@@ -318,6 +319,7 @@ impl Appender {
                 }
             }
             self.disk.leave();
+            self.stats.buffer_full.store(false, Ordering::Relaxed);
             Stats::add(&self.stats.batches, 1);
         }
         for mut chunk in self.frame.reset() {

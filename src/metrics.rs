@@ -146,6 +146,10 @@ counters! {
     rotated_unread_bytes,
     /// Of those, bytes of a container held back by its rate limit at the time.
     rotated_unread_throttled,
+    /// Of those, bytes lost while reading was paused because the buffer was full...
+    rotated_unread_buffer_full,
+    /// ...or because the disk was (or the free-space floor reached).
+    rotated_unread_disk_full,
     /// Bytes past the checkpoint of files deleted while the agent was stopped (known
     /// from the length recorded with the checkpoint); counted in `rotated_unread_bytes`.
     rotated_unread_deleted,
@@ -192,6 +196,8 @@ counters! {
         bulk_duration: LatencyHistogram,
         /// Acknowledgement time minus each record's timestamp.
         delivery_latency: LatencyHistogram,
+        /// The appender is waiting for room in a full buffer (reading is paused).
+        buffer_full: std::sync::atomic::AtomicBool,
         /// The last reload was refused (gauge, rendered as success 0/1).
         config_reload_failed: std::sync::atomic::AtomicBool,
         /// Open files whose container is held back by its rate limit (gauge).
@@ -797,15 +803,19 @@ fn labelled() -> Vec<Labelled> {
         ),
         (
             "shipper_rotated_unread_bytes_total",
-            "Bytes a file held past the read position when they became unreadable, by reason: truncated (copytruncate or a rewrite with no copy left to read them from), throttled (the same while the container was held back by its rate limit), deleted_while_down (the file was deleted while the agent was stopped; known from the length its checkpoint recorded).",
+            "Bytes a file held past the read position when they became unreadable, by reason: truncated (copytruncate or a rewrite with no copy left to read them from), throttled, buffer_full, disk_full (the same while the container was held back by its rate limit, or reading was paused for a full buffer or a full disk), deleted_while_down (the file was deleted while the agent was stopped; known from the length its checkpoint recorded).",
             "reason",
             vec![
                 ("truncated", |s| {
                     counter(&s.rotated_unread_bytes)
                         - counter(&s.rotated_unread_throttled)
+                        - counter(&s.rotated_unread_buffer_full)
+                        - counter(&s.rotated_unread_disk_full)
                         - counter(&s.rotated_unread_deleted)
                 }),
                 ("throttled", |s| counter(&s.rotated_unread_throttled)),
+                ("buffer_full", |s| counter(&s.rotated_unread_buffer_full)),
+                ("disk_full", |s| counter(&s.rotated_unread_disk_full)),
                 ("deleted_while_down", |s| counter(&s.rotated_unread_deleted)),
             ],
         ),

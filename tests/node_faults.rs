@@ -135,8 +135,13 @@ fn a_full_disk_pauses_reading_and_loses_nothing() {
     wait_until("the pause to end", LONG, || {
         metric(&addr, "shipper_disk_full_paused") == 0.0
     });
-    assert!(metric(&addr, "shipper_disk_full_episodes_total") >= 1.0);
+    let episodes = metric(&addr, "shipper_disk_full_episodes_total");
+    assert!(episodes >= 1.0);
     assert_eq!(metric(&addr, "shipper_buffer_records_lost_total"), 0.0);
+    eprintln!(
+        "disk full: {} lines delivered, {episodes} pause episodes after the restart",
+        node.written.len()
+    );
     assert!(sigterm(&mut agent).success());
 }
 
@@ -169,6 +174,7 @@ fn the_free_space_floor_is_kept() {
         "the volume went under the floor: {free} bytes free"
     );
     assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+    eprintln!("floor: {free} bytes free of {size} at the pause, floor {floor}");
     p.set(|f| f.down = false);
     node.assert_all_indexed(&es.url, "floor");
     assert!(sigterm(&mut agent).success());
@@ -230,6 +236,10 @@ fn stop_write_and_rotate_twice_then_start_reads_every_line() {
     // Born while stopped and rotated: Docker c0's second file, both of c1's; the same
     // for the CRI containers.
     assert_eq!(metric(&addr, "shipper_files_unseen_rotated_total"), 6.0);
+    eprintln!(
+        "away: {} lines, 6 unseen rotated files read",
+        node.written.len()
+    );
     assert!(sigterm(&mut agent).success());
 }
 
@@ -292,6 +302,11 @@ fn a_file_deleted_while_stopped_is_counted() {
     let addr = node.metrics_addr();
     let series = "shipper_rotated_unread_bytes_total{reason=\"deleted_while_down\"}";
     assert_eq!(metric(&addr, series), (len - offset) as f64);
+    eprintln!(
+        "deleted while down: {} bytes counted, {} lines delivered",
+        len - offset,
+        node.written.len()
+    );
     assert!(node
         .agent_log()
         .contains("file deleted while the agent was stopped"));
@@ -334,6 +349,7 @@ fn kill_9_fifty_times_while_writing_and_rotating() {
     }
     node.write(0, 10, 8);
     node.assert_all_indexed(&es.url, "k50");
+    eprintln!("kill -9 x50: {} lines, each once", node.written.len());
     assert!(sigterm(&mut agent).success());
 }
 
@@ -411,6 +427,7 @@ fn the_buffer_cap_holds() {
         "peak {peak}, on disk {on_disk}"
     );
     assert!(peak <= cap, "peak {peak} over the cap {cap}");
+    eprintln!("cap {cap}: peak {peak}, largest frame {largest}, on disk {on_disk}");
     p.set(|f| f.down = false);
     node.assert_all_indexed(&es.url, "cap");
     assert!(metric(&addr, "shipper_buffer_bytes_peak") as u64 <= cap);

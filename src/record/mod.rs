@@ -645,6 +645,8 @@ impl RecordStream {
         self.expire(now.unix_nanos(), out);
         self.docs.release(self.barrier(), out);
         self.apply_settings();
+        // Caught up: buffers a big record grew go back.
+        self.merger.shrink();
     }
 
     /// When [`RecordStream::at_end`] should be called again (Unix nanoseconds): the

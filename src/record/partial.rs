@@ -44,6 +44,9 @@ struct Pending {
     chunks: u32,
 }
 
+/// A finished record's buffer is kept for the next one up to this size.
+const KEEP_BYTES: usize = 64 * 1024;
+
 /// Per-file partial-line state.
 #[derive(Debug)]
 pub struct Merger {
@@ -83,6 +86,9 @@ impl Merger {
             });
         }
         if !p.active {
+            if p.buf.capacity() > KEEP_BYTES {
+                p.buf = Vec::new();
+            }
             p.active = true;
             p.offset = offset;
             p.time = Some(line.time);
@@ -115,6 +121,16 @@ impl Merger {
             .collect();
         out.sort_by_key(|m| m.offset);
         out
+    }
+
+    /// Gives back the memory of records that grew large, once they are done: a file
+    /// that once had a 4 MiB record does not keep 4 MiB after it.
+    pub fn shrink(&mut self) {
+        for p in self.pending.iter_mut().filter(|p| !p.active) {
+            if p.buf.capacity() > KEEP_BYTES {
+                p.buf = Vec::new();
+            }
+        }
     }
 
     /// Drops all pending state (the file was truncated).
@@ -287,6 +303,25 @@ mod tests {
         assert_eq!(out.text, Text::Escaped(b"abc"));
         assert_eq!((out.offset, out.chunks, out.truncated), (7, 1, false));
         assert_eq!(m.resume_point(), None);
+    }
+
+    /// A big record's buffer goes once it is done; a small one's is kept for reuse.
+    #[test]
+    fn a_big_record_gives_its_memory_back() {
+        let mut m = Merger::new(1 << 20);
+        let chunk = vec![b'x'; 16 * 1024];
+        for i in 0..20u64 {
+            m.push(i, line(Stream::Stdout, true, Text::Raw(&chunk)), None);
+        }
+        let out = m.push(20, line(Stream::Stdout, false, Text::Raw(b"!")), None);
+        assert_eq!(out.unwrap().chunks, 21);
+        assert!(m.pending[0].buf.capacity() > KEEP_BYTES);
+        m.shrink();
+        assert_eq!(m.pending[0].buf.capacity(), 0);
+        m.push(30, line(Stream::Stdout, true, Text::Raw(b"ab")), None);
+        m.push(31, line(Stream::Stdout, false, Text::Raw(b"c")), None);
+        m.shrink();
+        assert!(m.pending[0].buf.capacity() > 0, "a small buffer is kept");
     }
 
     #[test]

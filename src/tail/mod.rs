@@ -493,8 +493,18 @@ impl Tail {
         }
         if copy != Copy::Reading && unread > 0 {
             Stats::add(&self.stats.rotated_unread_bytes, unread);
-            if self.throttled(i) {
-                Stats::add(&self.stats.rotated_unread_throttled, unread);
+            // Why the bytes were still unread: the first cause that held reading back.
+            let why = if self.throttled(i) {
+                Some(&self.stats.rotated_unread_throttled)
+            } else if self.stats.disk_full_paused.load(Ordering::Relaxed) > 0 {
+                Some(&self.stats.rotated_unread_disk_full)
+            } else if self.stats.buffer_full.load(Ordering::Relaxed) {
+                Some(&self.stats.rotated_unread_buffer_full)
+            } else {
+                None
+            };
+            if let Some(c) = why {
+                Stats::add(c, unread);
             }
             tracing::warn!(path = %self.files[i].path.display(), bytes = unread, "file truncated before its last bytes were read, and no copy of it found");
         }
@@ -620,7 +630,13 @@ impl Tail {
             ..
         } = self;
         let f = &mut files[i];
-        match f.poll(buf, &cfg.limits, stats, budget, sink) {
+        let polled = f.poll(buf, &cfg.limits, stats, budget, sink);
+        if buf.len() > cfg.limits.read_bytes {
+            // Grown for a long line: back to the read size (and its memory with it).
+            buf.truncate(cfg.limits.read_bytes);
+            buf.shrink_to_fit();
+        }
+        match polled {
             Ok(p) => p,
             Err(e) => {
                 Stats::add(&stats.read_errors, 1);
