@@ -7,6 +7,7 @@ log files under examples/node. The checkpoint seed `real-checkpoint` was written
 Run from anywhere: python3 fuzz/make_seeds.py
 """
 import glob
+import gzip
 import hashlib
 import os
 import struct
@@ -219,6 +220,18 @@ REDACTION = [
 ]
 
 
+# Byte 0 `z`: the rest is wrapped as two gzip members split at byte 1; else raw file bytes.
+CRI_ROTATED = "".join(f"2024-07-08T03:42:57.{i:09d}Z stdout F line {i}\n" for i in range(40)).encode()
+GZIP_ROTATIONS = [
+    b"z\x20" + CRI_ROTATED,
+    b"z\x00",
+    gzip.compress(CRI_ROTATED, mtime=0),
+    gzip.compress(CRI_ROTATED, mtime=0)[:-9],
+    gzip.compress(b"a\n", mtime=0) + gzip.compress(b"b\n", mtime=0),
+    b"not gzip at all\n",
+]
+
+
 def main():
     for line in GARBAGE + DOCKER + example_lines("**/*-json.log*") + example_lines("pods/shop_*/nginx/0.log"):
         write("docker_parse", line)
@@ -244,6 +257,8 @@ def main():
         write("field_parse", f)
     for r in REDACTION:
         write("redaction", r)
+    for g in GZIP_ROTATIONS:
+        write("rotated_gzip", g)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("field_parse", field_parse),
     ("redaction", redaction),
     ("index_route", index_route),
+    ("rotated_gzip", rotated_gzip),
 ];
 
 /// The encoder and file context every target encodes with.
@@ -1041,4 +1042,59 @@ pub fn index_route(data: &[u8]) {
         assert_eq!(&*routes.as_slice()[at].name, v.as_str());
         assert_eq!(at, routes.as_slice().len() - 1);
     }
+}
+
+/// `rotated_gzip`: a compressed rotation read through the tail's `Content`. Byte 0 picks
+/// the input's shape: `z` wraps the rest as a valid gzip file of two members (split at
+/// byte 1), anything else is taken as the file's bytes. Opening never panics; when it
+/// opens, its length is the decompressed length, and reads at offsets taken from the
+/// input (forward, backward, past the end) give exactly the decompressed bytes there.
+pub fn rotated_gzip(data: &[u8]) {
+    use crate::tail::content::Content;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let file = match data.split_first() {
+        Some((b'z', rest)) => {
+            let cut = usize::from(rest.first().copied().unwrap_or(0)).min(rest.len());
+            let mut out = Vec::new();
+            for part in [&rest[..cut], &rest[cut..]] {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(part).expect("writing to memory cannot fail");
+                out.extend(e.finish().expect("finishing in memory cannot fail"));
+            }
+            out
+        }
+        _ => data.to_vec(),
+    };
+    let path = std::env::temp_dir().join(format!(
+        "shipper-fuzz-{}-{}.gz",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, &file).expect("the temp directory is writable");
+    let opened = Content::open(&path);
+    let Ok((content, _)) = opened else {
+        let _ = std::fs::remove_file(&path);
+        return;
+    };
+    let mut whole = Vec::new();
+    flate2::read::MultiGzDecoder::new(&file[..])
+        .read_to_end(&mut whole)
+        .expect("a file Content opened decompresses whole");
+    assert_eq!(
+        content.len().expect("len of an open gzip"),
+        whole.len() as u64
+    );
+    let mut buf = vec![0u8; 97];
+    for &b in data.iter().rev().take(8) {
+        let off = (u64::from(b) * 131) % (whole.len() as u64 + 2);
+        let n = content
+            .read_full(&mut buf, off)
+            .expect("a read of an open gzip works");
+        let from = (off as usize).min(whole.len());
+        let want = &whole[from..(from + buf.len()).min(whole.len())];
+        assert_eq!(&buf[..n], want, "read at {off}");
+    }
+    let _ = std::fs::remove_file(&path);
 }

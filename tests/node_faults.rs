@@ -383,7 +383,8 @@ fn a_clean_restart_sends_nothing_again() {
 
 /// The buffer cap is hard: with Elasticsearch down and more logs than the cap, the peak
 /// the agent reports stays within `max_bytes` plus one frame, here within `max_bytes`
-/// itself (no batch is larger than the cap); the segments on disk agree.
+/// itself (no batch is larger than the cap: a batch is past `batch_bytes` by less than
+/// one read, here 16 KiB); the segments on disk agree.
 #[test]
 fn the_buffer_cap_holds() {
     let Some(es) = es() else { return };
@@ -399,6 +400,7 @@ fn the_buffer_cap_holds() {
         ("SHIPPER_BUFFER_SEGMENT_BYTES", "65536"),
         ("SHIPPER_ELASTICSEARCH_BATCH_BYTES", "20000"),
         ("SHIPPER_ELASTICSEARCH_COMPRESSION", "false"),
+        ("SHIPPER_INPUT_READ_BYTES", "16384"),
     ];
     let mut agent = node.agent(&p.url, "cap", &env);
     let addr = node.metrics_addr();

@@ -680,7 +680,10 @@ impl Shipper {
             },
             latency,
         );
-        part.unpack().await;
+        if !clean {
+            // Some documents go again or to the dead-letter file: their lines are needed.
+            part.unpack().await;
+        }
         // Documents refused for their parsed fields go again without them; the rest of
         // the refused go to the dead-letter file.
         let (stripped, dead) = self.strip_fields(part, report.reject);

@@ -23,7 +23,7 @@
 //! Checkpoints are read here (to resume a file) but never written: the caller persists
 //! [`Tail::positions`] once the records emitted so far are safe.
 
-mod content;
+pub mod content;
 mod file;
 pub mod limit;
 
@@ -325,8 +325,10 @@ impl Tail {
         let size = tail.size().ok()?;
         match self.resume.get(&id) {
             Some(pos) if pos.offset >= size => return None,
-            Some(pos) => {
-                tail.start(id, Some(pos));
+            Some(_) => {
+                // Its checkpoint is in use: the tail's copy of it is no longer needed.
+                let pos = self.resume.remove(&id);
+                tail.start(id, pos.as_ref());
                 tracing::info!(path = %path.display(), offset = tail.offset(), "draining file rotated while stopped");
             }
             None => {
@@ -357,6 +359,8 @@ impl Tail {
         let Some(found) = self.starting.take() else {
             return;
         };
+        // Rotated files read to their end: nothing will resume them any more.
+        self.resume.retain(|id, _| !found.contains(id));
         if !clean {
             return;
         }
@@ -429,8 +433,9 @@ impl Tail {
                     .then(|| f.end_of_last_line().ok())
                     .flatten()
                     .map(|end| Position::at(end, None, f.path.clone()));
-                let pos = self.resume.get(&id).filter(|p| p.offset <= len);
-                self.files[i].start(id, pos.or(at_end.as_ref()));
+                // The file's checkpoint, taken: each resumes once.
+                let pos = self.resume.remove(&id).filter(|p| p.offset <= len);
+                self.files[i].start(id, pos.as_ref().or(at_end.as_ref()));
                 self.new.extend(self.files[i].position());
                 self.files[i].announce(sink);
             }
