@@ -60,12 +60,15 @@ pub fn dry_run(
             tracing::warn!("Kubernetes API has not answered yet; reading with cached and path metadata meanwhile");
         }
     }
-    // Rate limits pace the agent's reading; a dry-run reads at full speed.
-    let settings = ReaderSettings {
+    // Rate limits pace the agent's reading; a dry-run reads at full speed. It reads
+    // each file once to its end and ends what is pending there: no memory budget (a
+    // record released from memory is read again by the agent's tail, not at an end).
+    let mut settings = ReaderSettings {
         rate_limits: false,
         explain: opts.explain,
         ..ReaderSettings::from_config(cfg)?
     };
+    settings.record.budget = None;
     let mut reader = Reader::new(
         settings,
         source,

@@ -51,6 +51,8 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 2 << 30;
 /// Segment size: a fully acknowledged segment is deleted whole, and a restart re-sends at
 /// most the unacknowledged part of a few segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+/// Unfinished records across every file: 64 MiB (sixteen records at the default cap).
+pub const DEFAULT_PENDING_MEMORY_BYTES: u64 = 64 << 20;
 /// The largest `elasticsearch.batch_bytes` (Elasticsearch's default
 /// `http.max_content_length` is 100 MiB).
 pub const MAX_BATCH_BYTES: u64 = 100 << 20;
@@ -336,6 +338,10 @@ pub struct Input {
     /// Where files are read from on the very first start (no checkpoints yet):
     /// `beginning`, or `end` to skip what another shipper already sent.
     pub start_at: StartAt,
+    /// What unfinished records (split lines waiting for their last chunk) may hold in
+    /// memory across every file; past it a record is released and read again from its
+    /// file when complete (0: no bound).
+    pub pending_memory_bytes: u64,
 }
 
 /// `input.start_at`.
@@ -358,6 +364,7 @@ impl Default for Input {
             rescan_interval_ms: DEFAULT_RESCAN_INTERVAL_MS,
             drain_grace_ms: DEFAULT_DRAIN_GRACE_MS,
             start_at: StartAt::Beginning,
+            pending_memory_bytes: DEFAULT_PENDING_MEMORY_BYTES,
         }
     }
 }

@@ -835,6 +835,7 @@ fn fuzz_stream(
         controls: Default::default(),
     };
     let settings = Settings {
+        budget: None,
         max_record_bytes: 1 << 16,
         fields: fields::Options::from_config(&crate::config::FieldsConfig::default())
             .expect("the default field options are valid"),

@@ -156,6 +156,9 @@ counters! {
     /// Rotated files read at start-up that no checkpoint knew: born and rotated while
     /// the agent was stopped.
     files_unseen_rotated,
+    /// Times a file was read again from a record released from memory (the memory
+    /// budget of unfinished records was spent) once that record was complete.
+    records_reread,
     /// Records whose pod was found (API cache or pod list): `shipper.metadata: complete`.
     metadata_complete,
     /// Records with metadata from the log path and Docker's config only.
@@ -686,6 +689,7 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
     &[
         ("shipper_files_watched", "Log files currently open.", G, |s| counter(&s.files_watched)),
         ("shipper_files_opened_total", "Log files opened, rotated siblings drained at start-up included.", C, |s| counter(&s.files_opened)),
+        ("shipper_records_reread_total", "Times a file was read again from an unfinished record released from memory (input.pending_memory_bytes was spent), once the record was complete: memory stays bounded, documents are the same.", C, |s| counter(&s.records_reread)),
         ("shipper_files_unseen_rotated_total", "Rotated files read at start-up that no checkpoint knew: born and rotated while the agent was stopped (read from their start; deterministic ids make any overlap a 409).", C, |s| counter(&s.files_unseen_rotated)),
         ("shipper_files_rotated_total", "Open files found renamed away or deleted (then drained).", C, |s| counter(&s.files_rotated)),
         ("shipper_files_truncated_total", "Files found truncated or rewritten in place (copytruncate, inode reuse).", C, |s| counter(&s.files_truncated)),

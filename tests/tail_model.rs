@@ -489,3 +489,113 @@ fn truncation_without_a_copy_counts_the_unread_bytes() {
         );
     }
 }
+
+/// Unfinished records past the memory budget are released from memory and read again
+/// from their file once complete: the documents (ids, text, order) are those of a run
+/// without a budget, every line and byte is counted once, and a file closing with a
+/// released record pending is read again before it closes.
+#[test]
+fn records_released_from_memory_are_read_again_the_same() {
+    let root = tempfile::tempdir().unwrap();
+    let chunk = "x".repeat(16 * 1024);
+    let mut text = String::new();
+    let line = |log: &str, stream: &str, n: usize| {
+        let t = format!("2024-07-08T03:42:57.{n:09}Z");
+        serde_json::json!({"log": log, "stream": stream, "time": t}).to_string() + "\n"
+    };
+    // Four containers, each a 640 KiB stdout record in 16 KiB chunks with stderr lines
+    // between them, whole lines around; the last one's record never finishes.
+    for c in 0..4 {
+        let id = format!("{c:0>4}beef");
+        let path = root.path().join(&id).join(format!("{id}-json.log"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut s = line("before\n", "stdout", 0);
+        for i in 0..40 {
+            s += &line(&chunk, "stdout", i + 1);
+            if i % 7 == 3 {
+                s += &line(&format!("err {c} {i}\n"), "stderr", i + 1);
+            }
+        }
+        if c < 3 {
+            s += &line("end\n", "stdout", 50);
+            s += &line("after\n", "stdout", 51);
+        }
+        std::fs::write(&path, &s).unwrap();
+        text += &s;
+    }
+    let run = |budget: u64| {
+        let mut cfg = shipper::config::Config::default();
+        cfg.input.docker_root = root.path().to_owned();
+        cfg.input.pods_root = root.path().join("no-pods");
+        cfg.input.pending_memory_bytes = budget;
+        cfg.input.read_bytes = 65536;
+        cfg.input.drain_grace_ms = 0;
+        cfg.multiline.mode = "off".into();
+        let stats = Arc::new(Stats::default());
+        let mut t = Reader::new(
+            ReaderSettings::from_config(&cfg).unwrap(),
+            MetaSource::Node,
+            Resume::default(),
+            stats.clone(),
+        );
+        t.start();
+        let mut out = Vec::new();
+        while t.poll(&mut out, u64::MAX).bytes > 0 {}
+        // The last container's files go away: its pending record ends as it closes.
+        let last = root.path().join("0003beef");
+        let moved = root.path().join("gone");
+        std::fs::rename(&last, &moved).unwrap();
+        t.rescan();
+        for _ in 0..100 {
+            t.poll(&mut out, u64::MAX);
+            if t.len() == 3 {
+                break;
+            }
+        }
+        std::fs::rename(&moved, &last).unwrap();
+        let docs: Vec<(String, String)> = crate::util::bulk_pairs(&out)
+            .into_iter()
+            .map(|(a, d)| {
+                (
+                    a["create"]["_id"].as_str().unwrap().to_owned(),
+                    d["log"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        (docs, stats)
+    };
+    let (unbounded, s0) = run(0);
+    // 32 KiB: every record is released at its third chunk, and read again when complete
+    // (three) or when its file closes (one).
+    let (bounded, s1) = run(32 * 1024);
+    // The same documents; a file's own documents in the same order (a record read again
+    // comes out later than other files' documents, never than its own file's later ones).
+    let of_file = |d: &[(String, String)], c: usize| -> Vec<(String, String)> {
+        let mark = format!("err {c} ");
+        let mut v: Vec<(String, String)> = d.to_vec();
+        v.retain(|(_, l)| !l.starts_with("err ") || l.starts_with(&mark));
+        v
+    };
+    let mut a = bounded.clone();
+    let mut b = unbounded.clone();
+    a.sort();
+    b.sort();
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "the same documents");
+    for c in 0..4 {
+        let errs = |d: &[(String, String)]| -> Vec<String> {
+            of_file(d, c)
+                .into_iter()
+                .filter(|(_, l)| l.starts_with("err "))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(errs(&bounded), errs(&unbounded), "file {c}'s order");
+    }
+    assert_eq!(Stats::get(&s0.records_reread), 0);
+    assert_eq!(Stats::get(&s1.records_reread), 4);
+    assert!(bounded.iter().any(|(_, log)| log.len() > 600 * 1024));
+    assert_eq!(Stats::get(&s1.lines), Stats::get(&s0.lines));
+    assert_eq!(Stats::get(&s1.bytes), text.len() as u64);
+    assert_eq!(Stats::get(&s0.bytes), text.len() as u64);
+}

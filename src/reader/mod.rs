@@ -79,6 +79,11 @@ impl ReaderSettings {
                 start_at_end: i.start_at == crate::config::StartAt::End,
             },
             record: record::Settings {
+                budget: (i.pending_memory_bytes > 0).then(|| {
+                    Arc::new(record::partial::MemoryBudget::new(
+                        usize::try_from(i.pending_memory_bytes).unwrap_or(usize::MAX),
+                    ))
+                }),
                 max_record_bytes,
                 fields: record::fields::Options::from_config(&cfg.fields)?,
             },
@@ -322,9 +327,18 @@ fn sink<'a>(
                 Held::default()
             }
             Event::End => {
-                if let Some(s) = files.remove(&key).and_then(|f| f.stream) {
-                    let mut s = s;
+                let Some(mut f) = files.remove(&key) else {
+                    return Held::default();
+                };
+                if let Some(s) = f.stream.as_mut() {
                     s.finish(&mut out);
+                    let held = s.held();
+                    if held.restart.is_some() {
+                        // A record released from memory is read again before the file
+                        // closes: the file stays.
+                        files.insert(key, f);
+                        return held;
+                    }
                 }
                 Held::default()
             }
@@ -340,11 +354,17 @@ fn sink<'a>(
                         streams,
                         routes,
                         len,
+                        replayed_below,
                     } => {
-                        // A copy of a truncated file carries on its identity's routes.
+                        // A copy of a truncated file carries on its identity's routes; a
+                        // file read again after a release, its stream's.
                         let inherited = f.truncated_routes.take().filter(|(i, _)| *i == id);
-                        let routes = match inherited {
-                            Some((_, r)) if routes.is_empty() => r,
+                        let again = (replayed_below > 0)
+                            .then(|| f.stream.as_ref().map(|s| s.route_history().1))
+                            .flatten();
+                        let routes = match (inherited, again) {
+                            (Some((_, r)), _) if routes.is_empty() => r,
+                            (_, Some(r)) if routes.is_empty() => r,
                             _ => routes,
                         };
                         let mut s = RecordStream::new(
@@ -358,6 +378,9 @@ fn sink<'a>(
                         let resumed_at = streams[0].min(streams[1]);
                         s.resume_route(routes, f.choice.route.clone(), (resumed_at, len));
                         s.set_first_seen(first_seen);
+                        if replayed_below > 0 {
+                            s.replaying(replayed_below);
+                        }
                         s.set_excluded(f.excluded());
                         f.stream = Some(s);
                     }

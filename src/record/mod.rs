@@ -45,6 +45,9 @@ pub struct Settings {
     pub max_record_bytes: usize,
     /// How parsed fields are shaped.
     pub fields: fields::Options,
+    /// What unfinished records may hold across every file (`None`: unbounded, as for a
+    /// dry-run, which reads each file once to its end).
+    pub budget: Option<std::sync::Arc<partial::MemoryBudget>>,
 }
 
 /// How one file's records are shaped: set per file (from rules and annotations), and
@@ -187,6 +190,11 @@ pub struct Held {
     pub streams: [Option<u64>; 2],
     /// The last good timestamp seen: an unparseable line after it takes it.
     pub last_time: Option<Timestamp>,
+    /// The stream halted: a record released from memory (see [`partial::MemoryBudget`])
+    /// is complete in the file. Every line before this offset was taken (`u64::MAX`: every
+    /// line read so far); the caller reads the file again from `pending`, with a stream
+    /// made as for a restart from that checkpoint.
+    pub restart: Option<u64>,
 }
 
 /// One file's record stream.
@@ -213,6 +221,12 @@ pub struct RecordStream {
     /// checkpoint's per-stream points): read for their timestamps, not made again.
     skip_below: [u64; 2],
     docs: Emitter,
+    /// The merger halted (a record released from memory is complete): every line before
+    /// this offset was pushed; the caller reads the file again from [`Held::pending`].
+    restart: Option<u64>,
+    /// Lines before this offset were read before (this stream reads them again after a
+    /// release): not counted again.
+    replayed_below: u64,
 }
 
 /// Encodes documents, in file order: a document waits while a group that began before
@@ -457,7 +471,12 @@ impl RecordStream {
         let ctx = enc.file_context(id, meta);
         RecordStream {
             format: None,
-            merger: Merger::new(settings.max_record_bytes),
+            merger: match &settings.budget {
+                Some(b) => Merger::new(settings.max_record_bytes).with_budget(b.clone(), 0),
+                None => Merger::new(settings.max_record_bytes),
+            },
+            restart: None,
+            replayed_below: 0,
             settings: file,
             next_settings: None,
             groups: Default::default(),
@@ -575,9 +594,15 @@ impl RecordStream {
     /// the file.
     pub fn push(&mut self, offset: u64, lines: &[u8], now: Timestamp, out: &mut Output<'_>) {
         self.at_end = false;
-        let n = memchr_iter(b'\n', lines).count() as u64;
-        out.counts.lines += n;
+        if self.restart.is_some() {
+            return;
+        }
         if self.excluded {
+            // Lines read again after a release were counted the first time.
+            let fresh = usize::try_from(self.replayed_below.saturating_sub(offset))
+                .map_or(0, |skip| lines.len().saturating_sub(skip));
+            let n = memchr_iter(b'\n', &lines[lines.len() - fresh..]).count() as u64;
+            out.counts.lines += n;
             out.counts.excluded_lines += n;
             // Documents made before the exclusion and waiting behind a group go out.
             self.docs.release(u64::MAX, out);
@@ -587,27 +612,50 @@ impl RecordStream {
         for nl in memchr_iter(b'\n', lines) {
             let line = &lines[start..nl];
             let after = &lines[nl + 1..];
+            // Counted as taken (a halt leaves the rest to be read again), and once: lines
+            // read again after a release were counted the first time.
+            out.counts.lines += u64::from(offset + start as u64 >= self.replayed_below);
             if self.next_settings.is_some() {
                 // New settings apply at the first line where no group is open.
                 self.apply_settings();
             }
             self.line(offset + start as u64, line, after, false, now, out);
             start = nl + 1;
+            if self.merger.halted() {
+                // The rest is read again after the released record.
+                self.restart = Some(offset + start as u64);
+                break;
+            }
         }
         self.docs.release(self.barrier(), out);
+    }
+
+    /// This stream reads the file again from a checkpoint after a release (see
+    /// [`Held::restart`]): the records that begin before `below` are kept whole whatever
+    /// the memory budget, and its lines are not counted again.
+    pub fn replaying(&mut self, below: u64) {
+        self.replayed_below = below;
+        self.merger.exempt_below(below);
     }
 
     /// Feeds the head of a line longer than the reader holds whole: it becomes a
     /// truncated record (the rest of the line is skipped by the reader).
     pub fn push_cut(&mut self, offset: u64, head: &[u8], now: Timestamp, out: &mut Output<'_>) {
         self.at_end = false;
-        out.counts.lines += 1;
+        if self.restart.is_some() {
+            return;
+        }
+        out.counts.lines += u64::from(offset >= self.replayed_below);
         if self.excluded {
             out.counts.excluded_lines += 1;
             self.docs.release(u64::MAX, out);
             return;
         }
         self.line(offset, head, &[], true, now, out);
+        if self.merger.halted() {
+            // The cut line itself is read again.
+            self.restart = Some(offset);
+        }
         self.docs.release(self.barrier(), out);
     }
 
@@ -620,6 +668,11 @@ impl RecordStream {
             docs,
             ..
         } = self;
+        if merger.holds_released() {
+            // A released record is pending: read again before anything is ended.
+            self.restart = Some(u64::MAX);
+            return;
+        }
         for rec in merger.flush() {
             out.counts.partials_merged += u64::from(rec.chunks - 1);
             let record = Record {
@@ -688,6 +741,7 @@ impl RecordStream {
             pending,
             streams,
             last_time: self.last_time,
+            restart: self.restart,
         }
     }
 
@@ -977,6 +1031,7 @@ mod tests {
         let id = FileId::compute("docker:t", b"first");
         RecordStream::new(
             &Settings {
+                budget: None,
                 max_record_bytes: 1 << 20,
                 fields: fields::Options::from_config(&crate::config::FieldsConfig::default())
                     .unwrap(),

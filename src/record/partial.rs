@@ -11,6 +11,13 @@
 //!
 //! While a record is pending, its first chunk's offset is where a restart must resume, so
 //! [`Merger::resume_point`] reports it for checkpoints.
+//!
+//! **Memory.** What pending records hold across every file is bounded by a
+//! [`MemoryBudget`]: a record that grows while the budget is spent is released from memory
+//! (its later chunks are read and not kept), and when its last chunk comes the merger
+//! [`halts`](Merger::halted): the caller reads the file again from the record's first
+//! chunk, as a restart from a checkpoint would, and this time keeps it whole. Record
+//! boundaries, contents and ids never depend on memory pressure.
 
 use super::parse::{Line, Stream, Text, Timestamp};
 use crate::encode::escaped;
@@ -30,9 +37,54 @@ pub struct Merged<'a> {
     pub time_before: Option<Timestamp>,
 }
 
+/// Bytes all pending records may hold together (shared by every file's merger).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+    /// Records released from memory to be read again.
+    released: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> MemoryBudget {
+        MemoryBudget {
+            limit,
+            used: Default::default(),
+            released: Default::default(),
+        }
+    }
+
+    /// Bytes pending records hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records released from memory (and read again) so far.
+    pub fn released(&self) -> u64 {
+        self.released.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn charge(&self, n: usize) {
+        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn refund(&self, n: usize) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn spent(&self) -> bool {
+        self.used() > self.limit
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     active: bool,
+    /// Released from memory: later chunks are not kept; the record is read again.
+    released: bool,
+    /// Bytes of `buf` charged to the budget.
+    charged: usize,
     offset: u64,
     time: Option<Timestamp>,
     /// The file's last good timestamp before this record began (for checkpoints).
@@ -52,6 +104,22 @@ const KEEP_BYTES: usize = 64 * 1024;
 pub struct Merger {
     cap: usize,
     pending: [Pending; 2],
+    budget: Option<std::sync::Arc<MemoryBudget>>,
+    /// Records starting before this offset are kept whole whatever the budget (they
+    /// are being read again after a release).
+    exempt_below: u64,
+    /// A released record's last chunk came: the file must be read again from
+    /// [`Merger::resume_point`].
+    halted: bool,
+}
+
+impl Drop for Merger {
+    fn drop(&mut self) {
+        for p in &mut self.pending {
+            self.budget.iter().for_each(|b| b.refund(p.charged));
+            p.charged = 0;
+        }
+    }
 }
 
 impl Merger {
@@ -59,7 +127,38 @@ impl Merger {
         Merger {
             cap,
             pending: Default::default(),
+            budget: None,
+            exempt_below: 0,
+            halted: false,
         }
+    }
+
+    /// A merger whose pending records count against `budget`; those that start before
+    /// `exempt_below` do not (they are read again after a release).
+    pub fn with_budget(
+        mut self,
+        budget: std::sync::Arc<MemoryBudget>,
+        exempt_below: u64,
+    ) -> Merger {
+        self.budget = Some(budget);
+        self.exempt_below = exempt_below;
+        self
+    }
+
+    /// Whether a pending record was released from memory.
+    pub fn holds_released(&self) -> bool {
+        self.pending.iter().any(|p| p.active && p.released)
+    }
+
+    /// Records starting before `below` are kept whole whatever the budget.
+    pub fn exempt_below(&mut self, below: u64) {
+        self.exempt_below = below;
+    }
+
+    /// A released record is complete in the file: nothing more may be pushed; the file
+    /// is to be read again from [`Merger::resume_point`].
+    pub fn halted(&self) -> bool {
+        self.halted
     }
 
     /// Feeds one parsed line found at `offset`. Returns the record it completes, if any.
@@ -71,6 +170,8 @@ impl Merger {
         time_before: Option<Timestamp>,
     ) -> Option<Merged<'a>> {
         let cap = self.cap;
+        let budget = self.budget.as_deref();
+        let exempt_below = self.exempt_below;
         let p = &mut self.pending[line.stream.index()];
         if !p.active && !line.partial {
             // The common case: a whole record on one line, borrowed as is.
@@ -90,6 +191,7 @@ impl Merger {
                 p.buf = Vec::new();
             }
             p.active = true;
+            p.released = false;
             p.offset = offset;
             p.time = Some(line.time);
             p.time_before = time_before;
@@ -99,23 +201,53 @@ impl Merger {
             p.chunks = 0;
         }
         p.chunks += 1;
-        p.append(&line.text, cap);
+        if !p.released {
+            p.append(&line.text, cap);
+            if let Some(b) = budget {
+                b.charge(p.buf.len() - p.charged);
+                p.charged = p.buf.len();
+                if line.partial && p.offset >= exempt_below && b.spent() {
+                    // Over budget: this record is read again when complete.
+                    b.refund(p.charged);
+                    p.charged = 0;
+                    p.buf = Vec::new();
+                    p.released = true;
+                    b.released
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
         if line.partial {
             return None;
         }
+        if p.released {
+            // Complete, but not in memory: the caller reads it again (`halted`). It
+            // stays pending, so the resume point keeps its first chunk.
+            self.halted = true;
+            return None;
+        }
         p.active = false;
+        budget.iter().for_each(|b| b.refund(p.charged));
+        p.charged = 0;
         Some(p.take(line.stream))
     }
 
     /// Ends every pending record (the file is closing, or a dry-run reached its end) and
-    /// returns them in file order.
+    /// returns them in file order. A released record is not in memory: it stays pending
+    /// and the merger halts (the caller reads it again first).
     pub fn flush(&mut self) -> Vec<Merged<'_>> {
+        if self.pending.iter().any(|p| p.active && p.released) {
+            self.halted = true;
+            return Vec::new();
+        }
         let [a, b] = &mut self.pending;
         let mut out: Vec<Merged<'_>> = [(a, Stream::Stdout), (b, Stream::Stderr)]
             .into_iter()
             .filter(|(p, _)| p.active)
             .map(|(p, stream)| {
                 p.active = false;
+                self.budget.iter().for_each(|b| b.refund(p.charged));
+                p.charged = 0;
                 p.take(stream)
             })
             .collect();
@@ -136,9 +268,13 @@ impl Merger {
     /// Drops all pending state (the file was truncated).
     pub fn reset(&mut self) {
         for p in &mut self.pending {
+            self.budget.iter().for_each(|b| b.refund(p.charged));
+            p.charged = 0;
             p.active = false;
+            p.released = false;
             p.buf = Vec::new();
         }
+        self.halted = false;
     }
 
     /// Where a restart must resume so that no pending record loses its first chunks:

@@ -81,6 +81,9 @@ pub struct FileTail {
     checked_len: u64,
     /// When the agent first saw the file (from the checkpoint, or when identified).
     first_seen: Timestamp,
+    /// Bytes before this offset were read before (and are read again after a record was
+    /// released from memory): not counted again.
+    replayed_below: u64,
     /// Skipped by polls until resumed (the caller waits for something, such as the
     /// file's metadata).
     pub paused: bool,
@@ -107,6 +110,7 @@ impl FileTail {
             phase: Phase::Live,
             checked_len: content_len,
             first_seen: Timestamp::now(),
+            replayed_below: 0,
             paused: false,
         })
     }
@@ -205,9 +209,33 @@ impl FileTail {
                     streams,
                     routes,
                     len,
+                    replayed_below: self.replayed_below,
                 },
             );
         }
+    }
+
+    /// The caller released a record from memory and its last chunk came (see
+    /// [`crate::record::Held::restart`]): everything before `at` was taken. Reads the
+    /// file again from where a restart would resume now, telling the caller to make its
+    /// records as after a restart from that checkpoint (a new [`Event::Start`]), this
+    /// time keeping the records before `at` whole.
+    fn read_again(&mut self, at: u64, stats: &Stats, sink: &mut Sink<'_>) {
+        Stats::add(&stats.records_reread, 1);
+        self.pos = if at == u64::MAX { self.pos } else { at };
+        let Some((_, p)) = self.position() else {
+            return;
+        };
+        self.replayed_below = self.replayed_below.max(self.pos);
+        self.pos = p.offset;
+        self.resumed = p.streams;
+        self.held = Held {
+            last_time: p.last_time,
+            ..Held::default()
+        };
+        self.skip = None;
+        self.announced = false;
+        self.announce(sink);
     }
 
     /// Forgets identity and position: the file was truncated or rewritten. The caller
@@ -330,6 +358,10 @@ impl FileTail {
                 let before = self.held.last_time;
                 let offset = self.pos;
                 self.held = sink(self.key, Event::Cut { offset, head: data });
+                if let Some(at) = self.held.restart {
+                    self.read_again(at.min(offset), stats, sink);
+                    continue;
+                }
                 self.skip = Some((offset, before));
                 self.advance(n, &mut progress, stats);
                 continue;
@@ -345,6 +377,12 @@ impl FileTail {
                     data: &data[..=last_nl],
                 },
             );
+            if let Some(at) = self.held.restart {
+                let taken = at.clamp(offset, offset + last_nl as u64 + 1) - offset;
+                self.advance(taken as usize, &mut progress, stats);
+                self.read_again(at.min(self.pos), stats, sink);
+                continue;
+            }
             self.advance(last_nl + 1, &mut progress, stats);
         }
         if buf.len() > limits.read_bytes {
@@ -358,9 +396,24 @@ impl FileTail {
     }
 
     fn advance(&mut self, n: usize, progress: &mut Progress, stats: &Stats) {
+        // Bytes read again after a release were counted the first time.
+        let fresh = (self.pos + n as u64).saturating_sub(self.replayed_below.max(self.pos));
         self.pos += n as u64;
         progress.bytes += n as u64;
-        Stats::add(&stats.bytes, n as u64);
+        Stats::add(&stats.bytes, fresh);
+    }
+
+    /// Ends what the caller holds: `false` when it cannot yet (a record released from
+    /// memory is pending: the file is read again first, and may not close).
+    pub fn try_end(&mut self, stats: &Stats, sink: &mut Sink<'_>) -> bool {
+        self.end(sink);
+        match self.held.restart {
+            Some(at) => {
+                self.read_again(at, stats, sink);
+                false
+            }
+            None => true,
+        }
     }
 
     /// The read is over for this file (closing, or a dry-run's end): the caller ends

@@ -96,6 +96,10 @@ pub enum Event<'a> {
         streams: [u64; 2],
         routes: Routes,
         len: u64,
+        /// The file is read again after a record was released from memory: bytes
+        /// before this were read before (records starting there are kept whole, lines
+        /// not counted again). 0 otherwise.
+        replayed_below: u64,
     },
     /// Complete lines (each with its `\n`), the first at `offset`.
     Lines { offset: u64, data: &'a [u8] },
@@ -635,13 +639,7 @@ impl Tail {
             ..
         } = self;
         let f = &mut files[i];
-        let polled = f.poll(buf, &cfg.limits, stats, budget, sink);
-        if buf.len() > cfg.limits.read_bytes {
-            // Grown for a long line: back to the read size (and its memory with it).
-            buf.truncate(cfg.limits.read_bytes);
-            buf.shrink_to_fit();
-        }
-        match polled {
+        match f.poll(buf, &cfg.limits, stats, budget, sink) {
             Ok(p) => p,
             Err(e) => {
                 Stats::add(&stats.read_errors, 1);
@@ -670,8 +668,12 @@ impl Tail {
         if since.elapsed() < grace {
             return false;
         }
-        let mut f = self.files.remove(i);
-        f.end(sink);
+        if !self.files[i].try_end(&self.stats, sink) {
+            // A record released from memory is read again first.
+            self.files[i].phase = Phase::Draining { since: None };
+            return false;
+        }
+        let f = self.files.remove(i);
         if let Some(id) = f.id() {
             self.closing.push((id, f.modified()));
         }
