@@ -66,8 +66,6 @@ impl Node {
 
     /// Appends `n` unique lines to CRI container `c`, dated `day` (2024-07-DD).
     pub(crate) fn cri_write(&mut self, c: usize, n: usize, day: u32) {
-        let path = self.cri_log(c);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut s = String::new();
         for _ in 0..n {
             self.seq += 1;
@@ -82,12 +80,7 @@ impl Node {
             );
             self.written.insert(msg);
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        f.write_all(s.as_bytes()).unwrap();
+        append(&self.cri_log(c), s.as_bytes());
     }
 
     /// Rotates CRI container `c` like kubelet: the live file to `0.log.<timestamp>`, a
@@ -127,13 +120,6 @@ impl Node {
 
     /// Appends `n` unique lines to container `c`, dated `day` (2024-07-DD).
     pub(crate) fn write(&mut self, c: usize, n: usize, day: u32) {
-        let path = self.log(c);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
         let mut s = String::new();
         for _ in 0..n {
             self.seq += 1;
@@ -154,7 +140,7 @@ impl Node {
             );
             self.written.insert(msg);
         }
-        f.write_all(s.as_bytes()).unwrap();
+        append(&self.log(c), s.as_bytes());
     }
 
     /// Whether the agent has persisted the identity of container `c`'s live file: files

@@ -188,18 +188,22 @@ impl World {
         self.commit(Vec::new(), true);
     }
 
-    /// Lets the clock pass the start of the scan just recorded, so file times of later
-    /// writes are after it (a file's time may lag the clock by a tick: a write within it
-    /// of a scan is the one case `Tail::open_rotated` cannot tell apart).
+    /// Waits until a file written now gets a time after the start of the scan just
+    /// recorded: file times come from a clock that may lag the system clock by a tick
+    /// (up to 10 ms), and a write within that tick of a scan is the one case
+    /// `Tail::open_rotated` cannot tell apart.
     fn past_the_scan(&self) {
         let Some(t) = self.cps.last_scan() else {
             return;
         };
-        let after = t + std::time::Duration::from_millis(5);
+        let probe = self.data.path().join("clock-probe");
         crate::util::wait_until(
-            "the clock to pass the scan",
+            "file times to pass the scan",
             std::time::Duration::from_secs(5),
-            || std::time::SystemTime::now() > after,
+            || {
+                std::fs::write(&probe, b"x").unwrap();
+                std::fs::metadata(&probe).unwrap().modified().unwrap() > t
+            },
         );
     }
 
@@ -222,14 +226,7 @@ impl World {
     }
 
     fn append_raw(&self, c: usize, s: &str) {
-        let path = self.live(c);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        f.write_all(s.as_bytes()).unwrap();
+        crate::util::append(&self.live(c), s.as_bytes());
     }
 
     fn finish_half(&mut self, c: usize) {

@@ -72,6 +72,19 @@ pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Appends `bytes` to the file at `path`, creating it and its parent directories.
+pub fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
 /// A Docker json-file line as dockerd writes it.
 pub fn docker_line(msg: &str, stream: &str, time: &str) -> String {
     let log = serde_json::to_string(msg).unwrap();
