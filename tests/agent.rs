@@ -311,7 +311,7 @@ pub(crate) fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

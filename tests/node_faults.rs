@@ -473,3 +473,47 @@ fn a_deleted_template_is_installed_again() {
     assert_eq!(props["@timestamp"]["type"], "date_nanos", "{mapping}");
     assert!(sigterm(&mut agent).success());
 }
+
+/// 200 files each holding an unfinished 512 KiB record (Docker's 16 KiB chunks, the
+/// last one not written yet): with a 4 MiB budget the agent's memory stays far below the
+/// 100 MiB pending; once the records are finished every one is delivered whole.
+#[test]
+fn unfinished_records_stay_within_the_memory_budget() {
+    let Some(es) = es() else { return };
+    let node = Node::new();
+    let chunk = "y".repeat(16 * 1024);
+    let line = |log: &str, n: usize| {
+        let t = format!("2024-07-08T03:42:57.{n:09}Z");
+        serde_json::json!({"log": log, "stream": "stdout", "time": t}).to_string() + "\n"
+    };
+    let mut total = 0;
+    for c in 0..200 {
+        let mut s = line(&format!("first {c}\n"), 0);
+        for i in 0..32 {
+            s += &line(&chunk, i + 1);
+        }
+        total += s.len();
+        append(&node.log(c), s.as_bytes());
+    }
+    let env = [("SHIPPER_INPUT_PENDING_MEMORY_BYTES", "4194304")];
+    let mut agent = node.agent(&es.url, "budget", &env);
+    let addr = node.metrics_addr();
+    wait_until("every byte read", LONG, || {
+        metric(&addr, "shipper_read_bytes_total") as usize >= total
+    });
+    let rss = crate::agent::rss_kib(agent.id());
+    assert!(
+        rss < 64 * 1024,
+        "RSS {rss} KiB with 100 MiB of records pending"
+    );
+    for c in 0..200 {
+        append(&node.log(c), line("end\n", 40).as_bytes());
+    }
+    wait_until("every record delivered", LONG, || {
+        es_count(&es.url, "budget-*") == 400
+    });
+    assert!(metric(&addr, "shipper_records_reread_total") >= 1.0);
+    assert_eq!(metric(&addr, "shipper_records_truncated_total"), 0.0);
+    eprintln!("budget: RSS {} MiB with 200 x 512 KiB pending", rss / 1024);
+    assert!(sigterm(&mut agent).success());
+}

@@ -140,6 +140,10 @@ pub struct Damage {
     pub records: u64,
     /// Bytes of an incomplete frame at the end (a write cut short by a crash).
     pub torn_tail: u64,
+    /// Records of a frame whose header is intact but that ends past the segment's end:
+    /// an append cut short. Synced appends move checkpoints only once whole, so these
+    /// records are read again from the log files; lost only if appends were not synced.
+    pub tail_records: u64,
 }
 
 /// Finds every valid frame in a segment's bytes, skipping damage. A frame whose header is
@@ -156,7 +160,10 @@ pub fn scan(bytes: &[u8]) -> (Vec<Found>, Damage) {
         let rest = &bytes[at..];
         // Ok(header), or Err((bytes to skip if known, records lost if known)).
         let result = match decode_header(rest) {
-            Ok(Some(h)) if (rest.len() as u64) < h.frame_len() => Err((None, h.records)),
+            Ok(Some(h)) if (rest.len() as u64) < h.frame_len() => {
+                damage.tail_records += u64::from(h.records);
+                Err((None, 0))
+            }
             Ok(Some(h)) => match check_payload(&h, rest) {
                 Ok(_) => Ok(h),
                 Err(_) => Err((Some(h.frame_len() as usize), h.records)),
@@ -224,8 +231,9 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(damage.torn_tail > 0);
         assert_eq!(
-            damage.records, 2,
-            "the torn frame's header was intact: its 2 records are lost"
+            (damage.records, damage.tail_records),
+            (0, 2),
+            "the torn frame's header was intact: its 2 records were being appended"
         );
     }
 
