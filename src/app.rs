@@ -136,7 +136,11 @@ pub fn agent(cfg: &Config, source: crate::reload::Source) -> anyhow::Result<Arc<
         stats.clone(),
         stop.wake_on_stop(),
     )?;
-    runtime.spawn(shutdown::signals(stop.clone(), reloader.trigger.clone()));
+    let signals = {
+        let _context = runtime.enter();
+        shutdown::signals(stop.clone(), reloader.trigger.clone())
+    };
+    runtime.spawn(signals);
     let max_bytes = b.max_bytes as f64;
     let mut gauges: Vec<(&'static str, &'static str, GaugeFn)> = vec![(
         "shipper_buffer_max_bytes",

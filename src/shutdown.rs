@@ -198,13 +198,35 @@ pub fn drain(
 
 /// Answers signals until the process ends: the first SIGTERM or SIGINT requests the stop,
 /// a second one exits at once; SIGHUP asks for a reload.
-pub async fn signals(stop: Arc<Stop>, reload: crossbeam_channel::Sender<crate::reload::Trigger>) {
+///
+/// The handlers are registered when this is called (inside the runtime's context), not
+/// when the returned task first runs: a SIGTERM sent as soon as the agent says it started
+/// is answered, never left to the default action (an exit with no drain).
+pub fn signals(
+    stop: Arc<Stop>,
+    reload: crossbeam_channel::Sender<crate::reload::Trigger>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int, mut hup) = match (
+    let registered = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) {
+    );
+    async move { answer(registered, stop, reload).await }
+}
+
+type Registered = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
+async fn answer(
+    registered: Registered,
+    stop: Arc<Stop>,
+    reload: crossbeam_channel::Sender<crate::reload::Trigger>,
+) {
+    let (mut term, mut int, mut hup) = match registered {
         (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         (t, i, h) => {
             let err = [t.err(), i.err(), h.err()].into_iter().flatten().next();

@@ -596,3 +596,20 @@ fn records_released_from_memory_are_read_again_the_same() {
     assert_eq!(Stats::get(&s1.bytes), text.len() as u64);
     assert_eq!(Stats::get(&s0.bytes), text.len() as u64);
 }
+
+/// A file copytruncated before it was read: its copy is read and closed in one turn,
+/// and a stop before a scan lets its checkpoint go must find it read to its end (not at
+/// the offset of the last position committed while it was open).
+#[test]
+fn copytruncate_of_a_file_never_read_then_stop() {
+    let ops = [
+        Op::Half { c: 1 },
+        Op::Rotate { c: 1 },
+        Op::Append { c: 2, n: 1 },
+        Op::CopyTruncate { c: 2 },
+        Op::Poll,
+        Op::Poll,
+        Op::Stop,
+    ];
+    check(&ops).unwrap();
+}

@@ -153,7 +153,8 @@ pub struct Tail {
     /// written: given to [`Tail::take_closed`] once a scan started after that, so the
     /// checkpoints never forget a file while [`Tail::open_rotated`] would take it for
     /// one born while the agent was away.
-    closing: Vec<(FileId, std::time::SystemTime)>,
+    /// With each, where it ended: its checkpoint stays there until it goes.
+    closing: Vec<(FileId, std::time::SystemTime, Position)>,
     /// When the latest scan started.
     scan_started: Option<std::time::SystemTime>,
     /// Files identified since the last [`Tail::take_new`], with where they start.
@@ -491,13 +492,17 @@ impl Tail {
         // (checkpoint, routes and all) until the copy is drained. Without a copy it is
         // closed here.
         let copy = match old {
-            Some((old_id, pos)) => self.drain_copy(i, old_id, &pos, sink),
+            Some((old_id, ref pos)) => self.drain_copy(i, old_id, pos, sink),
             None => Copy::None,
         };
         match copy {
             Copy::Reading => {}
             // The copy holds the old identity's bytes: it is closed like a drained file.
-            Copy::Read(written) => self.closing.push((id, written)),
+            Copy::Read(written) => {
+                if let Some((_, pos)) = &old {
+                    self.closing.push((id, written, pos.clone()));
+                }
+            }
             Copy::None => self.closed.push(id),
         }
         if copy != Copy::Reading && unread > 0 {
@@ -674,8 +679,8 @@ impl Tail {
             return false;
         }
         let f = self.files.remove(i);
-        if let Some(id) = f.id() {
-            self.closing.push((id, f.modified()));
+        if let Some((id, pos)) = f.position() {
+            self.closing.push((id, f.modified(), pos));
         }
         if !self.files.iter().any(|o| o.source() == f.source()) {
             // The container's last file: its rate-limit bucket goes with it.
@@ -701,7 +706,12 @@ impl Tail {
     /// Resume points of every identified file, for the caller to persist once the
     /// records emitted so far are safe.
     pub fn positions(&self) -> Vec<(FileId, Position)> {
-        self.files.iter().filter_map(FileTail::position).collect()
+        let closing = self.closing.iter().map(|(id, _, p)| (*id, p.clone()));
+        self.files
+            .iter()
+            .filter_map(FileTail::position)
+            .chain(closing)
+            .collect()
     }
 
     /// Files identified since the last call, at the position they start from. Persist
@@ -718,7 +728,7 @@ impl Tail {
     pub fn take_closed(&mut self, scanned_ns: u64) -> Vec<FileId> {
         let mut out = std::mem::take(&mut self.closed);
         let scanned = std::time::UNIX_EPOCH + Duration::from_nanos(scanned_ns);
-        self.closing.retain(|(id, written)| {
+        self.closing.retain(|(id, written, _)| {
             let done = *written < scanned;
             if done {
                 out.push(*id);
