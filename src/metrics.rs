@@ -96,7 +96,7 @@ counters! {
     buffer_records,
     /// The most bytes the buffer's segments held since the start (gauge).
     buffer_bytes_peak,
-    /// Writers (buffer, checkpoint file) waiting for disk space: a full disk or the
+    /// Writers (buffer, checkpoint file, dead-letter file) waiting for disk space: a full disk or the
     /// free-space floor (gauge).
     disk_full_paused,
     /// Pauses for disk space begun.
@@ -708,7 +708,7 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         ("shipper_files_throttled", "Open files whose container is held back by its rate limit (their backlog waits in the files).", G, |s| counter(&s.files_throttled)),
         ("shipper_buffer_bytes", "Bytes of buffer segments on disk.", G, |s| counter(&s.buffer_bytes)),
         ("shipper_buffer_bytes_peak", "The most bytes the buffer's segments held since the start: at most buffer.max_bytes, or one frame when a single batch is larger.", G, |s| counter(&s.buffer_bytes_peak)),
-        ("shipper_disk_full_paused", "Writers (buffer, checkpoint file) waiting for disk space, because the disk is full or the write would cross the free-space floor (buffer.min_free_bytes, buffer.min_free_percent): reading is paused meanwhile, shipping goes on.", G, |s| counter(&s.disk_full_paused)),
+        ("shipper_disk_full_paused", "Writers (buffer, checkpoint file, dead-letter file) waiting for disk space, because the disk is full or the write would cross the free-space floor (buffer.min_free_bytes, buffer.min_free_percent): reading is paused meanwhile (a batch whose rejections cannot be written goes again later), shipping goes on.", G, |s| counter(&s.disk_full_paused)),
         ("shipper_disk_full_episodes_total", "Pauses for disk space begun (see shipper_disk_full_paused).", C, |s| counter(&s.disk_full_episodes)),
         ("shipper_buffer_records", "Records in the buffer not yet acknowledged by Elasticsearch.", G, |s| counter(&s.buffer_records)),
         ("shipper_buffer_oldest_record_age_seconds", "Age of the oldest unacknowledged batch in the buffer (0 when empty).", G, |s| {

@@ -517,3 +517,55 @@ fn unfinished_records_stay_within_the_memory_budget() {
     eprintln!("budget: RSS {} MiB with 200 x 512 KiB pending", rss / 1024);
     assert!(sigterm(&mut agent).success());
 }
+
+/// The dead-letter file on a full disk: the batch whose rejections cannot be written is
+/// not acknowledged (nothing rejected is lost) and goes again once there is room; the
+/// file never holds a torn line, and what it holds is what was counted.
+#[test]
+fn a_full_disk_under_the_dead_letter_file_loses_no_rejection() {
+    let Some(es) = es() else { return };
+    let p = proxy::start(&es.url);
+    p.set(|f| f.down = true);
+    let mut node = Node::new();
+    let Some(_fs) = small_fs(&node.data(), 2 << 20) else {
+        return;
+    };
+    node.write(0, 100, 8);
+    let mut agent = start(&node, &p.url, "dlq", &env("0"));
+    let addr = node.metrics_addr();
+    wait_until("every line buffered", LONG, || {
+        metric(&addr, "shipper_buffer_records") >= 100.0
+    });
+    // Fill the volume, then let Elasticsearch answer, rejecting every 5th document.
+    let filler = node.data().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 2 << 20]);
+    p.set(|f| {
+        f.down = false;
+        f.item_status_every = Some((5, 400));
+    });
+    wait_until("the dead-letter file to wait for room", LONG, || {
+        metric(&addr, "shipper_disk_full_paused") >= 1.0
+    });
+    assert_eq!(
+        metric(&addr, "shipper_records_total{outcome=\"dead_letter\"}"),
+        0.0
+    );
+    assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("the batch to be accounted for", LONG, || {
+        metric(&addr, "shipper_buffer_records") == 0.0
+    });
+    let dead = metric(&addr, "shipper_records_total{outcome=\"dead_letter\"}");
+    let text = std::fs::read_to_string(node.data().join("dead-letter.ndjson")).unwrap_or_default();
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l).expect("whole lines only");
+    }
+    assert!(dead >= 1.0);
+    assert_eq!(
+        text.lines().count() as f64,
+        dead,
+        "what is counted is in the file"
+    );
+    eprintln!("dead letter on a full disk: {dead} rejections written once there was room");
+    assert!(sigterm(&mut agent).success());
+}

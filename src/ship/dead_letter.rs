@@ -79,8 +79,12 @@ impl DeadLetter {
             );
         }
         if let Some(f) = &mut self.file {
-            f.write_all(&out)?;
-            f.sync_data()?;
+            if let Err(e) = f.write_all(&out).and_then(|()| f.sync_data()) {
+                // Cut a partial write off (a full disk): the file keeps whole lines, and
+                // the same entries are written again later.
+                let _ = f.set_len(self.len);
+                return Err(e);
+            }
         }
         self.len += out.len() as u64;
         Ok(())

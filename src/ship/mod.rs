@@ -262,6 +262,8 @@ pub struct Shipper {
     cfg: ShipConfig,
     stats: Arc<Stats>,
     dead: Arc<Mutex<DeadLetter>>,
+    /// Pauses of the dead-letter file for disk space.
+    dead_disk: Mutex<crate::disk::Pause>,
     pub limiter: Arc<Limiter>,
     /// The index template's patterns, which a reload may change.
     pub patterns: Arc<TemplatePatterns>,
@@ -366,6 +368,7 @@ impl Shipper {
             client: Arc::new(client),
             buffer,
             cfg,
+            dead_disk: Mutex::new(crate::disk::Pause::new("dead-letter file", stats.clone())),
             stats,
             dead: Arc::new(Mutex::new(dead)),
             limiter,
@@ -624,8 +627,10 @@ impl Shipper {
                     }
                     Ok(a) if a.status == 413 => {
                         self.stats.bulk_result(BulkResult::ClientError, latency);
-                        self.reject_all(&mut part, 413, r#"{"type":"request_too_large","reason":"a single document is larger than the cluster accepts (http.max_content_length)"}"#).await;
-                        break;
+                        if self.reject_all(&mut part, 413, r#"{"type":"request_too_large","reason":"a single document is larger than the cluster accepts (http.max_content_length)"}"#).await {
+                            break;
+                        }
+                        String::from("the dead-letter file's disk is full")
                     }
                     Ok(a) => {
                         self.stats
@@ -687,8 +692,15 @@ impl Shipper {
         // Documents refused for their parsed fields go again without them; the rest of
         // the refused go to the dead-letter file.
         let (stripped, dead) = self.strip_fields(part, report.reject);
-        if !dead.is_empty() {
-            self.dead_letter(part, &dead).await;
+        if !dead.is_empty() && !self.dead_letter(part, &dead).await {
+            // The dead-letter file cannot be written (a full disk): the batch goes again
+            // later, whole (created documents answer 409), so no rejection is lost; the
+            // frame stays in the buffer meanwhile, which pauses reading once it is full.
+            return Settled::Retry(Part {
+                stored: part.stored.clone(),
+                lines: part.lines.clone(),
+                docs: part.docs,
+            });
         }
         if report.retry.is_empty() && stripped.is_empty() {
             self.limiter.success(latency);
@@ -754,13 +766,15 @@ impl Shipper {
         (stripped, dead)
     }
 
-    async fn dead_letter(&self, part: &mut Part, rejects: &[(usize, u16, String)]) {
-        Stats::add(&self.stats.records_dead_letter, rejects.len() as u64);
+    /// Writes rejected documents to the dead-letter file. `false` when the disk is full:
+    /// nothing was written, the caller tries again later.
+    async fn dead_letter(&self, part: &mut Part, rejects: &[(usize, u16, String)]) -> bool {
         let lines = match part.lines() {
             Ok(l) => l.to_vec(),
             Err(e) => {
+                Stats::add(&self.stats.records_dead_letter, rejects.len() as u64);
                 tracing::error!(error = %e, docs = rejects.len(), "rejected documents could not be read back for the dead-letter file");
-                return;
+                return true;
             }
         };
         let owned: Vec<(u16, String, Bytes, Bytes)> = rejects
@@ -793,18 +807,28 @@ impl Shipper {
                 .write(&entries)
         })
         .await;
-        if !matches!(res, Ok(Ok(()))) {
-            tracing::error!(
+        let mut disk = self.dead_disk.lock().unwrap_or_else(|p| p.into_inner());
+        match res {
+            Ok(Err(e)) if crate::disk::is_full(&e) => {
+                disk.enter(crate::disk::Cause::Full, &e);
+                return false;
+            }
+            Ok(Ok(())) => {}
+            _ => tracing::error!(
                 "cannot write the dead-letter file; rejected documents are only counted"
-            );
+            ),
         }
+        disk.leave();
+        Stats::add(&self.stats.records_dead_letter, rejects.len() as u64);
+        true
     }
 
-    async fn reject_all(&self, part: &mut Part, status: u16, error: &str) {
+    /// Rejects every document of the part (see [`Shipper::dead_letter`]).
+    async fn reject_all(&self, part: &mut Part, status: u16, error: &str) -> bool {
         let all: Vec<(usize, u16, String)> = (0..part.docs)
             .map(|i| (i, status, error.to_owned()))
             .collect();
-        self.dead_letter(part, &all).await;
+        self.dead_letter(part, &all).await
     }
 }
 
