@@ -456,3 +456,26 @@ fn example_tree_counters_in_prometheus_text() {
         assert!(lines.contains(&want), "missing `{want}` in:\n{text}");
     }
 }
+
+/// A `*.log` symlink under a root that leads outside the roots (to a secret, say) is not
+/// read: skipped, counted as a read error and logged; its neighbours are read.
+#[test]
+fn a_symlink_leading_outside_the_roots_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("etc/shadow");
+    write(&secret, b"2024-07-09T01:02:03Z stdout F root:secret-hash\n");
+    let c = dir.path().join("pods/ns_pod_uid/app");
+    write(&c.join("1.log"), b"2024-07-09T01:02:03Z stdout F fine\n");
+    std::os::unix::fs::symlink(&secret, c.join("0.log")).unwrap();
+    let o = run(shipper()
+        .args(["--dry-run", "--docker-root", "/nonexistent", "--pods-root"])
+        .arg(dir.path().join("pods")));
+    let logs: Vec<String> = bulk_pairs(&o.stdout)
+        .iter()
+        .map(|(_, d)| d["log"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(logs, ["fine"]);
+    let err = stderr(&o);
+    assert_eq!(summary(&err)["read_errors"], 1);
+    assert!(err.contains("outside the log roots"), "{err}");
+}
