@@ -295,19 +295,6 @@ fn a_rate_limited_container_lags_while_a_quiet_one_is_on_time() {
     assert!(sigterm(&mut agent).success());
 }
 
-/// The value of one series in the agent's `/metrics` (0 when absent).
-fn metric(addr: &str, series: &str) -> f64 {
-    let text = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Appends `lines` (text) to container `c`'s log, stamped now.
 fn append(node: &crate::agent::Node, c: usize, lines: &[String]) {
     use std::io::Write;

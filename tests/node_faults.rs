@@ -46,18 +46,6 @@ fn small_fs(dir: &Path, bytes: u64) -> Option<SmallFs> {
     }
 }
 
-/// The value of one series in the agent's `/metrics` (0 when absent or unreachable).
-fn metric(addr: &str, series: &str) -> f64 {
-    let Ok(r) = http().get(format!("http://{addr}/metrics")).send() else {
-        return 0.0;
-    };
-    r.text()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn healthz(addr: &str) -> u16 {
     http()
         .get(format!("http://{addr}/healthz"))

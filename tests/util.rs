@@ -162,6 +162,19 @@ pub fn http() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The value of one series in the agent's `/metrics` at `addr` (0 when absent or the
+/// agent does not answer).
+pub fn metric(addr: &str, series: &str) -> f64 {
+    let Ok(r) = http().get(format!("http://{addr}/metrics")).send() else {
+        return 0.0;
+    };
+    r.text()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Documents in indices matching `pattern`.
 pub fn es_count(url: &str, pattern: &str) -> u64 {
     match http().get(format!("{url}/{pattern}/_count")).send() {
