@@ -44,6 +44,37 @@ pub struct ScanReport {
     pub missing_roots: Vec<PathBuf>,
     /// Paths that matched a layout but could not be stat'ed or read.
     pub errors: Vec<(PathBuf, String)>,
+    /// Roots that exist but hold no file of their layout.
+    pub empty_roots: Vec<PathBuf>,
+}
+
+/// How long a root may exist and hold no log file before a warning says so.
+pub const EMPTY_ROOT_WARNING: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Roots that exist but have held no log file since a while: a mistyped root, or one of
+/// the wrong layout (`/var/log/containers`, which holds links named after pods, where
+/// the CRI root `/var/log/pods` is wanted). Each is reported once per stretch.
+#[derive(Debug, Default)]
+pub struct EmptyRoots {
+    since: HashMap<PathBuf, std::time::Instant>,
+    warned: std::collections::HashSet<PathBuf>,
+}
+
+impl EmptyRoots {
+    /// Takes a scan's empty roots at `now`; returns those empty for
+    /// [`EMPTY_ROOT_WARNING`] and not reported yet.
+    pub fn observe(&mut self, empty: &[PathBuf], now: std::time::Instant) -> Vec<PathBuf> {
+        self.since.retain(|root, _| empty.contains(root));
+        self.warned.retain(|root| empty.contains(root));
+        let mut due = Vec::new();
+        for root in empty {
+            let since = *self.since.entry(root.clone()).or_insert(now);
+            if now.duration_since(since) >= EMPTY_ROOT_WARNING && self.warned.insert(root.clone()) {
+                due.push(root.clone());
+            }
+        }
+        due
+    }
 }
 
 /// Scans both roots; the result is sorted by path and has one entry per file.
@@ -82,8 +113,26 @@ pub fn scan(roots: &Roots) -> (Vec<Candidate>, ScanReport) {
         )),
         Err(e) => report.errors.push((c.path, e.to_string())),
     };
-    scan_docker(&roots.docker, &mut add, &mut report);
-    scan_pods(&roots.pods, &mut add, &mut report);
+    let mut counted = |c: Candidate, report: &mut ScanReport, n: &mut usize| {
+        *n += 1;
+        add(c, report);
+    };
+    let (mut docker, mut pods) = (0, 0);
+    scan_docker(
+        &roots.docker,
+        &mut |c, r| counted(c, r, &mut docker),
+        &mut report,
+    );
+    scan_pods(
+        &roots.pods,
+        &mut |c, r| counted(c, r, &mut pods),
+        &mut report,
+    );
+    for (root, n) in [(&roots.docker, docker), (&roots.pods, pods)] {
+        if n == 0 && !report.missing_roots.contains(root) {
+            report.empty_roots.push(root.clone());
+        }
+    }
     let mut out: Vec<Candidate> = by_inode.into_values().collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     (out, report)
@@ -308,6 +357,41 @@ mod tests {
             crate::tail::rotated_siblings(&c2.join("0.log")),
             vec![c2.join("0.log.20240708-034200")]
         );
+    }
+
+    /// A root that exists but holds no file of its layout (here `/var/log/containers`
+    /// style links given as the pods root) is reported after a while, once.
+    #[test]
+    fn an_empty_root_is_reported_after_a_while_once() {
+        let t = tempfile::tempdir().unwrap();
+        let docker = t.path().join("docker");
+        fs::create_dir_all(docker.join("abc")).unwrap();
+        fs::write(docker.join("abc/abc-json.log"), b"x\n").unwrap();
+        let containers = t.path().join("containers");
+        fs::create_dir_all(&containers).unwrap();
+        fs::write(containers.join("pod_ns_app-abc.log"), b"x\n").unwrap();
+        let (found, report) = scan(&Roots {
+            docker: docker.clone(),
+            pods: containers.clone(),
+        });
+        assert_eq!(found.len(), 1);
+        assert_eq!(report.empty_roots, std::slice::from_ref(&containers));
+
+        let mut e = EmptyRoots::default();
+        let t0 = std::time::Instant::now();
+        let empty = [containers.clone()];
+        assert!(e.observe(&empty, t0).is_empty());
+        assert!(e.observe(&empty, t0 + EMPTY_ROOT_WARNING / 2).is_empty());
+        assert_eq!(e.observe(&empty, t0 + EMPTY_ROOT_WARNING), empty);
+        assert!(
+            e.observe(&empty, t0 + EMPTY_ROOT_WARNING * 2).is_empty(),
+            "once"
+        );
+        // Files appear, then go: a new stretch.
+        let later = t0 + EMPTY_ROOT_WARNING * 3;
+        assert!(e.observe(&[], later).is_empty());
+        assert!(e.observe(&empty, later).is_empty());
+        assert_eq!(e.observe(&empty, later + EMPTY_ROOT_WARNING), empty);
     }
 
     #[test]

@@ -296,6 +296,8 @@ pub struct Reader {
     stats: Arc<Stats>,
     /// Missing roots already reported.
     warned_roots: HashSet<PathBuf>,
+    /// Roots that exist but hold no log file (warned about after a while).
+    empty_roots: discover::EmptyRoots,
     /// Route histories that grew since [`Reader::take_routes`].
     routes: Vec<(FileId, Routes)>,
 }
@@ -430,6 +432,7 @@ impl Reader {
             source,
             stats,
             warned_roots: HashSet::new(),
+            empty_roots: discover::EmptyRoots::default(),
             routes: Vec::new(),
         }
     }
@@ -508,6 +511,13 @@ impl Reader {
             if self.warned_roots.insert(root.clone()) {
                 tracing::warn!(root = %root.display(), "log root does not exist or cannot be read; will look again");
             }
+        }
+        for root in self
+            .empty_roots
+            .observe(&report.empty_roots, Instant::now())
+        {
+            let secs = discover::EMPTY_ROOT_WARNING.as_secs();
+            tracing::warn!(root = %root.display(), "log root has held no log file for {secs} s: check input.docker_root (<root>/<id>/<id>-json.log) and input.pods_root (<root>/<namespace>_<pod>_<uid>/<container>/<n>.log; /var/log/containers holds links into it and is not a root)");
         }
         for (path, err) in &report.errors {
             Stats::add(&self.stats.read_errors, 1);
