@@ -44,15 +44,15 @@ impl Floor {
         self.min_free_bytes.max(pct)
     }
 
-    /// Whether `need` more bytes can be written to the volume of `dir` above the floor.
-    /// `Ok(true)` when the floor is off; an error when the volume cannot be asked (the
-    /// write itself then says whether there was room).
-    pub fn allows(&self, dir: &Path, need: u64) -> io::Result<bool> {
+    /// Whether writing `need` more bytes to the volume of `dir` would go under the
+    /// floor: `Some(bytes free now)` if so, `None` if it fits (or the floor is off); an
+    /// error when the volume cannot be asked (the write itself then says).
+    pub fn under(&self, dir: &Path, need: u64) -> io::Result<Option<u64>> {
         if *self == Floor::default() {
-            return Ok(true);
+            return Ok(None);
         }
         let s = space(dir)?;
-        Ok(s.available.saturating_sub(need) >= self.keep(s.total))
+        Ok((s.available.saturating_sub(need) < self.keep(s.total)).then_some(s.available))
     }
 }
 
@@ -169,7 +169,10 @@ mod tests {
         assert_eq!(f.keep(100_000), 5000);
         let off = Floor::default();
         assert_eq!(off.keep(u64::MAX), 0);
-        assert!(off.allows(Path::new("/nonexistent/dir"), u64::MAX).unwrap());
+        assert_eq!(
+            off.under(Path::new("/nonexistent/dir"), u64::MAX).unwrap(),
+            None
+        );
         // A real volume: asking for more than it has is refused, nothing is allowed.
         let dir = tempfile::tempdir().unwrap();
         let s = space(dir.path()).unwrap();
@@ -178,7 +181,7 @@ mod tests {
             min_free_bytes: 1,
             min_free_percent: 0,
         };
-        assert!(!one.allows(dir.path(), s.total).unwrap());
+        assert!(one.under(dir.path(), s.total).unwrap().is_some());
         assert!(space(Path::new("/nonexistent/dir")).is_err());
     }
 

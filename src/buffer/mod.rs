@@ -453,10 +453,9 @@ impl Writer {
     /// Whether `need` bytes can be written above the free-space floor. A volume that
     /// cannot be asked does not stop the write (which then says whether there was room).
     fn above_floor(&self, need: u64) -> Room {
-        let dir = &self.shared.dir;
-        match self.shared.floor.allows(dir, need) {
-            Ok(true) | Err(_) => Room::Fits,
-            Ok(false) => Room::Floor(crate::disk::space(dir).map_or(0, |s| s.available)),
+        match self.shared.floor.under(&self.shared.dir, need) {
+            Ok(Some(free)) => Room::Floor(free),
+            Ok(None) | Err(_) => Room::Fits,
         }
     }
 

@@ -28,36 +28,35 @@ pub struct Gzip {
     decoder: Option<flate2::read::MultiGzDecoder<io::BufReader<File>>>,
     /// Decompressed bytes the decoder has produced.
     at: u64,
-    /// Decompressed length (measured once at open: a rotation no longer changes).
-    len: u64,
+    /// Decompressed length, measured (one pass) the first time it is asked: a rotation
+    /// no longer changes, and one that is never read need not be decompressed whole.
+    len: Option<u64>,
 }
 
 impl std::fmt::Debug for Content {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Content::Plain(_) => f.write_str("Plain"),
-            Content::Gzip(g) => write!(f, "Gzip(len {})", g.borrow().len),
+            Content::Gzip(g) => write!(f, "Gzip(len {:?})", g.borrow().len),
         }
     }
 }
 
 impl Content {
-    /// Opens `path`, decompressing it if it is a `.gz` (whose decompressed length is
-    /// measured here: a damaged or truncated archive is an error now, not mid-read).
+    /// Opens `path`, through its decompressed stream if it is a `.gz` (decompressed only
+    /// as far as it is read: a damaged archive is an error when its damage is reached).
     pub fn open(path: &Path) -> io::Result<(Content, Metadata)> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         if !is_gzip(path) {
             return Ok((Content::Plain(file), meta));
         }
-        let mut g = Gzip {
+        let g = Gzip {
             file,
             decoder: None,
             at: 0,
-            len: 0,
+            len: None,
         };
-        g.len = io::copy(g.restart()?, &mut io::sink())?;
-        g.decoder = None;
         Ok((Content::Gzip(Box::new(RefCell::new(g))), meta))
     }
 
@@ -73,7 +72,7 @@ impl Content {
     pub fn len(&self) -> io::Result<u64> {
         match self {
             Content::Plain(f) => Ok(f.metadata()?.len()),
-            Content::Gzip(g) => Ok(g.borrow().len),
+            Content::Gzip(g) => g.borrow_mut().len(),
         }
     }
 
@@ -97,8 +96,19 @@ impl Gzip {
             .insert(flate2::read::MultiGzDecoder::new(io::BufReader::new(f))))
     }
 
+    /// The decompressed length (one pass over the file, the first time).
+    fn len(&mut self) -> io::Result<u64> {
+        if let Some(len) = self.len {
+            return Ok(len);
+        }
+        let len = io::copy(self.restart()?, &mut io::sink())?;
+        self.decoder = None;
+        self.len = Some(len);
+        Ok(len)
+    }
+
     fn read_full(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        if offset >= self.len {
+        if self.len.is_some_and(|len| offset >= len) {
             return Ok(0);
         }
         if self.decoder.is_none() || offset < self.at {
@@ -111,6 +121,9 @@ impl Gzip {
         // Skip forward to `offset` (in the usual forward read, nothing to skip).
         let skipped = io::copy(&mut d.by_ref().take(offset - at), &mut io::sink())?;
         self.at += skipped;
+        if self.at < offset {
+            return Ok(0);
+        }
         let mut n = 0;
         while n < buf.len() {
             match d.read(&mut buf[n..]) {
@@ -178,13 +191,19 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_gzip_is_an_error_at_open() {
+    fn a_damaged_gzip_is_an_error_when_read() {
         let d = tempfile::tempdir().unwrap();
         let path = gz(d.path(), "x.gz", &[&b"hello\n".repeat(1000)]);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() / 2);
         std::fs::write(&path, bytes).unwrap();
-        assert!(Content::open(&path).is_err());
+        let (c, _) = Content::open(&path).unwrap();
+        assert!(c.len().is_err());
+        let mut buf = vec![0; 100];
+        assert!(
+            c.read_full(&mut buf, 5000).is_err(),
+            "reading into the damage fails"
+        );
         let plain = d.path().join("0.log");
         std::fs::write(&plain, b"abc\n").unwrap();
         let (c, _) = Content::open(&plain).unwrap();

@@ -92,7 +92,6 @@ pub struct FileTail {
 impl FileTail {
     pub fn open(key: FileKey, path: PathBuf, source: String) -> io::Result<FileTail> {
         let (content, m) = Content::open(&path)?;
-        let content_len = content.len()?;
         Ok(FileTail {
             key,
             path,
@@ -108,7 +107,8 @@ impl FileTail {
             resumed: [0; 2],
             skip: None,
             phase: Phase::Live,
-            checked_len: content_len,
+            // The file's size as stat says (a `.gz` is not decompressed to open it).
+            checked_len: m.len(),
             first_seen: Timestamp::now(),
             replayed_below: 0,
             paused: false,

@@ -327,9 +327,10 @@ impl Tail {
                 return None;
             }
         }
-        let size = tail.size().ok()?;
         match self.resume.get(&id) {
-            Some(pos) if pos.offset >= size => return None,
+            // Read to its end already (the size asked only of a known file: a `.gz`
+            // sibling read and closed long ago is not decompressed at every start).
+            Some(pos) if pos.offset >= tail.size().ok()? => return None,
             Some(_) => {
                 // Its checkpoint is in use: the tail's copy of it is no longer needed.
                 let pos = self.resume.remove(&id);
@@ -373,7 +374,7 @@ impl Tail {
         let gone: Vec<FileId> = self
             .resume
             .iter()
-            .filter(|(id, _)| !found.contains(id) && !open.contains(id))
+            .filter(|(id, _)| !open.contains(id))
             .filter(|(_, p)| !missing.iter().any(|root| p.path.starts_with(root)))
             .map(|(id, _)| id)
             .copied()
