@@ -717,6 +717,84 @@ def config_v2(p, created, started, args):
 # README for the tree
 # --------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------
+# Node logs: host files under host/var/log and a systemd journal
+# --------------------------------------------------------------------------
+
+HOST_FILES = {
+    # kubelet's klog file (kops, GKE COS): the live file and its rotation (a fresh
+    # dry-run reads the live file only); a goroutine line without a stamp.
+    "host/var/log/kubelet.log.1": (
+        'I0708 03:40:01.000100    1234 server.go:417] "Kubelet version" kubeletVersion="v1.30.2"\n'
+        'W0708 03:40:02.000000    1234 feature_gate.go:246] Setting GA feature gate KubeletInUserNamespace=true.\n'
+    ),
+    "host/var/log/kubelet.log": (
+        'I0708 03:42:57.123456    1234 kubelet.go:2345] "SyncLoop ADD" source="api" pods=["shop/web-7d9f8b6c5-x2x4q"]\n'
+        'E0708 03:42:58.000321    1234 pod_workers.go:1298] "Error syncing pod, skipping" err="CrashLoopBackOff" pod="shop/web-7d9f8b6c5-x2x4q"\n'
+        'goroutine 1 [running]:\n'
+        'I0708 03:43:00.500000    1234 kubelet_getters.go:187] "Pod status updated" pod="shop/web-7d9f8b6c5-x2x4q"\n'
+    ),
+    # containerd's logrus lines.
+    "host/var/log/containerd.log": (
+        'time="2024-07-08T03:42:56.987654321Z" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:web-7d9f8b6c5-x2x4q,Namespace:shop,Attempt:0,}"\n'
+        'time="2024-07-08T03:42:57.200000000Z" level=warning msg="cleanup warnings"\n'
+    ),
+    # kube-proxy through syslog: RFC 3164 stamps (no year: inferred).
+    "host/var/log/kube-proxy.log": (
+        'Jul  8 03:41:00 node-1 kube-proxy[812]: I0708 03:41:00.000001 812 server.go:865] "Version info" version="v1.30.2"\n'
+        'Jul  8 03:41:05 node-1 kube-proxy[812]: I0708 03:41:05.100000 812 proxier.go:1500] "Syncing iptables rules"\n'
+    ),
+}
+
+MACHINE_ID = "5f2c0b1e9d8a4c7b8e6f1a2b3c4d5e6f"
+BOOT_ID = "0123456789abcdef0123456789abcdef"
+JOURNAL = f"host/var/log/journal/{MACHINE_ID}/system.journal"
+
+# (seconds after 2024-07-08T03:42:00Z, fields): kubelet, containerd and the kernel are
+# shipped by default; sshd is not one of node.journal_units.
+JOURNAL_ENTRIES = [
+    (1, {"_SYSTEMD_UNIT": "kubelet.service", "SYSLOG_IDENTIFIER": "kubelet", "PRIORITY": "6",
+         "_PID": "1234", "_COMM": "kubelet", "_TRANSPORT": "stdout",
+         "MESSAGE": 'I0708 03:42:01.000000 1234 kubelet.go:1500] "Started kubelet"'}),
+    (2, {"_TRANSPORT": "kernel", "SYSLOG_IDENTIFIER": "kernel", "PRIORITY": "3",
+         "SYSLOG_FACILITY": "0",
+         "MESSAGE": "Memory cgroup out of memory: Killed process 4242 (java) total-vm:2097152kB"}),
+    (3, {"_SYSTEMD_UNIT": "sshd.service", "SYSLOG_IDENTIFIER": "sshd", "PRIORITY": "6",
+         "_PID": "700", "_TRANSPORT": "syslog", "SYSLOG_FACILITY": "4",
+         "MESSAGE": "Accepted publickey for admin from 10.0.0.9 port 52022"}),
+    (4, {"_SYSTEMD_UNIT": "containerd.service", "SYSLOG_IDENTIFIER": "containerd", "PRIORITY": "4",
+         "_PID": "900", "_COMM": "containerd", "_TRANSPORT": "stdout",
+         "MESSAGE": 'time="2024-07-08T03:42:04Z" level=warning msg="cleanup warnings"'}),
+    (5, {"_SYSTEMD_UNIT": "kubelet.service", "SYSLOG_IDENTIFIER": "kubelet", "PRIORITY": "3",
+         "_PID": "1234", "_COMM": "kubelet", "_TRANSPORT": "stdout",
+         "MESSAGE": 'E0708 03:42:05.000000 1234 kubelet.go:2800] "Container runtime network not ready"'}),
+]
+
+
+def journal_export():
+    """The entries in journald's export format (what systemd-journal-remote reads)."""
+    base = 1720410120 * 1_000_000  # 2024-07-08T03:42:00Z in microseconds
+    out = b""
+    for i, (sec, fields) in enumerate(JOURNAL_ENTRIES):
+        rec = {"__REALTIME_TIMESTAMP": str(base + sec * 1_000_000),
+               "__MONOTONIC_TIMESTAMP": str(5_000_000 + sec * 1_000_000),
+               "_BOOT_ID": BOOT_ID, "_MACHINE_ID": MACHINE_ID, "_HOSTNAME": NODE}
+        rec.update(fields)
+        for k, v in rec.items():
+            out += f"{k}={v}\n".encode()
+        out += b"\n"
+    return out
+
+
+def journal_tool():
+    for p in ("systemd-journal-remote", "/lib/systemd/systemd-journal-remote",
+              "/usr/lib/systemd/systemd-journal-remote"):
+        found = shutil.which(p)
+        if found:
+            return found
+    return None
+
+
 def readme():
     a, b = WEB["id"], COREDNS["id"]
     return f"""# Example node log tree
@@ -766,6 +844,17 @@ CRI layout, `pods/<ns>_<pod>_<uid>/<container>/`:
 - `shop_web-…/nginx/0.log` – relative symlink to container A's `-json.log` (docker node layout):
   the same file must be read only once
 
+Node logs, `host/` (the node's `/` for `--node-root examples/node/host`):
+
+- `var/log/kubelet.log` – klog lines (`I0708 03:42:57.123456 …`, year inferred) and a goroutine
+  line without a stamp (it takes the previous line's time); `kubelet.log.1` – its rotation:
+  ignored by a fresh dry-run
+- `var/log/containerd.log` – logrus lines (`time="…" level=… msg=…`)
+- `var/log/kube-proxy.log` – syslog lines (`Jul  8 03:41:00 node-1 kube-proxy[812]: …`)
+- `var/log/journal/<machine-id>/system.journal` – a systemd journal (compact, written by
+  `systemd-journal-remote`): kubelet, containerd and kernel entries (shipped) and one sshd
+  entry (not in `node.journal_units`)
+
 Metadata:
 
 - `pods.json` – `kubectl get pods -A -o json` for the 4 pods (labels incl. `app` and
@@ -784,7 +873,13 @@ def write(rel, data):
     path.write_bytes(data)
 
 
+KEPT_JOURNAL = None
+
+
 def build():
+    global KEPT_JOURNAL
+    if (OUT / JOURNAL).is_file():
+        KEPT_JOURNAL = (OUT / JOURNAL).read_bytes()
     if OUT.is_symlink() or OUT.is_file():
         OUT.unlink()
     elif OUT.exists():
@@ -839,7 +934,25 @@ def build():
     os.symlink(f"../../../{a_log}", s_path)
 
     write("pods.json", pods_json())
+    for rel, text in HOST_FILES.items():
+        write(rel, text.encode())
     write("README.md", readme().encode())
+    # The journal: written by systemd's own tool from the export format (its file ids
+    # are random, so its bytes differ between runs; its entries do not). Without the
+    # tool, the journal from before is kept.
+    tool = journal_tool()
+    path = OUT / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tool:
+        import subprocess
+        subprocess.run([tool, "-o", str(path), "-"], input=journal_export(), check=True,
+                       capture_output=True)
+        os.chmod(path, 0o644)
+    elif KEPT_JOURNAL is not None:
+        path.write_bytes(KEPT_JOURNAL)
+    else:
+        sys.exit("systemd-journal-remote is needed to write the example journal "
+                 "(Debian: apt-get install systemd-journal-remote)")
 
 
 # --------------------------------------------------------------------------
@@ -965,7 +1078,11 @@ def check():
                         "containerd://" + CHECKOUT["id"], "containerd://" + NODE_EXPORTER["id"]}
     summary.append(f"pods.json: {len(doc['items'])} pods, containerIDs match")
 
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file() and not p.is_symlink())
+    journal = OUT / JOURNAL
+    assert journal.read_bytes()[:8] == b"LPKSHHRH", "journal file signature"
+    summary.append(f"journal: {len(JOURNAL_ENTRIES)} entries")
+    total = sum(p.stat().st_size for p in OUT.rglob("*")
+                if p.is_file() and not p.is_symlink() and p != journal)
     assert total < 200 * 1024, total
     summary.append(f"total size: {total} bytes")
     return summary

@@ -53,6 +53,9 @@ pub struct Position {
     /// When the agent first saw the file: the timestamp of its lines that have none and
     /// no good line before them (so a replay sends them to the same daily index).
     pub first_seen: Option<Timestamp>,
+    /// The journal's position (its entry [`crate::journal::JOURNAL_ID`] only): the
+    /// cursor of the last entry safe, whose sequence number is `offset`.
+    pub cursor: Option<String>,
 }
 
 impl Position {
@@ -66,6 +69,7 @@ impl Position {
             routes: Routes::default(),
             len: offset,
             first_seen: None,
+            cursor: None,
         }
     }
 }
@@ -99,6 +103,9 @@ struct Entry {
     /// When the agent first saw the file (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_seen: Option<String>,
+    /// The journal's cursor (its entry only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -415,6 +422,7 @@ fn encode(map: &BTreeMap<FileId, Position>, scanned_ns: Option<u64>) -> Vec<u8> 
                     .collect(),
                 len: (p.len > p.offset).then_some(p.len),
                 first_seen: p.first_seen.map(|t| t.to_string()),
+                cursor: p.cursor.clone(),
             })
             .collect(),
     };
@@ -481,6 +489,7 @@ fn decode_table(path: &Path, bytes: &[u8]) -> Result<Table, CheckpointError> {
                 routes,
                 len: e.len.unwrap_or(e.offset).max(e.offset),
                 first_seen,
+                cursor: e.cursor,
             },
         );
     }
@@ -512,6 +521,7 @@ mod tests {
                 routes: Routes::default(),
                 len: 100,
                 first_seen: Some(t),
+                cursor: None,
             },
         );
         c.update(
@@ -524,6 +534,7 @@ mod tests {
                 routes: Routes::default(),
                 len: 7,
                 first_seen: None,
+                cursor: None,
             },
         );
         assert!(c.save().unwrap());
@@ -597,6 +608,7 @@ mod tests {
                 routes: Routes::default(),
                 len: 1,
                 first_seen: None,
+                cursor: None,
             },
         );
         let good = encode(&map, None);

@@ -28,6 +28,16 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub pods_root: Option<PathBuf>,
 
+    /// Where the node's filesystem is seen: its host files and journal are read under
+    /// it (a directory of samples, for a dry-run) [node.root; default /].
+    #[arg(long, value_name = "DIR")]
+    pub node_root: Option<PathBuf>,
+
+    /// Read no host file and no journal, only container logs [node.files = [], node.journal
+    /// = false].
+    #[arg(long)]
+    pub no_node_logs: bool,
+
     /// Directory for checkpoints and the buffer [agent.data_dir; default /var/lib/shipper].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -138,6 +148,13 @@ impl Args {
         if let Some(p) = &self.pods_root {
             out.push(("input.pods_root", path(p)));
         }
+        if let Some(p) = &self.node_root {
+            out.push(("node.root", path(p)));
+        }
+        if self.no_node_logs {
+            out.push(("node.files", toml::Value::Array(Vec::new())));
+            out.push(("node.journal", toml::Value::Boolean(false)));
+        }
         if let Some(p) = &self.data_dir {
             out.push(("agent.data_dir", path(p)));
         }
@@ -213,6 +230,8 @@ mod tests {
         for flag in [
             "--docker-root",
             "--pods-root",
+            "--node-root",
+            "--no-node-logs",
             "--data-dir",
             "--dry-run",
             "--pods",

@@ -178,6 +178,7 @@ pub struct Config {
     pub multiline: Multiline,
     pub fields: FieldsConfig,
     pub redact: Redact,
+    pub node: Node,
     /// `[[rules]]`: settings for the files a rule selects; for each setting, the first
     /// matching rule that sets it wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -209,9 +210,17 @@ pub struct Rule {
     /// Kubernetes API; a file without that metadata never matches).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_labels: BTreeMap<String, String>,
-    /// `container` (the default for rules that name none: container logs).
+    /// `container` (the default for rules that name none: container logs), `host`
+    /// (the `[node] files`) or `journal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Glob on a host file's path (`source = "host"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Glob on a journal entry's systemd unit (`source = "journal"`; the kernel's
+    /// entries have the unit `kernel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Multiline mode for the selected files (see `[multiline] mode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multiline: Option<String>,
@@ -293,7 +302,83 @@ impl ParserSetting {
 }
 
 /// Source kinds a rule may select.
-pub const RULE_SOURCES: &[&str] = &["container"];
+pub const RULE_SOURCES: &[&str] = &["container", "host", "journal"];
+
+/// The host files read by default: the node components' own log files where a
+/// distribution keeps them (kops, GKE's COS, kubeadm with file logging), and
+/// `/var/log/containers/*.log`, links to the pod logs the agent reads anyway (read once,
+/// as the pod log: see [`crate::discover`]).
+pub const DEFAULT_NODE_FILES: &[&str] = &[
+    "/var/log/kubelet.log",
+    "/var/log/kube-proxy.log",
+    "/var/log/containerd.log",
+    "/var/log/docker.log",
+    "/var/log/crio.log",
+    "/var/log/containers/*.log",
+];
+/// Where journald keeps the node's journal: persistent, then volatile.
+pub const DEFAULT_JOURNAL_PATHS: &[&str] = &["/var/log/journal", "/run/log/journal"];
+/// The systemd units whose journal entries are read by default (`kernel`: the kernel's
+/// messages).
+pub const DEFAULT_JOURNAL_UNITS: &[&str] = &[
+    "kubelet.service",
+    "containerd.service",
+    "docker.service",
+    "crio.service",
+    "kernel",
+];
+
+/// `[node]`: the node's own logs (host files and the systemd journal), shipped beside
+/// the container logs into their own indices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Node {
+    /// Where the node's filesystem is seen: `files` and `journal_paths` are read under
+    /// it (`/` in the DaemonSet, which mounts them where the node has them).
+    pub root: String,
+    /// Plain-text host files: paths, or globs on the file name (`/var/log/*.log`; the
+    /// directory part is a plain path). `[]`: none.
+    pub files: Vec<String>,
+    /// Read the systemd journal.
+    pub journal: bool,
+    /// Journal directories (each holds `<machine-id>/*.journal`).
+    pub journal_paths: Vec<String>,
+    /// Units whose entries are shipped (`kernel`: the kernel's; `[]`: every entry).
+    pub journal_units: Vec<String>,
+    /// Index prefix (with `elasticsearch.data_stream`, the data stream) of host-file
+    /// and journal documents, unless a rule names another.
+    pub index_prefix: String,
+    /// How often the journal is checked for new entries, in milliseconds.
+    pub journal_poll_ms: u64,
+}
+
+impl Default for Node {
+    fn default() -> Node {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        Node {
+            root: "/".into(),
+            files: strings(DEFAULT_NODE_FILES),
+            journal: true,
+            journal_paths: strings(DEFAULT_JOURNAL_PATHS),
+            journal_units: strings(DEFAULT_JOURNAL_UNITS),
+            index_prefix: "node".into(),
+            journal_poll_ms: 250,
+        }
+    }
+}
+
+impl Node {
+    /// Whether any node source is on.
+    pub fn any(&self) -> bool {
+        !self.files.is_empty() || self.journal
+    }
+
+    /// `path` (absolute, as on the node) under [`Node::root`].
+    pub fn under_root(&self, path: &str) -> String {
+        let root = self.root.trim_end_matches('/');
+        format!("{root}/{}", path.trim_start_matches('/'))
+    }
+}
 
 /// `[metrics]`: the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1007,6 +1092,7 @@ impl Config {
         self.validate_redact()?;
         self.validate_elasticsearch()?;
         self.validate_index()?;
+        self.validate_node()?;
         let b = &self.buffer;
         within("buffer.segment_bytes", b.segment_bytes, 4096..=(1 << 30))?;
         within(
@@ -1201,6 +1287,8 @@ impl Config {
                 ("namespace", &r.namespace),
                 ("pod", &r.pod),
                 ("container", &r.container),
+                ("path", &r.path),
+                ("unit", &r.unit),
             ];
             for (k, g) in globs {
                 if let Some(g) = g {
@@ -1373,6 +1461,35 @@ impl Config {
         Ok(())
     }
 
+    fn validate_node(&self) -> Result<(), ConfigError> {
+        let n = &self.node;
+        within("node.journal_poll_ms", n.journal_poll_ms, 10..=60_000)?;
+        if n.any() {
+            if let Err(why) = crate::index::check_name(&n.index_prefix) {
+                return invalid("node.index_prefix", format!("is not a valid name: {why}"));
+            }
+        }
+        for (i, f) in n.files.iter().enumerate() {
+            let key = format!("node.files[{i}]");
+            let path = std::path::Path::new(f);
+            if !path.is_absolute() {
+                return invalid(&key, format!("`{f}` is not an absolute path"));
+            }
+            let dir = path.parent().map(|d| d.to_string_lossy()).unwrap_or_default();
+            if dir.contains(['*', '?', '[', '{']) {
+                return invalid(
+                    &key,
+                    format!("`{f}`: only the file name may hold a glob, not the directory"),
+                );
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            if let Err(e) = globset::Glob::new(&name) {
+                return invalid(&key, format!("bad glob: {e}"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_index(&self) -> Result<(), ConfigError> {
         let es = &self.elasticsearch;
         if let Err(why) = crate::index::check_name(&es.index_prefix) {
@@ -1430,6 +1547,9 @@ impl Config {
         let es = &self.elasticsearch;
         let dated = !es.data_stream;
         let mut out = vec![pattern(&es.index_prefix, dated)];
+        if self.node.any() {
+            out.push(pattern(&self.node.index_prefix, dated));
+        }
         if let Some(Ok(t)) = es.index_route.as_deref().map(Template::parse) {
             let p = t.pattern();
             out.push(if p.ends_with('*') {
@@ -1762,11 +1882,14 @@ mod tests {
     fn index_patterns_cover_every_route_files_still_hold() {
         let mut c = Config::default();
         c.elasticsearch.index_route = Some("logs-{namespace}".into());
-        assert_eq!(c.index_patterns(), ["logs-*", "logstash-*"]);
+        assert_eq!(c.index_patterns(), ["logs-*", "logstash-*", "node-*"]);
         let held = ["logs-shop", "logstash", "gone"].map(String::from);
         assert_eq!(
             c.index_patterns_with(held),
-            ["gone-*", "logs-*", "logstash-*"]
+            ["gone-*", "logs-*", "logstash-*", "node-*"]
         );
+        c.node.files.clear();
+        c.node.journal = false;
+        assert_eq!(c.index_patterns(), ["logs-*", "logstash-*"], "no node logs");
     }
 }

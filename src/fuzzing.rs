@@ -833,6 +833,7 @@ fn fuzz_stream(
         },
         parsers: [fields::Parser::None, fields::Parser::None],
         controls: Default::default(),
+        format: None,
     };
     let settings = Settings {
         budget: None,

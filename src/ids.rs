@@ -6,6 +6,13 @@
 //! runtime's nanosecond timestamp, so the identity is the same after a rename, a restart
 //! or a copy, and differs for a new file that reuses an inode or a copytruncated file.
 //!
+//! A host file's first line is no such fingerprint (a fixed header, a second-precision
+//! syslog stamp: the next file at the same path may start with the very same line), so
+//! its identity is salted with the file's place ([`Place`]: device, inode and birth
+//! time), which a rename keeps and a new file never shares. A copy (logrotate's
+//! copytruncate) is recognised by the place of the file it was copied from: the live
+//! file, truncated in place (see [`crate::tail`]).
+//!
 //! Record ids derive from it: `_id` = base64url(xxh3-128(identity, offset)), 22 characters,
 //! the same on any machine for the same bytes. xxh3 is not a cryptographic hash: ids assume
 //! log content is not crafted to collide with another container's ids.
@@ -27,6 +34,16 @@ impl FileId {
         input.extend_from_slice(source.as_bytes());
         input.push(0);
         input.extend_from_slice(first_line);
+        FileId(xxh3_128(&input).to_be_bytes())
+    }
+
+    /// This fingerprint, salted with the place of the file that holds it (host files).
+    pub fn salted(self, place: Place) -> FileId {
+        let mut input = [0u8; 40];
+        input[..16].copy_from_slice(&self.0);
+        input[16..24].copy_from_slice(&place.dev.to_be_bytes());
+        input[24..32].copy_from_slice(&place.ino.to_be_bytes());
+        input[32..].copy_from_slice(&place.born_ns.to_be_bytes());
         FileId(xxh3_128(&input).to_be_bytes())
     }
 
@@ -59,6 +76,32 @@ impl FileId {
         // 16 bytes always encode to exactly 22 base64 characters without padding.
         let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(hash, &mut out);
         out
+    }
+}
+
+/// Where a file lives, as long as it lives: a rename keeps it, a new file (even one
+/// that reuses the inode) has another birth time. `born_ns` is 0 where the filesystem
+/// does not record births (then device and inode alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub dev: u64,
+    pub ino: u64,
+    pub born_ns: u64,
+}
+
+impl Place {
+    pub fn of(m: &std::fs::Metadata) -> Place {
+        use std::os::unix::fs::MetadataExt;
+        let born_ns = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Place {
+            dev: m.dev(),
+            ino: m.ino(),
+            born_ns,
+        }
     }
 }
 

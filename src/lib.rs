@@ -69,6 +69,7 @@ mod checkpoint;
 mod disk;
 mod ids;
 mod index;
+mod journal;
 mod logging;
 pub mod memory;
 mod metrics;

@@ -156,6 +156,17 @@ counters! {
     /// Rotated files read at start-up that no checkpoint knew: born and rotated while
     /// the agent was stopped.
     files_unseen_rotated,
+    /// Journal entries read (every unit, before the unit filter).
+    journal_entries,
+    /// Journal entries shipped as documents.
+    journal_docs,
+    /// Journal entries or files that could not be read (corrupt, unsupported).
+    journal_errors,
+    /// Times the journal position was gone (its entry vacuumed or rotated away before
+    /// it was read past): reading went on from the oldest entry after it.
+    journal_cursor_lost,
+    /// Entries skipped over when the position was gone (from sequence numbers).
+    journal_entries_lost,
     /// Times a file was read again from a record released from memory (the memory
     /// budget of unfinished records was spent) once that record was complete.
     records_reread,
@@ -691,6 +702,11 @@ const PLAIN: &[(&str, &str, MetricType, Read)] = {
         ("shipper_files_opened_total", "Log files opened, rotated siblings drained at start-up included.", C, |s| counter(&s.files_opened)),
         ("shipper_records_reread_total", "Times a file was read again from an unfinished record released from memory (input.pending_memory_bytes was spent), once the record was complete: memory stays bounded, documents are the same.", C, |s| counter(&s.records_reread)),
         ("shipper_files_unseen_rotated_total", "Rotated files read at start-up that no checkpoint knew: born and rotated while the agent was stopped (read from their start; deterministic ids make any overlap a 409).", C, |s| counter(&s.files_unseen_rotated)),
+        ("shipper_journal_entries_read_total", "systemd journal entries read (every unit, before node.journal_units selects).", C, |s| counter(&s.journal_entries)),
+        ("shipper_journal_documents_total", "systemd journal entries shipped as documents.", C, |s| counter(&s.journal_docs)),
+        ("shipper_journal_errors_total", "Journal files or entries that could not be read (corrupt, unsupported compression): logged and skipped.", C, |s| counter(&s.journal_errors)),
+        ("shipper_journal_cursor_lost_total", "Times the journal position was gone (vacuumed or rotated away before it was read past): reading went on from the oldest entry after it.", C, |s| counter(&s.journal_cursor_lost)),
+        ("shipper_journal_entries_lost_total", "Journal entries skipped over when the position was gone (from the sequence numbers on both sides of the gap).", C, |s| counter(&s.journal_entries_lost)),
         ("shipper_files_rotated_total", "Open files found renamed away or deleted (then drained).", C, |s| counter(&s.files_rotated)),
         ("shipper_files_truncated_total", "Files found truncated or rewritten in place (copytruncate, inode reuse).", C, |s| counter(&s.files_truncated)),
         ("shipper_files_closed_total", "Files drained and closed after rotation or deletion.", C, |s| counter(&s.files_closed)),

@@ -30,12 +30,18 @@ pub const INDEX_ANNOTATION: &str = "shipper.io/index";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
     Container,
+    /// A plain-text host file (`[node] files`), selected by `path`.
+    Host,
+    /// The systemd journal, selected by `unit`.
+    Journal,
 }
 
 impl SourceKind {
     fn name(self) -> &'static str {
         match self {
             SourceKind::Container => "container",
+            SourceKind::Host => "host",
+            SourceKind::Journal => "journal",
         }
     }
 }
@@ -148,6 +154,8 @@ struct Compiled {
     namespace: Option<GlobMatcher>,
     pod: Option<GlobMatcher>,
     container: Option<GlobMatcher>,
+    path: Option<GlobMatcher>,
+    unit: Option<GlobMatcher>,
     labels: Vec<(String, GlobMatcher)>,
     namespace_labels: Vec<(String, GlobMatcher)>,
     source: Option<String>,
@@ -207,6 +215,8 @@ impl Rules {
                     namespace: glob(&r.namespace),
                     pod: glob(&r.pod),
                     container: glob(&r.container),
+                    path: glob(&r.path),
+                    unit: glob(&r.unit),
                     labels: globs(&r.labels),
                     namespace_labels: globs(&r.namespace_labels),
                     source: r.source.clone(),
@@ -289,6 +299,8 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub struct Routing {
     pub default: Arc<str>,
+    /// The prefix of host-file and journal documents (`[node] index_prefix`).
+    pub node: Arc<str>,
     pub template: Option<Template>,
     /// What the index template covers (see [`config::Config::index_patterns`]).
     pub patterns: Vec<String>,
@@ -301,6 +313,7 @@ impl Routing {
         let es = &cfg.elasticsearch;
         Routing {
             default: es.index_prefix.as_str().into(),
+            node: cfg.node.index_prefix.as_str().into(),
             // The configuration was validated: the template parses.
             template: es
                 .index_route
@@ -329,6 +342,10 @@ impl Routing {
         if let Some(c) = rule {
             return (c.value.as_str().into(), c.origin.clone());
         }
+        if meta.path.is_some() || meta.unit.is_some() {
+            // The node's own logs: the route template names pods, not these.
+            return (self.node.clone(), Origin::Default);
+        }
         let rendered = self.template.as_ref().and_then(|t| {
             t.render(|f| match f {
                 Field::Namespace => meta.namespace.as_deref(),
@@ -355,6 +372,8 @@ impl Compiled {
             && field(&self.namespace, &meta.namespace)
             && field(&self.pod, &meta.pod)
             && field(&self.container, &meta.container)
+            && field(&self.path, &meta.path)
+            && field(&self.unit, &meta.unit)
             && has(&self.labels, &meta.labels)
             && has(&self.namespace_labels, &meta.namespace_labels)
     }
@@ -405,6 +424,58 @@ mod tests {
         let mut r = config::Rule::default();
         f(&mut r);
         r
+    }
+
+    #[test]
+    fn host_files_and_journal_units_are_selected_by_kind_path_and_unit() {
+        let rules = Rules::from_config(&[
+            rule(|r| {
+                r.source = Some("host".into());
+                r.path = Some("/var/log/kube-proxy*".into());
+                r.exclude = Some(true);
+            }),
+            rule(|r| {
+                r.source = Some("journal".into());
+                r.unit = Some("sshd.*".into());
+                r.index = Some("audit".into());
+            }),
+            rule(|r| r.exclude = Some(true)),
+        ]);
+        let host = |path: &str| Metadata {
+            path: Some(path.into()),
+            ..Metadata::default()
+        };
+        let unit = |u: &str| Metadata {
+            unit: Some(u.into()),
+            ..Metadata::default()
+        };
+        let excluded = |m: &Metadata, k| rules.select(m, k).exclude.map(|e| e.0);
+        assert_eq!(
+            excluded(&host("/var/log/kube-proxy.log"), SourceKind::Host),
+            Some(true)
+        );
+        assert_eq!(excluded(&host("/var/log/kubelet.log"), SourceKind::Host), None);
+        assert_eq!(
+            excluded(&unit("kubelet.service"), SourceKind::Journal),
+            None,
+            "a rule without source is a container rule"
+        );
+        assert_eq!(
+            excluded(&meta("a", "b", "c", &[]), SourceKind::Container),
+            Some(true)
+        );
+        let sel = rules.select(&unit("sshd.service"), SourceKind::Journal);
+        assert_eq!(sel.index.map(|c| c.value).as_deref(), Some("audit"));
+        assert!(rules
+            .select(&unit("sshd.service"), SourceKind::Host)
+            .index
+            .is_none());
+        // The node's prefix, unless a rule says otherwise; never the pod template.
+        let mut cfg = config::Config::default();
+        cfg.elasticsearch.index_route = Some("logs-{namespace}".into());
+        let routing = Routing::from_config(&cfg);
+        assert_eq!(&*routing.choose(&host("/var/log/x.log"), None).0, "node");
+        assert_eq!(&*routing.choose(&unit("kernel"), None).0, "node");
     }
 
     #[test]
@@ -545,7 +616,10 @@ mod tests {
             r.index = Some("audit".into());
         })];
         cfg.validate().unwrap();
-        assert_eq!(cfg.index_patterns(), ["audit-*", "logs-*", "logstash-*"]);
+        assert_eq!(
+            cfg.index_patterns(),
+            ["audit-*", "logs-*", "logstash-*", "node-*"]
+        );
         let routing = Routing::from_config(&cfg);
         let rules = Rules::from_config(&cfg.rules);
         let route = |m: &Metadata| {
@@ -597,7 +671,10 @@ mod tests {
         cfg.elasticsearch.index_prefix = "logs-k8s-default".into();
         cfg.elasticsearch.index_route = Some("logs-k8s-{namespace}".into());
         cfg.validate().unwrap();
-        assert_eq!(cfg.index_patterns(), ["logs-k8s-*", "logs-k8s-default"]);
+        assert_eq!(
+            cfg.index_patterns(),
+            ["logs-k8s-*", "logs-k8s-default", "node"]
+        );
         let routing = Routing::from_config(&cfg);
         let m = meta("shop", "web-1", "nginx", &[]);
         assert_eq!(&*routing.choose(&m, None).0, "logs-k8s-shop");

@@ -1,7 +1,12 @@
-//! Finding container log files under the two roots.
+//! Finding log files: container logs under the two roots, and the node's host files.
 //!
 //! - Docker json-file: `<docker-root>/<id>/<id>-json.log`
 //! - CRI (containerd, CRI-O): `<pods-root>/<ns>_<pod>_<uid>/<container>/<n>.log`
+//! - host files: `[node] files`, paths or globs on the file name (`/var/log/*.log`).
+//!   A host file that is a container's log too (`/var/log/containers/*.log` links to
+//!   the pod logs) is read once, as the container's. A match that is a rotation of
+//!   another match (`syslog.1`, `kubelet.log-20240708`) is that file's sibling, not a
+//!   source of its own.
 //!
 //! A scan is the source of truth; [`Waker`] (inotify through `notify`) only makes the
 //! next poll happen sooner, because inotify drops events under load and on some
@@ -22,6 +27,11 @@ use std::path::{Path, PathBuf};
 pub struct Roots {
     pub docker: PathBuf,
     pub pods: PathBuf,
+    /// Host file patterns (`[node] files`), under `host_root`.
+    pub host: Vec<String>,
+    /// Where the node's filesystem is seen (`[node] root`): host files' paths are
+    /// reported as the node has them, without it.
+    pub host_root: PathBuf,
 }
 
 /// One log file found by a scan.
@@ -46,6 +56,8 @@ pub struct ScanReport {
     pub errors: Vec<(PathBuf, String)>,
     /// Roots that exist but hold no file of their layout.
     pub empty_roots: Vec<PathBuf>,
+    /// Host file patterns that match no file.
+    pub empty_globs: Vec<PathBuf>,
 }
 
 /// How long a root may exist and hold no log file before a warning says so.
@@ -133,9 +145,77 @@ pub fn scan(roots: &Roots) -> (Vec<Candidate>, ScanReport) {
             report.empty_roots.push(root.clone());
         }
     }
+    for pattern in &roots.host {
+        let found = scan_host(pattern, &inside, &roots.host_root, &mut report);
+        if found.is_empty() {
+            report.empty_globs.push(PathBuf::from(pattern));
+        }
+        for c in found {
+            // A container's log seen through a link (`/var/log/containers`): read once,
+            // as the container's.
+            by_inode.entry((c.dev, c.ino)).or_insert(c);
+        }
+    }
     let mut out: Vec<Candidate> = by_inode.into_values().collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     (out, report)
+}
+
+/// The files one host pattern matches (a path, or a glob on the file name), without
+/// the matches that are rotations of another match.
+fn scan_host(
+    pattern: &str,
+    container_roots: &[PathBuf],
+    root: &Path,
+    report: &mut ScanReport,
+) -> Vec<Candidate> {
+    let path = Path::new(pattern);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Vec::new();
+    };
+    let names: Vec<(String, PathBuf)> = if name.contains(['*', '?', '[', '{']) {
+        // The configuration was validated: the glob compiles.
+        let Ok(glob) = globset::Glob::new(name).map(|g| g.compile_matcher()) else {
+            return Vec::new();
+        };
+        let mut quiet = ScanReport::default();
+        read_dir_sorted(dir, &mut quiet, false)
+            .into_iter()
+            .filter(|(n, _)| glob.is_match(n) && !crate::tail::is_ignored(n))
+            .collect()
+    } else {
+        vec![(name.to_owned(), path.to_owned())]
+    };
+    let rotation = |n: &str| {
+        names.iter().any(|(other, _)| {
+            n.strip_prefix(other.as_str())
+                .and_then(|rest| rest.strip_prefix(['.', '-']))
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+    };
+    let mut out = Vec::new();
+    for (n, p) in &names {
+        // A link into a container root is that container's log (read from there when
+        // the root is scanned, never twice and never as a host file).
+        let aliased = fs::canonicalize(p)
+            .is_ok_and(|real| container_roots.iter().any(|r| real.starts_with(r)));
+        if rotation(n) || aliased {
+            continue;
+        }
+        if let Some(m) = stat_file(p, report) {
+            out.push(Candidate {
+                path: p.clone(),
+                dev: m.dev(),
+                ino: m.ino(),
+                // As the node has it: the identity and the `path` field do not depend
+                // on where the node's filesystem is mounted.
+                info: SourceInfo::host(&Path::new("/").join(p.strip_prefix(root).unwrap_or(p))),
+                docker_dir: None,
+            });
+        }
+    }
+    out
 }
 
 fn read_dir_sorted(dir: &Path, report: &mut ScanReport, is_root: bool) -> Vec<(String, PathBuf)> {
@@ -280,6 +360,17 @@ impl Waker {
                         }
                     }
                 }
+                // Host files' directories, not what is below them (`/var/log` holds
+                // the pod logs too, watched above).
+                let mut dirs: Vec<&Path> =
+                    roots.host.iter().filter_map(|p| Path::new(p).parent()).collect();
+                dirs.sort();
+                dirs.dedup();
+                for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+                    if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                        errors.push(format!("watching {}: {e}", dir.display()));
+                    }
+                }
                 Some(w)
             }
             Err(e) => {
@@ -330,6 +421,8 @@ mod tests {
             fs::write(c2.join(name), b"2024-07-08T03:42:57Z stdout F x\n").unwrap();
         }
         let (found, report) = scan(&Roots {
+            host: Vec::new(),
+            host_root: PathBuf::from("/"),
             docker: docker.clone(),
             pods: pods.clone(),
         });
@@ -371,6 +464,8 @@ mod tests {
         fs::create_dir_all(&containers).unwrap();
         fs::write(containers.join("pod_ns_app-abc.log"), b"x\n").unwrap();
         let (found, report) = scan(&Roots {
+            host: Vec::new(),
+            host_root: PathBuf::from("/"),
             docker: docker.clone(),
             pods: containers.clone(),
         });
@@ -398,6 +493,8 @@ mod tests {
     fn missing_roots_are_reported_not_fatal() {
         let t = tempfile::tempdir().unwrap();
         let (found, report) = scan(&Roots {
+            host: Vec::new(),
+            host_root: PathBuf::from("/"),
             docker: t.path().join("nope"),
             pods: t.path().join("nada"),
         });
@@ -419,6 +516,8 @@ mod tests {
         let evil = t.path().join("pods/ns_evil_uid");
         symlink(t.path().join("etc"), &evil).unwrap();
         let (found, report) = scan(&Roots {
+            host: Vec::new(),
+            host_root: PathBuf::from("/"),
             docker: t.path().join("none"),
             pods: t.path().join("pods"),
         });
@@ -439,6 +538,8 @@ mod tests {
         fs::create_dir_all(&c).unwrap();
         symlink(real.join(format!("{id}-json.log")), c.join("0.log")).unwrap();
         let (found, _) = scan(&Roots {
+            host: Vec::new(),
+            host_root: PathBuf::from("/"),
             docker: t.path().join("none"),
             pods: t.path().join("pods"),
         });

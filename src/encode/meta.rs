@@ -52,6 +52,12 @@ pub struct Metadata {
     pub namespace_labels: BTreeMap<String, String>,
     /// The pod was found (in the API cache or a pod list): `complete`.
     pub from_api: bool,
+    /// A host file's path (rendered as `path`, which the text field `log` cannot
+    /// collide with).
+    pub path: Option<String>,
+    /// A journal entry's systemd unit (`kernel` for the kernel's), for rules; journal
+    /// documents render their own fields.
+    pub unit: Option<String>,
 }
 
 impl Metadata {
@@ -119,6 +125,10 @@ impl Metadata {
                 .collect()
         }
         let mut out = Vec::new();
+        if let Some(path) = &self.path {
+            out.extend_from_slice(br#","path":"#);
+            let _ = serde_json::to_writer(&mut out, path);
+        }
         if let Some(id) = &self.container_id {
             out.extend_from_slice(br#","docker":"#);
             // Serialising plain strings into a Vec cannot fail.
@@ -147,6 +157,7 @@ impl Metadata {
             || k.namespace_name.is_some()
             || k.pod_name.is_some()
             || k.pod_id.is_some()
+            || k.host.is_some()
         {
             out.extend_from_slice(br#","kubernetes":"#);
             let _ = serde_json::to_writer(&mut out, &k);

@@ -70,6 +70,18 @@ impl MetaSource {
     /// Metadata for a new file: `info` from its path(s), plus Docker's config labels
     /// from `docker_dir` when there is one.
     pub fn open(&self, mut info: SourceInfo, docker_dir: Option<&Path>, now: Instant) -> FileMeta {
+        if info.host_path.is_some() {
+            // A host file belongs to the node, not to a pod: nothing to look up or wait
+            // for.
+            return FileMeta {
+                meta: info.to_metadata(),
+                info,
+                excluded: false,
+                seen: 0,
+                rev: 0,
+                pending_until: None,
+            };
+        }
         if let Some(dir) = docker_dir {
             match docker_config_labels(dir) {
                 Ok(labels) => info.merge(labels),
@@ -114,6 +126,9 @@ impl MetaSource {
         let MetaSource::Live { cache, .. } = self else {
             return r;
         };
+        if f.info.host_path.is_some() {
+            return r;
+        }
         let changes = cache.changes();
         if f.seen != changes {
             f.seen = changes;
@@ -151,6 +166,19 @@ impl FileMeta {
     /// What the records carry.
     pub fn metadata(&self) -> &Metadata {
         &self.meta
+    }
+
+    /// Names the node a host file's records come from (`kubernetes.host`, the field
+    /// container records carry it in).
+    pub fn set_node(&mut self, node: Option<&str>) {
+        if self.info.host_path.is_some() {
+            self.meta.host = node.map(str::to_owned);
+        }
+    }
+
+    /// Whether the file is a host file (not a container's).
+    pub fn is_host(&self) -> bool {
+        self.info.host_path.is_some()
     }
 
     /// The pod's annotations or its namespace's label exclude the file's logs.

@@ -14,9 +14,20 @@ pub struct SourceInfo {
     pub pod: Option<String>,
     pub pod_uid: Option<String>,
     pub container: Option<String>,
+    /// A host file (not a container's): where it lives, the live path its rotations
+    /// keep. Its records carry the path and the node, never a pod.
+    pub host_path: Option<String>,
 }
 
 impl SourceInfo {
+    /// A host file found at `path` (a configured glob matched it).
+    pub fn host(path: &std::path::Path) -> SourceInfo {
+        SourceInfo {
+            host_path: Some(path.to_string_lossy().into_owned()),
+            ..SourceInfo::default()
+        }
+    }
+
     /// `<pods-root>/<ns>_<pod>_<uid>/<container>/<n>.log`: the pod directory and container
     /// directory of a CRI log path. Namespace and pod names cannot contain `_`, so the
     /// split is unambiguous.
@@ -31,6 +42,7 @@ impl SourceInfo {
                 pod_uid: Some(uid),
                 container: ok(Some(container_dir)),
                 container_id: None,
+                host_path: None,
             },
             _ => SourceInfo {
                 container: ok(Some(container_dir)),
@@ -58,10 +70,14 @@ impl SourceInfo {
         fill(&mut self.pod, other.pod);
         fill(&mut self.pod_uid, other.pod_uid);
         fill(&mut self.container, other.container);
+        fill(&mut self.host_path, other.host_path);
     }
 
     /// The identity source: the container the file belongs to.
     pub fn source_key(&self) -> String {
+        if let Some(path) = &self.host_path {
+            return format!("host:{path}");
+        }
         match (&self.container_id, &self.pod_uid, &self.container) {
             (Some(id), _, _) => format!("docker:{id}"),
             (None, Some(uid), Some(c)) => format!("cri:{uid}/{c}"),
@@ -77,6 +93,7 @@ impl SourceInfo {
             pod: self.pod.clone(),
             pod_id: self.pod_uid.clone(),
             container: self.container.clone(),
+            path: self.host_path.clone(),
             ..Metadata::default()
         }
     }
@@ -117,6 +134,7 @@ pub fn docker_config_labels(container_dir: &Path) -> Result<SourceInfo, String> 
         pod: take("io.kubernetes.pod.name"),
         pod_uid: take("io.kubernetes.pod.uid"),
         container: take("io.kubernetes.container.name"),
+        host_path: None,
     })
 }
 

@@ -29,6 +29,7 @@ pub fn run(
         Ok(())
     };
     reader.read_in_order(&mut buf, FLUSH_BYTES, &mut write)?;
+    reader.read_journal(&mut buf, FLUSH_BYTES, &mut write)?;
     if let Some(waker) = waker {
         for e in &waker.errors {
             tracing::warn!("{e}; relying on rescans");

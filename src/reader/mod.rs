@@ -50,6 +50,10 @@ pub struct ReaderSettings {
     pub encoder: Encoder,
     /// Which index (or data stream) each file's documents go to.
     pub routing: select::Routing,
+    /// The node's name, which host files' records carry (`kubernetes.host`).
+    pub node: Option<String>,
+    /// How the systemd journal is read (`None`: it is not).
+    pub journal: Option<crate::journal::Settings>,
 }
 
 impl ReaderSettings {
@@ -68,6 +72,8 @@ impl ReaderSettings {
             roots: Roots {
                 docker: i.docker_root.clone(),
                 pods: i.pods_root.clone(),
+                host: cfg.node.files.iter().map(|f| cfg.node.under_root(f)).collect(),
+                host_root: PathBuf::from(&cfg.node.root),
             },
             tail: TailSettings {
                 limits: tail::ReadLimits {
@@ -95,6 +101,7 @@ impl ReaderSettings {
                 ),
                 parsers: [parser.clone(), parser],
                 controls: record::Controls::default(),
+                format: None,
             },
             rules: select::Rules::from_config(&cfg.rules),
             multiline: catalog,
@@ -106,6 +113,20 @@ impl ReaderSettings {
                 .with_labels(cfg.kubernetes.dedot_labels, cfg.kubernetes.annotations)
                 .with_fields_key(&cfg.fields.target),
             routing: select::Routing::from_config(cfg),
+            node: Some(cfg.kubernetes.node_name.clone()).filter(|n| !n.is_empty()),
+            journal: cfg.node.journal.then(|| crate::journal::Settings {
+                paths: cfg
+                    .node
+                    .journal_paths
+                    .iter()
+                    .map(|p| PathBuf::from(cfg.node.under_root(p)))
+                    .collect(),
+                units: cfg.node.journal_units.clone(),
+                poll: std::time::Duration::from_millis(cfg.node.journal_poll_ms),
+                start_at_end: i.start_at == crate::config::StartAt::End,
+                max_record_bytes,
+                node: Some(cfg.kubernetes.node_name.clone()).filter(|n| !n.is_empty()),
+            }),
         })
     }
 }
@@ -152,7 +173,15 @@ impl ReaderSettings {
     /// the rules and the pod's annotations select; whether a rule excludes the file, and
     /// its container's rate limit.
     fn file_settings(&self, meta: &crate::encode::Metadata) -> Choice {
-        let mut sel = self.rules.select(meta, select::SourceKind::Container);
+        let host = meta.path.is_some();
+        let kind = if meta.unit.is_some() {
+            select::SourceKind::Journal
+        } else if host {
+            select::SourceKind::Host
+        } else {
+            select::SourceKind::Container
+        };
+        let mut sel = self.rules.select(meta, kind);
         let (route, origin) = self.routing.choose(meta, sel.index.as_ref());
         sel.index = Some(select::Chosen {
             value: route.to_string(),
@@ -160,6 +189,9 @@ impl ReaderSettings {
         });
         let explanation = self.explain.then(|| sel.clone());
         let mut file = self.file.clone();
+        if host {
+            file.format = Some(record::Format::Plain);
+        }
         file.controls = record::Controls {
             filter: sel.filter.clone(),
             redact: match sel.redact {
@@ -203,6 +235,24 @@ impl ReaderSettings {
     }
 }
 
+/// What the rules decide for a journal unit's entries.
+fn unit_choice(settings: &ReaderSettings, unit: &str) -> crate::journal::UnitChoice {
+    let meta = crate::encode::Metadata {
+        unit: Some(unit.to_owned()),
+        host: settings.node.clone(),
+        ..Default::default()
+    };
+    let choice = settings.file_settings(&meta);
+    if let Some(sel) = &choice.explanation {
+        eprintln!("shipper explain: journal unit {unit}: {}", sel.explain(false));
+    }
+    crate::journal::UnitChoice {
+        excluded: choice.excluded,
+        route: choice.route,
+        controls: choice.settings.controls,
+    }
+}
+
 /// Decides again what the rules say for file `key` and applies it: exclusion and the
 /// rate limit at once, record shaping where no group is open.
 fn reselect(settings: &ReaderSettings, tail: &mut Tail, key: FileKey, f: &mut FileState) {
@@ -225,6 +275,13 @@ fn explain(meta: &FileMeta, choice: &Choice) {
         return;
     };
     let m = meta.metadata();
+    if let Some(path) = &m.path {
+        eprintln!(
+            "shipper explain: host file {path}: {}",
+            sel.explain(meta.excluded())
+        );
+        return;
+    }
     let who = |v: &Option<String>| v.as_deref().unwrap_or("?").to_owned();
     eprintln!(
         "shipper explain: {}/{}/{} ({}): {}",
@@ -298,8 +355,12 @@ pub struct Reader {
     warned_roots: HashSet<PathBuf>,
     /// Roots that exist but hold no log file (warned about after a while).
     empty_roots: discover::EmptyRoots,
+    /// Host file patterns that match nothing (reported after a while).
+    empty_globs: discover::EmptyRoots,
     /// Route histories that grew since [`Reader::take_routes`].
     routes: Vec<(FileId, Routes)>,
+    /// The systemd journal, when it is read.
+    journal: Option<crate::journal::Journal>,
 }
 
 /// The tail's sink: routes each file's events to its record stream.
@@ -424,8 +485,15 @@ impl Reader {
         resume: tail::Resume,
         stats: Arc<Stats>,
     ) -> Reader {
+        let mut resume = resume;
+        // The journal's position is not a file's: the tail never sees it.
+        let at = resume.positions.remove(&crate::journal::id());
+        let journal = settings.journal.clone().map(|j| {
+            crate::journal::Journal::new(j, settings.encoder.clone(), at, stats.clone())
+        });
         let tail = Tail::new(settings.tail.clone(), resume, stats.clone());
         Reader {
+            journal,
             settings,
             tail,
             files: HashMap::new(),
@@ -433,6 +501,7 @@ impl Reader {
             stats,
             warned_roots: HashSet::new(),
             empty_roots: discover::EmptyRoots::default(),
+            empty_globs: discover::EmptyRoots::default(),
             routes: Vec::new(),
         }
     }
@@ -464,7 +533,11 @@ impl Reader {
         self.report(&report);
         let now = Instant::now();
         for c in &candidates {
-            for path in tail::rotated_siblings_with_gz(&c.path) {
+            // A host file's `.gz` rotation is a new file with what its `.1` held (read
+            // then): only a container's keeps its identity through compression.
+            let host = c.info.host_path.is_some();
+            let siblings = tail::rotated_siblings_with_gz(&c.path).into_iter();
+            for path in siblings.filter(|p| !(host && tail::is_ignored(&p.to_string_lossy()))) {
                 let meta = self
                     .source
                     .open(c.info.clone(), c.docker_dir.as_deref(), now);
@@ -519,6 +592,20 @@ impl Reader {
             let secs = discover::EMPTY_ROOT_WARNING.as_secs();
             tracing::warn!(root = %root.display(), "log root has held no log file for {secs} s: check input.docker_root (<root>/<id>/<id>-json.log) and input.pods_root (<root>/<namespace>_<pod>_<uid>/<container>/<n>.log; /var/log/containers holds links into it and is not a root)");
         }
+        for glob in self
+            .empty_globs
+            .observe(&report.empty_globs, Instant::now())
+        {
+            let secs = discover::EMPTY_ROOT_WARNING.as_secs();
+            let pattern = glob.to_string_lossy();
+            if crate::config::DEFAULT_NODE_FILES.contains(&pattern.as_ref()) {
+                // A default that this node's distribution does not use (kubelet logging
+                // to the journal, say): worth a line, not a warning.
+                tracing::info!(pattern = %pattern, "node.files pattern has matched no file for {secs} s");
+            } else {
+                tracing::warn!(pattern = %pattern, "node.files pattern has matched no file for {secs} s: check the path (the directory part is a plain path; only the file name may be a glob)");
+            }
+        }
         for (path, err) in &report.errors {
             Stats::add(&self.stats.read_errors, 1);
             crate::log_every!(crate::logging::EVERY, warn, path = %path.display(), error = %err, "cannot read log path");
@@ -546,7 +633,8 @@ impl Reader {
         }
     }
 
-    fn add_state(&mut self, key: FileKey, meta: FileMeta) {
+    fn add_state(&mut self, key: FileKey, mut meta: FileMeta) {
+        meta.set_node(self.settings.node.as_deref());
         self.tail.set_paused(key, meta.pending());
         let choice = self.settings.file_settings(meta.metadata());
         explain(&meta, &choice);
@@ -618,6 +706,9 @@ impl Reader {
         s.parsers = new.parsers;
         s.redactor = new.redactor;
         s.routing = new.routing;
+        if let Some(j) = &mut self.journal {
+            j.clear_choices();
+        }
         for (key, f) in &mut self.files {
             reselect(&self.settings, &mut self.tail, *key, f);
         }
@@ -636,7 +727,8 @@ impl Reader {
                 let now = crate::timestamp::now_nanos();
                 std::time::Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
             });
-        [group, self.tail.next_refill(), self.tail.next_close()]
+        let journal = self.journal.as_ref().map(|j| j.next_deadline());
+        [group, self.tail.next_refill(), self.tail.next_close(), journal]
             .into_iter()
             .flatten()
             .min()
@@ -652,8 +744,58 @@ impl Reader {
     pub fn poll(&mut self, out: &mut Vec<u8>, limit: u64) -> Polled {
         self.refresh_meta();
         let mut bytes = 0;
-        let counts = self.with_sink_into(out, |tail, sink| bytes = tail.poll_round(limit, sink));
+        let mut counts =
+            self.with_sink_into(out, |tail, sink| bytes = tail.poll_round(limit, sink));
+        let rest = usize::try_from(limit.saturating_sub(bytes)).unwrap_or(usize::MAX);
+        let before = out.len();
+        let journal = self.poll_journal(out, rest.max(64 << 10));
+        bytes += (out.len() - before) as u64;
+        counts.add(&journal);
         Polled { bytes, counts }
+    }
+
+    /// Reads new journal entries, about `budget` bytes of documents, into `out`.
+    fn poll_journal(&mut self, out: &mut Vec<u8>, budget: usize) -> Counts {
+        let mut counts = Counts::default();
+        let Reader {
+            journal, settings, ..
+        } = self;
+        if let Some(j) = journal {
+            j.poll(out, budget, &mut counts, &mut |unit| unit_choice(settings, unit));
+        }
+        self.count(&counts);
+        counts
+    }
+
+    /// Reads the journal to its current end (the dry-run, after the files), calling
+    /// `flush` whenever `out` holds more than `flush_at` bytes.
+    pub fn read_journal(
+        &mut self,
+        out: &mut Vec<u8>,
+        flush_at: usize,
+        flush: &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        while self.journal.is_some() {
+            let before = Stats::get(&self.stats.journal_entries);
+            self.poll_journal(out, flush_at.max(1 << 20));
+            if out.len() >= flush_at {
+                flush(out)?;
+            }
+            let behind = self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.next_deadline().is_zero());
+            if !behind && Stats::get(&self.stats.journal_entries) == before {
+                break;
+            }
+            if !behind {
+                // Read to the end: one more look finds nothing new.
+                if let Some(j) = &mut self.journal {
+                    j.look_now();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads every file to its current end, one after the other in path order (the
@@ -730,7 +872,9 @@ impl Reader {
     /// Resume points of every identified file, for the caller to persist once the
     /// documents emitted so far are safe.
     pub fn positions(&self) -> Vec<(FileId, Position)> {
-        self.tail.positions()
+        let mut out = self.tail.positions();
+        out.extend(self.journal.as_ref().and_then(|j| j.position()));
+        out
     }
 
     /// Files identified since the last call, at the position they start from (see

@@ -32,7 +32,8 @@ use crate::ids::FileId;
 use crate::index::route::Routes;
 use crate::timestamp::Timestamp;
 use memchr::memchr_iter;
-use parse::{parse_line, Format, ParseError};
+use parse::{parse_line, ParseError};
+pub use parse::Format;
 use partial::{cap_text, Merger};
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -59,6 +60,16 @@ pub struct FileSettings {
     pub parsers: [fields::Parser; 2],
     /// Which records are shipped, and which secrets they lose.
     pub controls: Controls,
+    /// The line format when the file's place fixes it (a host file: plain text);
+    /// `None`: detected from the first line.
+    pub format: Option<Format>,
+}
+
+impl FileSettings {
+    /// The `stream` a document names: none for a host file's (plain text has none).
+    fn stream(&self, s: Stream) -> Option<Stream> {
+        (self.format != Some(Format::Plain)).then_some(s)
+    }
 }
 
 /// The filter and redaction of a file's records.
@@ -136,7 +147,7 @@ pub struct Counts {
 
 impl Counts {
     /// A document encoded (it is counted in `docs` when it is handed over).
-    fn record(&mut self, level: Level, time: &Timestamp) {
+    pub(crate) fn record(&mut self, level: Level, time: &Timestamp) {
         match level {
             Level::Complete => self.complete += 1,
             Level::Partial => self.partial += 1,
@@ -470,7 +481,7 @@ impl RecordStream {
     ) -> RecordStream {
         let ctx = enc.file_context(id, meta);
         RecordStream {
-            format: None,
+            format: file.format,
             merger: match &settings.budget {
                 Some(b) => Merger::new(settings.max_record_bytes).with_budget(b.clone(), 0),
                 None => Merger::new(settings.max_record_bytes),
@@ -803,9 +814,30 @@ impl RecordStream {
             }
             None => Err(ParseError::UnknownFormat),
         };
-        match detected.and_then(|f| parse_line(f, line)) {
-            Ok(parsed) => {
-                let before = self.last_time.replace(parsed.time);
+        // The year of a plain line's stamp: nearest the last good line's, else the
+        // file's first-seen time (both persisted, so a replay picks the same year).
+        let reference = self.last_time.or(self.first_seen).unwrap_or(now).unix_nanos();
+        let parsed = match detected.and_then(|f| parse_line(f, line, reference)) {
+            // A host file's line without a stamp is a record of its own, at the time of
+            // the nearest good line before it (DESIGN's rule, as for unparseable lines).
+            Err(ParseError::NoTimestamp) => Ok((
+                parse::Line {
+                    time: self.timeless(after, now),
+                    stream: Stream::Stdout,
+                    partial: false,
+                    text: Text::Raw(line),
+                },
+                false,
+            )),
+            other => other.map(|p| (p, true)),
+        };
+        match parsed {
+            Ok((parsed, good)) => {
+                let before = if good {
+                    self.last_time.replace(parsed.time)
+                } else {
+                    self.last_time
+                };
                 // A line of either stream this far after a group's last line ends it: the
                 // group's own next line could only come later still.
                 self.expire(parsed.time.unix_nanos(), out);
@@ -837,11 +869,7 @@ impl RecordStream {
                 // DESIGN: an unparseable line takes the time of the nearest good line
                 // before it in this file, else the next one read in the same pass, else
                 // the file's first-seen time, so replays pick the same daily index.
-                let time = self
-                    .last_time
-                    .or_else(|| next_good_time(self.format, after))
-                    .or(self.first_seen)
-                    .unwrap_or(now);
+                let time = self.timeless(after, now);
                 let (text, capped) = cap_text(Text::Raw(line), self.merger.cap());
                 out.counts.parse_errors += 1;
                 let doc = Doc {
@@ -858,6 +886,17 @@ impl RecordStream {
                     .emit(doc, None, &self.settings.controls, barrier, out);
             }
         }
+    }
+
+    /// The time of a line without one of its own: the nearest good line's before it
+    /// in this file, else the next one read in the same pass, else the file's
+    /// first-seen time, so replays pick the same daily index.
+    fn timeless(&self, after: &[u8], now: Timestamp) -> Timestamp {
+        let reference = self.first_seen.unwrap_or(now).unix_nanos();
+        self.last_time
+            .or_else(|| next_good_time(self.format, after, reference))
+            .or(self.first_seen)
+            .unwrap_or(now)
     }
 
     /// Encodes a closed group.
@@ -892,7 +931,7 @@ fn group_or_emit(
         let doc = Doc {
             offset: rec.offset,
             time: rec.time,
-            stream: Some(rec.stream),
+            stream: settings.stream(rec.stream),
             text: rec.text,
             truncated: rec.truncated,
             parse_error: None,
@@ -919,7 +958,7 @@ fn group_or_emit(
         let doc = Doc {
             offset: rec.offset,
             time: rec.time,
-            stream: Some(rec.stream),
+            stream: settings.stream(rec.stream),
             text: rec.text,
             truncated: rec.truncated,
             parse_error: None,
@@ -958,7 +997,7 @@ fn group_doc(
     let doc = Doc {
         offset: g.offset,
         time: g.time,
-        stream: Some(stream),
+        stream: settings.stream(stream),
         text: &text,
         truncated: g.truncated,
         parse_error: None,
@@ -971,9 +1010,9 @@ fn group_doc(
 
 /// The time of the first line in `after` that parses (detecting the format if the file's
 /// is not known yet).
-fn next_good_time(format: Option<Format>, after: &[u8]) -> Option<Timestamp> {
+fn next_good_time(format: Option<Format>, after: &[u8], reference: i64) -> Option<Timestamp> {
     after.split(|&b| b == b'\n').find_map(|l| {
-        parse_line(format.or_else(|| Format::detect(l))?, l)
+        parse_line(format.or_else(|| Format::detect(l))?, l, reference)
             .ok()
             .map(|p| p.time)
     })
@@ -1027,6 +1066,7 @@ mod tests {
             },
             parsers: [fields::Parser::None, fields::Parser::None],
             controls,
+            format: None,
         };
         let id = FileId::compute("docker:t", b"first");
         RecordStream::new(

@@ -8,7 +8,7 @@
 use super::content::Content;
 use super::{Event, FileKey, Sink};
 use crate::checkpoint::Position;
-use crate::ids::FileId;
+use crate::ids::{FileId, Place};
 use crate::index::route::Routes;
 use crate::metrics::Stats;
 use crate::record::Held;
@@ -62,6 +62,8 @@ pub struct FileTail {
     content: Content,
     pub dev: u64,
     pub ino: u64,
+    /// Device, inode and birth time: part of a host file's identity.
+    place: Place,
     /// The container the file belongs to: part of its identity.
     source: String,
     id: Option<FileId>,
@@ -98,6 +100,7 @@ impl FileTail {
             content,
             dev: m.dev(),
             ino: m.ino(),
+            place: Place::of(&m),
             source,
             id: None,
             announced: false,
@@ -169,9 +172,38 @@ impl FileTail {
         self.content.len()
     }
 
-    /// Computes the identity from the first complete line. `None` until that line exists.
+    /// Computes the identity from the first complete line (a host file's salted with
+    /// its place, see [`crate::ids`]). `None` until that line exists.
     pub fn compute_id(&self, buf: &mut Vec<u8>, limits: &ReadLimits) -> io::Result<Option<FileId>> {
-        Ok(first_line(&self.content, buf, limits)?.map(|line| FileId::compute(&self.source, line)))
+        self.compute_id_at(self.place, buf, limits)
+    }
+
+    /// The identity the file's content would have at `place`: a copy's, at the place of
+    /// the file it was copied from.
+    pub fn compute_id_at(
+        &self,
+        place: Place,
+        buf: &mut Vec<u8>,
+        limits: &ReadLimits,
+    ) -> io::Result<Option<FileId>> {
+        let host = self.is_host();
+        Ok(first_line(&self.content, buf, limits)?.map(|line| {
+            let id = FileId::compute(&self.source, line);
+            if host {
+                id.salted(place)
+            } else {
+                id
+            }
+        }))
+    }
+
+    /// A host file (not a container's): its identity is salted with its place.
+    pub fn is_host(&self) -> bool {
+        self.source.starts_with("host:")
+    }
+
+    pub fn place(&self) -> Place {
+        self.place
     }
 
     /// Fixes the identity and where to start reading (a checkpoint, or 0).
@@ -281,6 +313,7 @@ impl FileTail {
                 routes: Routes::default(),
                 len: self.checked_len.max(self.pos),
                 first_seen: Some(self.first_seen),
+                cursor: None,
             },
         ))
     }

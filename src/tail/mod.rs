@@ -31,7 +31,7 @@ pub use file::{FileTail, Phase, Progress, ReadLimits};
 pub use limit::Limit;
 
 use crate::checkpoint::Position;
-use crate::ids::FileId;
+use crate::ids::{FileId, Place};
 use crate::index::route::Routes;
 use crate::metrics::Stats;
 use crate::record::Held;
@@ -320,7 +320,19 @@ impl Tail {
                 return None;
             }
         };
-        let id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
+        let mut id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
+        if tail.is_host() && !self.resume.contains_key(&id) {
+            // A host file copied aside (copytruncate) while the agent was away: its
+            // content is known under the place of the live file it was copied from.
+            if let Ok(m) = fs::metadata(&f.path) {
+                let copy = tail.compute_id_at(Place::of(&m), &mut self.buf, &self.cfg.limits);
+                if let Ok(Some(copy)) = copy {
+                    if self.resume.contains_key(&copy) {
+                        id = copy;
+                    }
+                }
+            }
+        }
         // The same lines twice (a `.gz` next to the file it was made from): read once.
         if let Some(found) = &mut self.starting {
             if !found.insert(id) {
@@ -539,7 +551,10 @@ impl Tail {
             let Ok(mut copy) = self.files[i].sibling(key, sibling.clone()) else {
                 continue;
             };
-            let Ok(Some(id)) = copy.compute_id(&mut self.buf, &self.cfg.limits) else {
+            // A host file's copy is known by the place of the file it was copied from:
+            // the live file, truncated in place.
+            let place = self.files[i].place();
+            let Ok(Some(id)) = copy.compute_id_at(place, &mut self.buf, &self.cfg.limits) else {
                 continue;
             };
             if id != old_id {
@@ -757,8 +772,8 @@ pub fn is_ignored(name: &str) -> bool {
     name.ends_with(".gz") || name.ends_with(".tmp")
 }
 
-/// Rotated siblings of a live log file (`x-json.log.1`, `0.log.20240708-034200`),
-/// sorted by name. Compressed and temporary files are left out.
+/// Rotated siblings of a live log file (`x-json.log.1`, `0.log.20240708-034200`,
+/// `kubelet.log-20240708`), sorted by name. Compressed and temporary files are left out.
 pub fn rotated_siblings(live: &Path) -> Vec<PathBuf> {
     siblings(live, false)
 }
@@ -778,7 +793,6 @@ fn siblings(live: &Path, gz: bool) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
-    let prefix = format!("{name}.");
     let mut out: Vec<PathBuf> = fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -786,7 +800,14 @@ fn siblings(live: &Path, gz: bool) -> Vec<PathBuf> {
         .filter_map(|e| {
             let n = e.file_name().into_string().ok()?;
             let ignored = is_ignored(&n) && !(gz && n.ends_with(".gz"));
-            (n.len() > prefix.len() && n.starts_with(&prefix) && !ignored).then(|| e.path())
+            // `<name>.<anything>` (`.1`, `.20240708-034200`), or logrotate's dateext
+            // `<name>-<digits...>`.
+            let rotation = match n.strip_prefix(name)?.as_bytes() {
+                [b'.', _, ..] => true,
+                [b'-', d, ..] => d.is_ascii_digit(),
+                _ => false,
+            };
+            (rotation && !ignored).then(|| e.path())
         })
         .collect();
     out.sort();

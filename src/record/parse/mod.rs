@@ -1,4 +1,4 @@
-//! Parsers for the two container log formats.
+//! Parsers for the two container log formats, and for plain-text host files.
 //!
 //! Parsers are pure: they take one physical line (without its `\n`) as `&[u8]` and return
 //! a view borrowing from it. The read loop owns the buffers. A line that does not parse is
@@ -6,6 +6,7 @@
 
 pub mod cri;
 pub mod docker;
+pub mod plain;
 
 pub use crate::encode::{Stream, Text};
 pub use crate::timestamp::Timestamp;
@@ -16,6 +17,8 @@ pub use crate::timestamp::Timestamp;
 pub enum Format {
     Docker,
     Cri,
+    /// A host file (never detected: chosen by where the file was found).
+    Plain,
 }
 
 impl Format {
@@ -51,6 +54,8 @@ pub enum ParseError {
     CriTag,
     Timestamp,
     UnknownFormat,
+    /// A plain-text line without a timestamp prefix (not counted as an error).
+    NoTimestamp,
 }
 
 impl ParseError {
@@ -64,6 +69,7 @@ impl ParseError {
             ParseError::CriTag => "invalid CRI tag",
             ParseError::Timestamp => "invalid timestamp",
             ParseError::UnknownFormat => "unknown log format",
+            ParseError::NoTimestamp => "no timestamp",
         }
     }
 }
@@ -76,11 +82,21 @@ impl std::fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Parses a physical line of the given format.
-pub fn parse_line(format: Format, line: &[u8]) -> Result<Line<'_>, ParseError> {
+/// Parses a physical line of the given format. `reference` (nanoseconds since the
+/// epoch) picks the year of a plain line's stamp when it has none (see [`plain`]).
+pub fn parse_line(format: Format, line: &[u8], reference: i64) -> Result<Line<'_>, ParseError> {
     match format {
         Format::Docker => docker::parse(line),
         Format::Cri => cri::parse(line),
+        Format::Plain => match plain::timestamp(line, reference) {
+            Some(time) => Ok(Line {
+                time,
+                stream: Stream::Stdout,
+                partial: false,
+                text: Text::Raw(line),
+            }),
+            None => Err(ParseError::NoTimestamp),
+        },
     }
 }
 
