@@ -1475,14 +1475,20 @@ impl Config {
             if !path.is_absolute() {
                 return invalid(&key, format!("`{f}` is not an absolute path"));
             }
-            let dir = path.parent().map(|d| d.to_string_lossy()).unwrap_or_default();
+            let dir = path
+                .parent()
+                .map(|d| d.to_string_lossy())
+                .unwrap_or_default();
             if dir.contains(['*', '?', '[', '{']) {
                 return invalid(
                     &key,
                     format!("`{f}`: only the file name may hold a glob, not the directory"),
                 );
             }
-            let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
             if let Err(e) = globset::Glob::new(&name) {
                 return invalid(&key, format!("bad glob: {e}"));
             }

@@ -9,9 +9,11 @@
 //! A host file's first line is no such fingerprint (a fixed header, a second-precision
 //! syslog stamp: the next file at the same path may start with the very same line), so
 //! its identity is salted with the file's place ([`Place`]: device, inode and birth
-//! time), which a rename keeps and a new file never shares. A copy (logrotate's
-//! copytruncate) is recognised by the place of the file it was copied from: the live
-//! file, truncated in place (see [`crate::tail`]).
+//! time), which a rename keeps and a new file never shares, and with its generation: how
+//! many times it was truncated and written again (the same place, maybe the same first
+//! line: new content all the same). A restart takes the newest generation the checkpoints
+//! know. A copy (logrotate's copytruncate) is recognised by the place and generation of
+//! the file it was copied from: the live file, truncated in place (see [`crate::tail`]).
 //!
 //! Record ids derive from it: `_id` = base64url(xxh3-128(identity, offset)), 22 characters,
 //! the same on any machine for the same bytes. xxh3 is not a cryptographic hash: ids assume
@@ -37,13 +39,15 @@ impl FileId {
         FileId(xxh3_128(&input).to_be_bytes())
     }
 
-    /// This fingerprint, salted with the place of the file that holds it (host files).
-    pub fn salted(self, place: Place) -> FileId {
-        let mut input = [0u8; 40];
+    /// This fingerprint, salted with the place of the file that holds it and how many
+    /// times that file was truncated and written again (host files).
+    pub fn salted(self, place: Place, generation: u32) -> FileId {
+        let mut input = [0u8; 44];
         input[..16].copy_from_slice(&self.0);
         input[16..24].copy_from_slice(&place.dev.to_be_bytes());
         input[24..32].copy_from_slice(&place.ino.to_be_bytes());
-        input[32..].copy_from_slice(&place.born_ns.to_be_bytes());
+        input[32..40].copy_from_slice(&place.born_ns.to_be_bytes());
+        input[40..].copy_from_slice(&generation.to_be_bytes());
         FileId(xxh3_128(&input).to_be_bytes())
     }
 

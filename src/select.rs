@@ -454,7 +454,10 @@ mod tests {
             excluded(&host("/var/log/kube-proxy.log"), SourceKind::Host),
             Some(true)
         );
-        assert_eq!(excluded(&host("/var/log/kubelet.log"), SourceKind::Host), None);
+        assert_eq!(
+            excluded(&host("/var/log/kubelet.log"), SourceKind::Host),
+            None
+        );
         assert_eq!(
             excluded(&unit("kubelet.service"), SourceKind::Journal),
             None,

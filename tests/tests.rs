@@ -12,6 +12,7 @@ mod kube_api;
 mod layering;
 mod manifests;
 mod node_faults;
+mod node_logs;
 mod observability;
 mod proxy;
 mod retention;

@@ -170,8 +170,7 @@ fn scan_host(
     report: &mut ScanReport,
 ) -> Vec<Candidate> {
     let path = Path::new(pattern);
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-    else {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
     let names: Vec<(String, PathBuf)> = if name.contains(['*', '?', '[', '{']) {
@@ -362,8 +361,11 @@ impl Waker {
                 }
                 // Host files' directories, not what is below them (`/var/log` holds
                 // the pod logs too, watched above).
-                let mut dirs: Vec<&Path> =
-                    roots.host.iter().filter_map(|p| Path::new(p).parent()).collect();
+                let mut dirs: Vec<&Path> = roots
+                    .host
+                    .iter()
+                    .filter_map(|p| Path::new(p).parent())
+                    .collect();
                 dirs.sort();
                 dirs.dedup();
                 for dir in dirs.into_iter().filter(|d| d.is_dir()) {

@@ -171,7 +171,11 @@ impl Journal {
     /// The position to persist once the documents read so far are durable.
     pub fn position(&self) -> Option<(FileId, Position)> {
         let at = self.at.as_ref()?;
-        let mut p = Position::at(at.seqnum, Some(at.time), self.settings.paths.first()?.clone());
+        let mut p = Position::at(
+            at.seqnum,
+            Some(at.time),
+            self.settings.paths.first()?.clone(),
+        );
         p.cursor = Some(at.text.clone());
         Some((id(), p))
     }
@@ -204,7 +208,8 @@ impl Journal {
         }
         let mut q = journal.query();
         if let Some(at) = &self.at {
-            q.after_cursor(at.cursor.clone()).since_realtime(at.realtime_usec);
+            q.after_cursor(at.cursor.clone())
+                .since_realtime(at.realtime_usec);
         }
         q.limit(MAX_ENTRIES_PER_POLL);
         let iter = match q.iter() {

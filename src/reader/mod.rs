@@ -72,7 +72,12 @@ impl ReaderSettings {
             roots: Roots {
                 docker: i.docker_root.clone(),
                 pods: i.pods_root.clone(),
-                host: cfg.node.files.iter().map(|f| cfg.node.under_root(f)).collect(),
+                host: cfg
+                    .node
+                    .files
+                    .iter()
+                    .map(|f| cfg.node.under_root(f))
+                    .collect(),
                 host_root: PathBuf::from(&cfg.node.root),
             },
             tail: TailSettings {
@@ -244,7 +249,10 @@ fn unit_choice(settings: &ReaderSettings, unit: &str) -> crate::journal::UnitCho
     };
     let choice = settings.file_settings(&meta);
     if let Some(sel) = &choice.explanation {
-        eprintln!("shipper explain: journal unit {unit}: {}", sel.explain(false));
+        eprintln!(
+            "shipper explain: journal unit {unit}: {}",
+            sel.explain(false)
+        );
     }
     crate::journal::UnitChoice {
         excluded: choice.excluded,
@@ -488,9 +496,10 @@ impl Reader {
         let mut resume = resume;
         // The journal's position is not a file's: the tail never sees it.
         let at = resume.positions.remove(&crate::journal::id());
-        let journal = settings.journal.clone().map(|j| {
-            crate::journal::Journal::new(j, settings.encoder.clone(), at, stats.clone())
-        });
+        let journal = settings
+            .journal
+            .clone()
+            .map(|j| crate::journal::Journal::new(j, settings.encoder.clone(), at, stats.clone()));
         let tail = Tail::new(settings.tail.clone(), resume, stats.clone());
         Reader {
             journal,
@@ -728,10 +737,15 @@ impl Reader {
                 std::time::Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
             });
         let journal = self.journal.as_ref().map(|j| j.next_deadline());
-        [group, self.tail.next_refill(), self.tail.next_close(), journal]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            group,
+            self.tail.next_refill(),
+            self.tail.next_close(),
+            journal,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether some file is waiting for its pod to appear in the metadata cache.
@@ -761,7 +775,9 @@ impl Reader {
             journal, settings, ..
         } = self;
         if let Some(j) = journal {
-            j.poll(out, budget, &mut counts, &mut |unit| unit_choice(settings, unit));
+            j.poll(out, budget, &mut counts, &mut |unit| {
+                unit_choice(settings, unit)
+            });
         }
         self.count(&counts);
         counts

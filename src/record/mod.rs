@@ -32,8 +32,8 @@ use crate::ids::FileId;
 use crate::index::route::Routes;
 use crate::timestamp::Timestamp;
 use memchr::memchr_iter;
-use parse::{parse_line, ParseError};
 pub use parse::Format;
+use parse::{parse_line, ParseError};
 use partial::{cap_text, Merger};
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -816,7 +816,11 @@ impl RecordStream {
         };
         // The year of a plain line's stamp: nearest the last good line's, else the
         // file's first-seen time (both persisted, so a replay picks the same year).
-        let reference = self.last_time.or(self.first_seen).unwrap_or(now).unix_nanos();
+        let reference = self
+            .last_time
+            .or(self.first_seen)
+            .unwrap_or(now)
+            .unix_nanos();
         let parsed = match detected.and_then(|f| parse_line(f, line, reference)) {
             // A host file's line without a stamp is a record of its own, at the time of
             // the nearest good line before it (DESIGN's rule, as for unparseable lines).

@@ -64,6 +64,8 @@ pub struct FileTail {
     pub ino: u64,
     /// Device, inode and birth time: part of a host file's identity.
     place: Place,
+    /// Times the file was truncated and written again: part of a host file's identity.
+    pub generation: u32,
     /// The container the file belongs to: part of its identity.
     source: String,
     id: Option<FileId>,
@@ -101,6 +103,7 @@ impl FileTail {
             dev: m.dev(),
             ino: m.ino(),
             place: Place::of(&m),
+            generation: 0,
             source,
             id: None,
             announced: false,
@@ -175,26 +178,39 @@ impl FileTail {
     /// Computes the identity from the first complete line (a host file's salted with
     /// its place, see [`crate::ids`]). `None` until that line exists.
     pub fn compute_id(&self, buf: &mut Vec<u8>, limits: &ReadLimits) -> io::Result<Option<FileId>> {
-        self.compute_id_at(self.place, buf, limits)
+        self.compute_id_at((self.place, self.generation), buf, limits)
     }
 
-    /// The identity the file's content would have at `place`: a copy's, at the place of
-    /// the file it was copied from.
+    /// The identity the file's content would have at `place` in its `generation`: a
+    /// copy's, at the place of the file it was copied from.
     pub fn compute_id_at(
         &self,
-        place: Place,
+        (place, generation): (Place, u32),
         buf: &mut Vec<u8>,
         limits: &ReadLimits,
     ) -> io::Result<Option<FileId>> {
-        let host = self.is_host();
-        Ok(first_line(&self.content, buf, limits)?.map(|line| {
-            let id = FileId::compute(&self.source, line);
-            if host {
-                id.salted(place)
-            } else {
-                id
-            }
-        }))
+        Ok(self
+            .fingerprint(buf, limits)?
+            .map(|id| self.salt(id, (place, generation))))
+    }
+
+    /// The first-line fingerprint, before any salt. `None` until that line exists.
+    pub fn fingerprint(
+        &self,
+        buf: &mut Vec<u8>,
+        limits: &ReadLimits,
+    ) -> io::Result<Option<FileId>> {
+        Ok(first_line(&self.content, buf, limits)?.map(|line| FileId::compute(&self.source, line)))
+    }
+
+    /// The identity of fingerprint `id` at `place` in `generation` (a container's log
+    /// is its fingerprint).
+    pub fn salt(&self, id: FileId, (place, generation): (Place, u32)) -> FileId {
+        if self.is_host() {
+            id.salted(place, generation)
+        } else {
+            id
+        }
     }
 
     /// A host file (not a container's): its identity is salted with its place.

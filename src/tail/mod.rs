@@ -324,12 +324,16 @@ impl Tail {
         if tail.is_host() && !self.resume.contains_key(&id) {
             // A host file copied aside (copytruncate) while the agent was away: its
             // content is known under the place of the live file it was copied from.
-            if let Ok(m) = fs::metadata(&f.path) {
-                let copy = tail.compute_id_at(Place::of(&m), &mut self.buf, &self.cfg.limits);
-                if let Ok(Some(copy)) = copy {
-                    if self.resume.contains_key(&copy) {
-                        id = copy;
-                    }
+            if let (Ok(m), Ok(Some(fp))) = (
+                fs::metadata(&f.path),
+                tail.fingerprint(&mut self.buf, &self.cfg.limits),
+            ) {
+                let place = Place::of(&m);
+                let copy = (0..MAX_GENERATIONS)
+                    .map(|g| tail.salt(fp, (place, g)))
+                    .find(|c| self.resume.contains_key(c));
+                if let Some(copy) = copy {
+                    id = copy;
                 }
             }
         }
@@ -436,7 +440,22 @@ impl Tail {
             return;
         }
         match f.compute_id(&mut self.buf, &self.cfg.limits) {
-            Ok(Some(id)) => {
+            Ok(Some(mut id)) => {
+                if f.is_host() && f.generation == 0 {
+                    // A restart: the newest generation the checkpoints know (the file
+                    // was truncated and written again before).
+                    if let Ok(Some(fp)) = f.fingerprint(&mut self.buf, &self.cfg.limits) {
+                        let place = f.place();
+                        let newest = (1..MAX_GENERATIONS)
+                            .filter(|g| self.resume.contains_key(&f.salt(fp, (place, *g))))
+                            .last();
+                        if let Some(g) = newest {
+                            id = f.salt(fp, (place, g));
+                            self.files[i].generation = g;
+                        }
+                    }
+                }
+                let f = &self.files[i];
                 let dup = self
                     .files
                     .iter()
@@ -535,6 +554,12 @@ impl Tail {
             }
             tracing::warn!(path = %self.files[i].path.display(), bytes = unread, "file truncated before its last bytes were read, and no copy of it found");
         }
+        // New content in the same place: a host file's next generation, whatever its
+        // first line (a container's first line carries a nanosecond stamp).
+        let f = &mut self.files[i];
+        if f.is_host() {
+            f.generation = f.generation.saturating_add(1);
+        }
         self.identify_at(i, sink);
     }
 
@@ -553,8 +578,8 @@ impl Tail {
             };
             // A host file's copy is known by the place of the file it was copied from:
             // the live file, truncated in place.
-            let place = self.files[i].place();
-            let Ok(Some(id)) = copy.compute_id_at(place, &mut self.buf, &self.cfg.limits) else {
+            let at = (self.files[i].place(), self.files[i].generation);
+            let Ok(Some(id)) = copy.compute_id_at(at, &mut self.buf, &self.cfg.limits) else {
                 continue;
             };
             if id != old_id {
@@ -766,6 +791,10 @@ impl Tail {
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 }
+
+/// Host file generations looked for when a file is identified (a daily copytruncate
+/// for 179 years; about a millisecond of hashing per host file identified).
+const MAX_GENERATIONS: u32 = 1 << 16;
 
 /// Whether a file name is never a log source (compressed or temporary rotations).
 pub fn is_ignored(name: &str) -> bool {

@@ -82,7 +82,8 @@ fn nearest(
 ) -> Option<Timestamp> {
     let year = chrono::DateTime::from_timestamp_nanos(reference).year();
     let at = |y: i32| -> Option<i64> {
-        let t: NaiveDateTime = NaiveDate::from_ymd_opt(y, month, day)?.and_hms_nano_opt(h, m, s, nanos)?;
+        let t: NaiveDateTime =
+            NaiveDate::from_ymd_opt(y, month, day)?.and_hms_nano_opt(h, m, s, nanos)?;
         t.and_utc().timestamp_nanos_opt()
     };
     let best = [year - 1, year, year + 1]
@@ -118,7 +119,11 @@ mod tests {
             Some("2024-07-08T03:42:57.123456000Z")
         );
         assert_eq!(
-            ts("E1231 23:59:59.000001 1 x.go:1] boom", "2025-01-01T00:10:00Z").as_deref(),
+            ts(
+                "E1231 23:59:59.000001 1 x.go:1] boom",
+                "2025-01-01T00:10:00Z"
+            )
+            .as_deref(),
             Some("2024-12-31T23:59:59.000001000Z"),
             "the year nearest the reference: New Year's Eve read in January"
         );
