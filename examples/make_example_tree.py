@@ -721,14 +721,22 @@ def config_v2(p, created, started, args):
 # Node logs: host files under host/var/log and a systemd journal
 # --------------------------------------------------------------------------
 
+KLOG_HEADER = (
+    "Log file created at: {date}\n"
+    "Running on machine: node-1\n"
+    "Binary: Built with gc go1.22.4 for linux/amd64\n"
+    "Log line format: [IWEF]mmdd hh:mm:ss.uuuuuu threadid file:line] msg\n"
+)
+
 HOST_FILES = {
-    # kubelet's klog file (kops, GKE COS): the live file and its rotation (a fresh
-    # dry-run reads the live file only); a goroutine line without a stamp.
-    "host/var/log/kubelet.log.1": (
+    # kubelet's klog file (--log-file, as on kops and GKE's COS): klog's header carries
+    # the one year (the stamps after it have none); a goroutine line without a stamp.
+    # The live file and its rotation (a fresh dry-run reads the live file only).
+    "host/var/log/kubelet.log.1": KLOG_HEADER.format(date="2024/07/08 03:40:00") + (
         'I0708 03:40:01.000100    1234 server.go:417] "Kubelet version" kubeletVersion="v1.30.2"\n'
         'W0708 03:40:02.000000    1234 feature_gate.go:246] Setting GA feature gate KubeletInUserNamespace=true.\n'
     ),
-    "host/var/log/kubelet.log": (
+    "host/var/log/kubelet.log": KLOG_HEADER.format(date="2024/07/08 03:42:50") + (
         'I0708 03:42:57.123456    1234 kubelet.go:2345] "SyncLoop ADD" source="api" pods=["shop/web-7d9f8b6c5-x2x4q"]\n'
         'E0708 03:42:58.000321    1234 pod_workers.go:1298] "Error syncing pod, skipping" err="CrashLoopBackOff" pod="shop/web-7d9f8b6c5-x2x4q"\n'
         'goroutine 1 [running]:\n'
@@ -739,10 +747,10 @@ HOST_FILES = {
         'time="2024-07-08T03:42:56.987654321Z" level=info msg="RunPodSandbox for &PodSandboxMetadata{Name:web-7d9f8b6c5-x2x4q,Namespace:shop,Attempt:0,}"\n'
         'time="2024-07-08T03:42:57.200000000Z" level=warning msg="cleanup warnings"\n'
     ),
-    # kube-proxy through syslog: RFC 3164 stamps (no year: inferred).
-    "host/var/log/kube-proxy.log": (
-        'Jul  8 03:41:00 node-1 kube-proxy[812]: I0708 03:41:00.000001 812 server.go:865] "Version info" version="v1.30.2"\n'
-        'Jul  8 03:41:05 node-1 kube-proxy[812]: I0708 03:41:05.100000 812 proxier.go:1500] "Syncing iptables rules"\n'
+    # kube-proxy's klog file.
+    "host/var/log/kube-proxy.log": KLOG_HEADER.format(date="2024/07/08 03:41:00") + (
+        'I0708 03:41:00.000001     812 server.go:865] "Version info" version="v1.30.2"\n'
+        'I0708 03:41:05.100000     812 proxier.go:1500] "Syncing iptables rules"\n'
     ),
 }
 
@@ -846,11 +854,12 @@ CRI layout, `pods/<ns>_<pod>_<uid>/<container>/`:
 
 Node logs, `host/` (the node's `/` for `--node-root examples/node/host`):
 
-- `var/log/kubelet.log` – klog lines (`I0708 03:42:57.123456 …`, year inferred) and a goroutine
-  line without a stamp (it takes the previous line's time); `kubelet.log.1` – its rotation:
-  ignored by a fresh dry-run
+- `var/log/kubelet.log` – klog's file: its header (`Log file created at: 2024/07/08 …`, the one
+  stamp with a year), klog lines (`I0708 03:42:57.123456 …`, the year taken from the header)
+  and a goroutine line without a stamp (it takes the previous line's time); `kubelet.log.1` –
+  its rotation: ignored by a fresh dry-run
 - `var/log/containerd.log` – logrus lines (`time="…" level=… msg=…`)
-- `var/log/kube-proxy.log` – syslog lines (`Jul  8 03:41:00 node-1 kube-proxy[812]: …`)
+- `var/log/kube-proxy.log` – kube-proxy's klog file
 - `var/log/journal/<machine-id>/system.journal` – a systemd journal (compact, written by
   `systemd-journal-remote`): kubelet, containerd and kernel entries (shipped) and one sshd
   entry (not in `node.journal_units`)

@@ -15,8 +15,11 @@
 //! The data path, top to bottom (a stage uses only the stages after it and the shared
 //! modules; it never reaches back up):
 //! - [`reader`]: the read loop; drives discovery, the tail and the record streams.
-//! - [`discover`]: finds log files under the Docker and CRI roots (scan + inotify waker).
+//! - [`discover`]: finds log files under the Docker and CRI roots and the node's host
+//!   files (scan + inotify waker).
 //! - [`tail`]: bytes, identity, rotation, truncation and fairness of the open files.
+//! - [`journal`]: the systemd journal: the chosen units' entries after the saved cursor,
+//!   as documents.
 //! - [`enrich`]: which pod, namespace and container a file belongs to (paths, a pod
 //!   list, or the Kubernetes API through a node-scoped watch cache).
 //! - [`select`]: which settings apply to a file (`[[rules]]`, pod annotations), and

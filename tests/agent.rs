@@ -635,7 +635,11 @@ fn legacy_template_for_elasticsearch_7() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(t["shipper-seven"]["index_patterns"][0], "seven-*", "{t}");
+    assert_eq!(
+        t["shipper-seven"]["index_patterns"],
+        serde_json::json!(["node-*", "seven-*"]),
+        "{t}"
+    );
     let r = http()
         .get(format!("{}/_index_template/shipper-seven", es.url))
         .send()
@@ -769,7 +773,7 @@ fn hourly_index_date_format_and_small_bulk_responses() {
     assert_eq!(templates.len(), 1, "{templates:?}");
     assert_eq!(templates[0].0, "/_index_template/shipper-hourly");
     let body: serde_json::Value = serde_json::from_str(&templates[0].1).unwrap();
-    assert_eq!(body["index_patterns"], serde_json::json!(["hourly-*"]));
+    assert_eq!(body["index_patterns"], serde_json::json!(["hourly-*", "node-*"]));
 }
 
 #[test]
@@ -834,7 +838,7 @@ fn data_stream_mode_sends_a_data_stream_template_and_creates_into_the_stream() {
     assert_eq!(body["data_stream"], serde_json::json!({}));
     assert_eq!(
         body["index_patterns"],
-        serde_json::json!(["logs-k8s-default"])
+        serde_json::json!(["logs-k8s-default", "node"])
     );
     let actions = p.seen.actions.lock().unwrap().clone();
     assert_eq!(actions.len(), 40);

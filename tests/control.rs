@@ -547,7 +547,7 @@ fn routes_send_each_container_to_its_index_and_a_replay_never_moves() {
         .unwrap();
     assert_eq!(
         template["index_templates"][0]["index_template"]["index_patterns"],
-        serde_json::json!(["rdef-*", "rns-*", "rpay-*"])
+        serde_json::json!(["node-*", "rdef-*", "rns-*", "rpay-*"])
     );
     assert!(sigterm(&mut agent).success());
 

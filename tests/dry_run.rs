@@ -24,7 +24,7 @@ fn example_cmd(with_pods: bool) -> std::process::Command {
 /// Regenerate with `BLESS=1 cargo test example_tree`.
 #[test]
 fn example_tree_matches_expected_output() {
-    let o = run(&mut example_cmd(true));
+    let o = run(example_cmd(true).args(["--node-root", "examples/node/host"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let expected_path = repo().join("tests/expected/example.ndjson");
     if std::env::var_os("BLESS").is_some() {
@@ -38,14 +38,18 @@ fn example_tree_matches_expected_output() {
     );
     let s = summary(&stderr(&o));
     let want = [
-        ("files_opened", 4),
-        ("lines", 58),
-        ("records", 46),
+        // 4 container logs, 3 host files (kubelet.log.1, a rotation, is not read).
+        ("files_opened", 7),
+        // 58 container lines, 16 host-file lines, 4 journal entries shipped (of 5).
+        ("lines", 78),
+        ("records", 66),
+        ("journal_entries", 5),
+        ("journal_docs", 4),
         ("partials_merged", 5),
         ("parse_errors", 2),
         ("truncated", 0),
         ("read_errors", 0),
-        ("bytes", 66396),
+        ("bytes", 67505),
         // The Go panic's 8 lines are one document.
         ("multiline_groups", 1),
         ("multiline_lines_joined", 7),

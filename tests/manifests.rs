@@ -449,9 +449,15 @@ fn agent_daemonset() {
             host_mounts.remove(data),
             Some((Some(false), Some("DirectoryOrCreate".to_owned())))
         );
-        let pods_root = cfg.input.pods_root.to_str().unwrap();
         let docker_root = cfg.input.docker_root.to_str().unwrap();
-        assert_eq!(host_mounts.remove(pods_root).map(|m| m.0), Some(Some(true)));
+        // /var/log read-only: the pod logs, the node's host files and its persistent
+        // journal; the volatile journal beside it.
+        assert!(cfg.input.pods_root.starts_with("/var/log"));
+        assert_eq!(host_mounts.remove("/var/log").map(|m| m.0), Some(Some(true)));
+        assert_eq!(
+            host_mounts.remove("/run/log/journal").map(|m| m.0),
+            Some(Some(true))
+        );
         assert_eq!(
             host_mounts.remove(docker_root).map(|m| m.0),
             docker.then_some(Some(true)),
@@ -727,7 +733,7 @@ fn kibana_data_view_job() {
         .into_iter()
         .filter_map(|e| Some((e.name, e.value?)))
         .collect();
-    assert_eq!(env["INDEX_PATTERN"], "k8s-*");
+    assert_eq!(env["INDEX_PATTERN"], "k8s-*,node-*");
     assert_eq!(env["KIBANA_URL"], "http://kibana.kube-log.svc:5601");
     let script = &c.command.unwrap()[2];
     assert!(
@@ -761,7 +767,7 @@ fn a_route_template_is_covered_everywhere() {
         .into_iter()
         .find(|e| e.name == "INDEX_PATTERN")
         .and_then(|e| e.value);
-    assert_eq!(pattern.as_deref(), Some("k8s-*,logs-*"));
+    assert_eq!(pattern.as_deref(), Some("k8s-*,logs-*,node-*"));
     let secured = stack(&["--index-route", "logs-{namespace}", "--es-security"]);
     let setup: Job = get(&secured, "Job", "elasticsearch-setup");
     let env = setup.spec.unwrap().template.spec.unwrap().containers[0]
@@ -777,7 +783,7 @@ fn a_route_template_is_covered_everywhere() {
     .unwrap();
     assert_eq!(
         role["indices"][0]["names"],
-        serde_json::json!(["logs-*", "logstash-*"])
+        serde_json::json!(["logs-*", "logstash-*", "node-*"])
     );
     let bad = shipper()
         .args(["manifests", "--index-route", "logs-{nope}"])

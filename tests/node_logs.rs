@@ -199,18 +199,21 @@ fn dry_run_over_sample_host_files_and_journal() {
     let by_path =
         |p: &str| -> Vec<&serde_json::Value> { docs.iter().filter(|d| d["path"] == p).collect() };
     let kubelet = by_path("/var/log/kubelet.log");
-    assert_eq!(kubelet.len(), 4, "the live file, each line a record");
+    assert_eq!(kubelet.len(), 8, "the live file, each line a record");
     assert!(
         by_path("/var/log/kubelet.log.1").is_empty(),
         "a rotation is no source"
     );
     assert_eq!(by_path("/var/log/containerd.log").len(), 2);
-    assert_eq!(by_path("/var/log/kube-proxy.log").len(), 2);
-    // klog's stamp, year inferred; a line without one takes the line before's.
+    assert_eq!(by_path("/var/log/kube-proxy.log").len(), 6);
+    // klog's header has the year; its other lines take the header's time; klog's stamps
+    // take the year from it; a line without one takes the line before's.
     let t = |d: &serde_json::Value| d["@timestamp"].as_str().unwrap().to_owned();
-    assert!(t(kubelet[0]).ends_with("-07-08T03:42:57.123456000Z"));
-    assert_eq!(kubelet[2]["log"], "goroutine 1 [running]:");
-    assert_eq!(t(kubelet[2]), t(kubelet[1]));
+    assert_eq!(t(kubelet[0]), "2024-07-08T03:42:50.000000000Z");
+    assert_eq!(t(kubelet[3]), "2024-07-08T03:42:50.000000000Z");
+    assert_eq!(t(kubelet[4]), "2024-07-08T03:42:57.123456000Z");
+    assert_eq!(kubelet[6]["log"], "goroutine 1 [running]:");
+    assert_eq!(t(kubelet[6]), t(kubelet[5]));
     assert_eq!(
         t(by_path("/var/log/containerd.log")[0]),
         "2024-07-08T03:42:56.987654321Z"

@@ -18,6 +18,7 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// Name of the DaemonSet, its ServiceAccount, ClusterRole and binding.
 pub const NAME: &str = "shipper";
@@ -120,6 +121,9 @@ pub fn config(plan: &Plan, security: Option<&Security>) -> Config {
     cfg
 }
 
+/// Where most node logs are.
+const VAR_LOG: &str = "/var/log";
+
 /// The agent's volumes and where they are mounted: its config, its data directory
 /// (hostPath, outliving the Pod), the log roots read-only, and the credentials.
 fn volumes(
@@ -160,11 +164,51 @@ fn volumes(
         mount("config", CONFIG_DIR, true),
         mount("data", &data_dir, false),
     ];
+    // The node's own logs: the directories of its host files and its journal, read-only
+    // where the node has them (`node.root` is `/`). `/var/log` holds most of them, the
+    // pod logs too: one mount then serves all.
+    let mut node_dirs: Vec<PathBuf> = cfg
+        .node
+        .files
+        .iter()
+        .filter_map(|f| Path::new(f).parent().map(Path::to_path_buf))
+        .chain(
+            cfg.node
+                .journal
+                .then(|| cfg.node.journal_paths.iter().map(PathBuf::from))
+                .into_iter()
+                .flatten(),
+        )
+        .map(|d| if d.starts_with(VAR_LOG) { PathBuf::from(VAR_LOG) } else { d })
+        .collect();
+    node_dirs.sort();
+    node_dirs.dedup();
+    // Only the outermost of nested directories.
+    let outer: Vec<PathBuf> = node_dirs
+        .iter()
+        .filter(|d| !node_dirs.iter().any(|o| o != *d && d.starts_with(o)))
+        .cloned()
+        .collect();
+    for dir in &outer {
+        // Named after the path (`host-var-log`, `host-run-log-journal`), a DNS label.
+        let path: String = dir
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
+        let name: String = format!("host-{}", path.trim_matches('-'));
+        let name = name[..name.len().min(63)].trim_end_matches('-').to_owned();
+        let (v, m) = read_only_root(&name, dir);
+        volumes.push(v);
+        mounts.push(m);
+    }
     // /var/log/pods on every runtime: CRI logs, and on Docker nodes the kubelet's symlinks
     // into the Docker root, which resolve because that is mounted at the same path.
-    let (v, m) = read_only_root("pod-logs", &cfg.input.pods_root);
-    volumes.push(v);
-    mounts.push(m);
+    if !outer.iter().any(|d| cfg.input.pods_root.starts_with(d)) {
+        let (v, m) = read_only_root("pod-logs", &cfg.input.pods_root);
+        volumes.push(v);
+        mounts.push(m);
+    }
     if plan.runtime.docker() {
         let (v, m) = read_only_root("docker-logs", &cfg.input.docker_root);
         volumes.push(v);

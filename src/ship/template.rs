@@ -42,7 +42,7 @@ pub const TOTAL_FIELDS_LIMIT: u32 = 5000;
 /// The template's `version`: raised whenever what [`request`] installs changes, so an
 /// agent finds a template older than its own (installed by an older agent) and replaces
 /// it, and never replaces a newer agent's during a rolling update.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 
 /// What the server holds under the template's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +160,20 @@ pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>
             "stream": {"type": "keyword"},
             "level": {"type": "keyword"},
             "docker": {"properties": {"container_id": {"type": "keyword"}}},
+            // The node's own logs: a host file's path, a journal entry's fields.
+            "path": {"type": "keyword", "ignore_above": 1024},
+            "priority": {"type": "byte"},
+            "systemd": {"properties": {
+                "unit": {"type": "keyword"},
+                "transport": {"type": "keyword"},
+                "comm": {"type": "keyword"},
+                "boot_id": {"type": "keyword"},
+                "pid": {"type": "long"}
+            }},
+            "syslog": {"properties": {
+                "identifier": {"type": "keyword"},
+                "facility": {"type": "byte"}
+            }},
             "shipper": {"properties": {
                 "metadata": {"type": "keyword"},
                 "truncated": {"type": "boolean"},

@@ -4,7 +4,8 @@
 //! - RFC 3339 at the start of the line (`2024-07-08T03:42:57.123456Z ...`, rsyslog's
 //!   high-precision format), or as logrus writes it (`time="2024-07-08T03:42:57Z" ...`,
 //!   containerd and dockerd);
-//! - klog (`I0708 03:42:57.123456   1234 file.go:12] ...`: kubelet, kube-proxy);
+//! - klog (`I0708 03:42:57.123456   1234 file.go:12] ...`: kubelet, kube-proxy), and the
+//!   header of klog's files (`Log file created at: 2024/07/08 03:42:57`);
 //! - RFC 3164 syslog (`Jul  8 03:42:57 host prog[1]: ...`).
 //!
 //! klog and syslog stamps carry no year and no zone: they are read as UTC (what nodes
@@ -31,12 +32,28 @@ pub fn timestamp(line: &[u8], reference: i64) -> Option<Timestamp> {
         let end = memchr::memchr(b'"', rest)?;
         return Timestamp::parse(&rest[..end]).ok();
     }
+    if let Some(rest) = line.strip_prefix(b"Log file created at: ") {
+        return klog_header(rest);
+    }
     if matches!(first, b'I' | b'W' | b'E' | b'F') {
         if let Some(t) = klog(line, reference) {
             return Some(t);
         }
     }
     syslog(line, reference)
+}
+
+/// klog's file header, `Log file created at: 2024/07/08 03:42:57`: the one stamp with a
+/// year in a klog file, which the lines after it take theirs from.
+fn klog_header(s: &[u8]) -> Option<Timestamp> {
+    let s = s.get(..19)?;
+    if s[4] != b'/' || s[7] != b'/' || s[10] != b' ' || s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    let year = i32::try_from(num(&s[0..4])?).ok()?;
+    let t = NaiveDate::from_ymd_opt(year, num(&s[5..7])?, num(&s[8..10])?)?
+        .and_hms_opt(num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?)?;
+    Some(Timestamp::from_unix_nanos(t.and_utc().timestamp_nanos_opt()?))
 }
 
 /// `Lmmdd hh:mm:ss.uuuuuu`.
@@ -140,6 +157,10 @@ mod tests {
             Some("2024-07-08T01:42:57.5Z")
         );
         assert_eq!(
+            ts("Log file created at: 2023/12/31 23:59:58", r).as_deref(),
+            Some("2023-12-31T23:59:58.000000000Z")
+        );
+        assert_eq!(
             ts("time=\"2024-07-08T03:42:57.123Z\" level=info msg=x", r).as_deref(),
             Some("2024-07-08T03:42:57.123Z")
         );
@@ -161,6 +182,8 @@ mod tests {
             "2024-07-08",
             "time=\"never",
             "Wé",
+            "Log file created at: 2024/13/08 03:42:57",
+            "Log file created at: yesterday",
         ] {
             assert_eq!(timestamp(line.as_bytes(), r), None, "{line:?}");
         }
