@@ -56,6 +56,12 @@ pub struct Position {
     /// The journal's position (its entry [`crate::journal::JOURNAL_ID`] only): the
     /// cursor of the last entry safe, whose sequence number is `offset`.
     pub cursor: Option<String>,
+    /// A host file's: a hash of the bytes before `offset`, which a resume checks (the
+    /// file may have been replaced by one with the same first line).
+    pub tail_hash: Option<u64>,
+    /// A host file's: the place and generation its identity is salted with (see
+    /// [`crate::ids`]), so a restart finds the entry of a file, or of what a copy held.
+    pub host: Option<(crate::ids::Place, u32)>,
 }
 
 impl Position {
@@ -70,6 +76,8 @@ impl Position {
             len: offset,
             first_seen: None,
             cursor: None,
+            tail_hash: None,
+            host: None,
         }
     }
 }
@@ -106,6 +114,12 @@ struct Entry {
     /// The journal's cursor (its entry only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cursor: Option<String>,
+    /// A host file's hash of the bytes before `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tail_hash: Option<u64>,
+    /// A host file's `[dev, inode, birth ns, generation]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host: Option<[u64; 4]>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -423,6 +437,10 @@ fn encode(map: &BTreeMap<FileId, Position>, scanned_ns: Option<u64>) -> Vec<u8> 
                 len: (p.len > p.offset).then_some(p.len),
                 first_seen: p.first_seen.map(|t| t.to_string()),
                 cursor: p.cursor.clone(),
+                tail_hash: p.tail_hash,
+                host: p
+                    .host
+                    .map(|(pl, g)| [pl.dev, pl.ino, pl.born_ns, u64::from(g)]),
             })
             .collect(),
     };
@@ -490,6 +508,13 @@ fn decode_table(path: &Path, bytes: &[u8]) -> Result<Table, CheckpointError> {
                 len: e.len.unwrap_or(e.offset).max(e.offset),
                 first_seen,
                 cursor: e.cursor,
+                tail_hash: e.tail_hash,
+                host: e.host.map(|[dev, ino, born_ns, g]| {
+                    (
+                        crate::ids::Place { dev, ino, born_ns },
+                        u32::try_from(g).unwrap_or(u32::MAX),
+                    )
+                }),
             },
         );
     }
@@ -522,6 +547,8 @@ mod tests {
                 len: 100,
                 first_seen: Some(t),
                 cursor: None,
+                tail_hash: None,
+                host: None,
             },
         );
         c.update(
@@ -535,6 +562,8 @@ mod tests {
                 len: 7,
                 first_seen: None,
                 cursor: None,
+                tail_hash: None,
+                host: None,
             },
         );
         assert!(c.save().unwrap());
@@ -609,6 +638,8 @@ mod tests {
                 len: 1,
                 first_seen: None,
                 cursor: None,
+                tail_hash: None,
+                host: None,
             },
         );
         let good = encode(&map, None);

@@ -33,6 +33,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("redaction", redaction),
     ("index_route", index_route),
     ("rotated_gzip", rotated_gzip),
+    ("plain_lines", plain_lines),
+    ("journal_file", journal_file),
 ];
 
 /// The encoder and file context every target encodes with.
@@ -1107,4 +1109,223 @@ pub fn rotated_gzip(data: &[u8]) {
         assert_eq!(&buf[..n], want, "read at {off}");
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// `plain_lines`: a host file (plain text). Bytes 0..8 pick the reference time (within
+/// 1970..2200) that dates year-less stamps, the rest is the file. Every complete line is
+/// exactly one document, in order, whose `log` is the line; a line with a known stamp
+/// prefix is dated by it, and every `@timestamp` is valid RFC 3339 in UTC.
+pub fn plain_lines(data: &[u8]) {
+    use crate::record::parse::plain;
+    use crate::record::{fields, multiline, FileSettings, Format, Output, RecordStream, Settings};
+    if data.len() < 8 {
+        return;
+    }
+    let (head, file) = data.split_at(8);
+    let span = 230 * 365 * 86_400 * 1_000_000_000_i64;
+    let reference = i64::from_le_bytes(head.try_into().expect("8 bytes")).rem_euclid(span);
+    let end = file.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = &file[..end];
+    let settings = Settings {
+        budget: None,
+        max_record_bytes: 1 << 16,
+        fields: fields::Options::from_config(&crate::config::FieldsConfig::default())
+            .expect("the default field options are valid"),
+    };
+    let first_seen = Timestamp::from_unix_nanos(reference);
+    let mut s = RecordStream::new(
+        &settings,
+        FileSettings {
+            multiline: multiline::Settings {
+                mode: multiline::Mode::Off,
+                gap_ns: 200_000_000,
+                max_lines: 7,
+                max_bytes: 1 << 16,
+            },
+            parsers: [fields::Parser::None, fields::Parser::None],
+            controls: Default::default(),
+            format: Some(Format::Plain),
+        },
+        Encoder::new("node"),
+        FileId::compute("host:/var/log/fuzz.log", b"first"),
+        &crate::encode::Metadata::default(),
+        (None, [0; 2]),
+    );
+    s.set_first_seen(first_seen);
+    let mut ndjson = Vec::new();
+    let mut counts = crate::record::Counts::default();
+    let mut routes = Vec::new();
+    let mut out = Output {
+        ndjson: &mut ndjson,
+        counts: &mut counts,
+        routes: &mut routes,
+    };
+    s.push(0, file, first_seen, &mut out);
+    s.finish(&mut out);
+    let lines: Vec<&[u8]> = file
+        .split(|&b| b == b'\n')
+        .take(file.iter().filter(|&&b| b == b'\n').count())
+        .collect();
+    let docs: Vec<Value> = ndjson
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("every NDJSON line is JSON"))
+        .collect();
+    assert_eq!(docs.len(), 2 * lines.len(), "one document per line");
+    let mut last: Option<String> = None;
+    for (i, (pair, line)) in docs.chunks(2).zip(&lines).enumerate() {
+        let doc = &pair[1];
+        let ts = doc["@timestamp"].as_str().expect("a timestamp");
+        assert!(Timestamp::parse(ts.as_bytes()).is_ok(), "{ts}");
+        if let Ok(text) = std::str::from_utf8(line) {
+            assert_eq!(doc["log"], text, "the line is the message");
+        }
+        assert!(doc.get("stream").is_none(), "plain text has no stream");
+        let near = last
+            .as_deref()
+            .and_then(|t| Timestamp::parse(t.as_bytes()).ok())
+            .map_or(reference, |t| t.unix_nanos());
+        match plain::timestamp(line, near) {
+            Some(t) => {
+                assert_eq!(ts, t.as_str(), "dated by its own stamp");
+                last = Some(ts.to_owned());
+            }
+            // The last good line's time; before any, the next good one's in the same
+            // pass, else the file's first-seen time.
+            None => {
+                let want = last.clone().unwrap_or_else(|| {
+                    lines[i + 1..]
+                        .iter()
+                        .find_map(|l| plain::timestamp(l, reference))
+                        .unwrap_or(first_seen)
+                        .as_str()
+                        .to_owned()
+                });
+                assert_eq!(ts, want, "a line without a stamp");
+            }
+        }
+    }
+}
+
+/// The example node's journal (a real one, written by systemd-journal-remote), read once.
+pub(crate) fn example_journal() -> Option<&'static [u8]> {
+    static J: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    J.get_or_init(|| {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/node/host/var/log/journal"
+        );
+        let machine = std::fs::read_dir(dir).ok()?.flatten().next()?.path();
+        std::fs::read(machine.join("system.journal")).ok()
+    })
+    .as_deref()
+}
+
+/// `journal_file`: the example node's journal with bytes overwritten. The input is a list
+/// of 6-byte patches: a little-endian u32 offset (high bit clear: into the header and the
+/// field hash table, the file's first 6 KiB; set: into the objects, after the data hash
+/// table) and two bytes. The journal reader never panics and never loops: every entry it
+/// reads is counted, every document is valid NDJSON, and a damaged entry or file is
+/// counted in `journal_errors`, never fatal.
+pub fn journal_file(data: &[u8]) {
+    use crate::journal::{Journal, Settings, UnitChoice};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let Some(base) = example_journal() else {
+        return;
+    };
+    let field = |at: usize| {
+        base.get(at..at + 8).map_or(0, |b| {
+            u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize
+        })
+    };
+    // Where the objects are: after the data hash table, up to the last one (and a page).
+    let objects = field(104).saturating_add(field(112)).min(base.len());
+    let used = field(136).saturating_add(4096).clamp(objects, base.len());
+    let mut file = base[..used].to_vec();
+    for p in data.chunks_exact(6).take(64) {
+        let raw = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+        let (from, len) = if raw & (1 << 31) == 0 {
+            (0, 6144.min(used))
+        } else {
+            (objects, used - objects)
+        };
+        if len == 0 {
+            continue;
+        }
+        let off = from + (raw & !(1 << 31)) as usize % len;
+        file[off] = p[4];
+        if off + 1 < used {
+            file[off + 1] = p[5];
+        }
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "shipper-fuzz-journal-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let machine = dir.join("5f2c0b1e9d8a4c7b8e6f1a2b3c4d5e6f");
+    let written = std::fs::create_dir_all(&machine)
+        .and_then(|()| std::fs::File::create(machine.join("system.journal")))
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&file)?;
+            // The rest of the file as the writer left it: zeros, not stored.
+            f.set_len(base.len() as u64)
+        });
+    if written.is_err() {
+        // No temp directory to write to: nothing to check (not a property of the code).
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let stats = std::sync::Arc::new(crate::metrics::Stats::default());
+    let mut j = Journal::new(
+        Settings {
+            paths: vec![dir.clone()],
+            units: Vec::new(),
+            poll: std::time::Duration::ZERO,
+            start_at_end: false,
+            max_record_bytes: 1 << 16,
+            node: Some("node-1".into()),
+        },
+        Encoder::new("node"),
+        None,
+        stats.clone(),
+    );
+    let mut out = Vec::new();
+    let mut counts = crate::record::Counts::default();
+    let mut choose = |_: &str| UnitChoice {
+        excluded: false,
+        route: "node".into(),
+        controls: Default::default(),
+    };
+    // Reads until nothing more comes (bounded: the example holds a handful of entries).
+    for _ in 0..64 {
+        let before = crate::metrics::Stats::get(&stats.journal_entries);
+        j.look_now();
+        j.poll(&mut out, 1 << 20, &mut counts, &mut choose);
+        if crate::metrics::Stats::get(&stats.journal_entries) == before {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let entries = crate::metrics::Stats::get(&stats.journal_entries);
+    assert!(entries < 10_000, "{entries} entries from a 5-entry journal");
+    let lines: Vec<&[u8]> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        2 * counts.docs,
+        "two lines per document"
+    );
+    for l in lines {
+        let v: Value = serde_json::from_slice(l).expect("every NDJSON line is JSON");
+        assert!(v.is_object());
+    }
+    if data.is_empty() {
+        assert_eq!(entries, 5, "the unmodified example journal");
+        assert_eq!(counts.docs, 5);
+    }
 }

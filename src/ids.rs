@@ -8,12 +8,12 @@
 //!
 //! A host file's first line is no such fingerprint (a fixed header, a second-precision
 //! syslog stamp: the next file at the same path may start with the very same line), so
-//! its identity is salted with the file's place ([`Place`]: device, inode and birth
-//! time), which a rename keeps and a new file never shares, and with its generation: how
-//! many times it was truncated and written again (the same place, maybe the same first
-//! line: new content all the same). A restart takes the newest generation the checkpoints
-//! know. A copy (logrotate's copytruncate) is recognised by the place and generation of
-//! the file it was copied from: the live file, truncated in place (see [`crate::tail`]).
+//! a host file's identity is xxh3-128(path) salted with its place ([`Place`]: device,
+//! inode and birth time), which a rename keeps and a new file never shares, and its
+//! generation: how many times it was truncated and written again in that place. Its
+//! checkpoint keeps both, and a hash of the bytes before its offset, which tell at a
+//! restart whether the file still holds what was read (else it is the next generation)
+//! and which file a copytruncate copy was made of (see [`crate::tail`]).
 //!
 //! Record ids derive from it: `_id` = base64url(xxh3-128(identity, offset)), 22 characters,
 //! the same on any machine for the same bytes. xxh3 is not a cryptographic hash: ids assume

@@ -773,7 +773,10 @@ fn hourly_index_date_format_and_small_bulk_responses() {
     assert_eq!(templates.len(), 1, "{templates:?}");
     assert_eq!(templates[0].0, "/_index_template/shipper-hourly");
     let body: serde_json::Value = serde_json::from_str(&templates[0].1).unwrap();
-    assert_eq!(body["index_patterns"], serde_json::json!(["hourly-*", "node-*"]));
+    assert_eq!(
+        body["index_patterns"],
+        serde_json::json!(["hourly-*", "node-*"])
+    );
 }
 
 #[test]

@@ -453,7 +453,10 @@ fn agent_daemonset() {
         // /var/log read-only: the pod logs, the node's host files and its persistent
         // journal; the volatile journal beside it.
         assert!(cfg.input.pods_root.starts_with("/var/log"));
-        assert_eq!(host_mounts.remove("/var/log").map(|m| m.0), Some(Some(true)));
+        assert_eq!(
+            host_mounts.remove("/var/log").map(|m| m.0),
+            Some(Some(true))
+        );
         assert_eq!(
             host_mounts.remove("/run/log/journal").map(|m| m.0),
             Some(Some(true))

@@ -172,6 +172,21 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
+/// The journal fuzz target's base file is there and read whole (its empty input is the
+/// unmodified journal: five entries, five documents, checked inside).
+#[test]
+fn the_fuzzed_journal_is_the_example_one() {
+    let dir = example().join("host/var/log/journal");
+    let machine = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(machine.join("system.journal").is_file());
+    shipper::fuzzing::journal_file(b"");
+}
+
 #[test]
 fn dry_run_over_sample_host_files_and_journal() {
     let ex = example();

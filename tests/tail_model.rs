@@ -1,6 +1,7 @@
 //! Model-based test of the tailer: random sequences of append / half-line / rename
 //! rotation / copytruncate / delete / rescan / poll / stop / restart against real files
-//! and real checkpoints on disk. Afterwards every line written must have been read
+//! and real checkpoints on disk, for container logs and for plain-text host files whose
+//! every file starts with the same header line (first lines cannot tell them apart). Afterwards every line written must have been read
 //! exactly once, except lines of a file deleted while the agent was down (gone for
 //! everyone). While the agent is stopped files may be born, rotated and rotated again:
 //! their lines are read at the next start.
@@ -16,7 +17,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const CONTAINERS: usize = 3;
+/// Docker containers, then host files.
+const CONTAINERS: usize = 5;
+const DOCKER: usize = 3;
+/// The first line of every host file.
+const HEADER: &str = "# app log, format 1";
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -69,10 +74,14 @@ struct Container {
     identified: bool,
     /// Lines of files that were deleted (excused if the agent was down when it happened).
     deleted: Vec<String>,
+    /// A host file whose current content has no header yet.
+    fresh: bool,
 }
 
 struct World {
     root: tempfile::TempDir,
+    /// The node's `/` for host files (outside the container roots).
+    host: tempfile::TempDir,
     data: tempfile::TempDir,
     containers: Vec<Container>,
     tailer: Option<Reader>,
@@ -81,6 +90,8 @@ struct World {
     /// Lines excused because their file was deleted before the agent could read it.
     excused: Vec<String>,
     received: Vec<String>,
+    /// Every document's `_id`: never twice, header lines included.
+    ids: Vec<String>,
     seq: u64,
 }
 
@@ -95,11 +106,13 @@ impl World {
                 rotations: 0,
                 identified: false,
                 deleted: Vec::new(),
+                fresh: true,
             })
             .collect();
         let cps = Checkpoints::load(data.path()).unwrap();
         let mut w = World {
             root,
+            host: tempfile::tempdir().unwrap(),
             data,
             containers,
             tailer: None,
@@ -107,6 +120,7 @@ impl World {
             written: Vec::new(),
             excused: Vec::new(),
             received: Vec::new(),
+            ids: Vec::new(),
             seq: 0,
         };
         w.start();
@@ -115,6 +129,9 @@ impl World {
     }
 
     fn live(&self, c: usize) -> PathBuf {
+        if c >= DOCKER {
+            return self.host.path().join(format!("var/log/app{c}.log"));
+        }
         let id = &self.containers[c].id;
         self.root.path().join(id).join(format!("{id}-json.log"))
     }
@@ -128,6 +145,11 @@ impl World {
         cfg.input.read_bytes = 256;
         cfg.input.turn_budget_bytes = 300;
         cfg.input.drain_grace_ms = 0;
+        cfg.node.root = self.host.path().display().to_string();
+        cfg.node.files = (DOCKER..CONTAINERS)
+            .map(|c| format!("/var/log/app{c}.log"))
+            .collect();
+        cfg.node.journal = false;
         ReaderSettings::from_config(&cfg).unwrap()
     }
 
@@ -152,8 +174,10 @@ impl World {
 
     /// What the agent does once records are durable: checkpoints follow.
     fn commit(&mut self, out: Vec<u8>, scanned: bool) {
-        for (_, doc) in crate::util::bulk_pairs(&out) {
+        for (action, doc) in crate::util::bulk_pairs(&out) {
             self.received.push(doc["log"].as_str().unwrap().to_owned());
+            self.ids
+                .push(action["create"]["_id"].as_str().unwrap().to_owned());
         }
         let t = self.tailer.as_mut().unwrap();
         let scanned_ns = t.scanned_ns();
@@ -220,12 +244,25 @@ impl World {
     fn next_line(&mut self, c: usize) -> String {
         self.seq += 1;
         let msg = format!("c{c}-n{}", self.seq);
+        if c >= DOCKER {
+            // A new file's header first (not a line the model counts).
+            let head = match std::mem::replace(&mut self.containers[c].fresh, false) {
+                true => format!("{HEADER}\n"),
+                false => String::new(),
+            };
+            let line = format!("Jul  8 03:42:57 node-1 app[1]: {msg}");
+            self.written.push(line.clone());
+            return format!("{head}{line}\n");
+        }
         let time = format!("2024-07-08T03:42:57.{:09}Z", self.seq);
         self.written.push(msg.clone());
         docker_line(&format!("{msg}\n"), "stdout", &time)
     }
 
     fn append_raw(&self, c: usize, s: &str) {
+        if let Some(dir) = self.live(c).parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         crate::util::append(&self.live(c), s.as_bytes());
     }
 
@@ -236,8 +273,15 @@ impl World {
     }
 
     /// Lines in a live file, as written (for deletion bookkeeping).
-    fn lines_in(path: &Path) -> Vec<String> {
+    fn lines_in(path: &Path, host: bool) -> Vec<String> {
         let text = std::fs::read_to_string(path).unwrap_or_default();
+        if host {
+            return text
+                .lines()
+                .filter(|l| *l != HEADER)
+                .map(str::to_owned)
+                .collect();
+        }
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .map(|v| v["log"].as_str().unwrap().trim_end_matches('\n').to_owned())
@@ -271,14 +315,17 @@ impl World {
                 // megabytes, scans every few seconds); a file created and rotated away
                 // between two scans of a running agent is outside what a tailer can
                 // promise. A stopped agent reads what rotated meanwhile when it starts.
-                if !self.containers[c].identified && self.tailer.is_some() {
+                // A host file's first line tells nothing (the same header in every file):
+                // what the agent last saw of it does, so it sees it before it rotates.
+                if (!self.containers[c].identified || c >= DOCKER) && self.tailer.is_some() {
                     self.rescan();
                     self.past_the_scan();
                 }
                 self.containers[c].rotations += 1;
                 let k = self.containers[c].rotations;
-                let rotated =
-                    live.with_file_name(format!("{}-json.log.{k}", self.containers[c].id));
+                let name = live.file_name().unwrap().to_string_lossy().into_owned();
+                let rotated = live.with_file_name(format!("{name}.{k}"));
+                let host = c >= DOCKER;
                 match op {
                     Op::Rotate { .. } => {
                         std::fs::rename(&live, &rotated).unwrap();
@@ -297,13 +344,18 @@ impl World {
                         let dir = live.parent().unwrap();
                         for e in std::fs::read_dir(dir).unwrap() {
                             let p = e.unwrap().path();
-                            let lines = World::lines_in(&p);
+                            // A host file's directory holds the other host files too.
+                            if !p.to_string_lossy().starts_with(&*live.to_string_lossy()) {
+                                continue;
+                            }
+                            let lines = World::lines_in(&p, host);
                             self.containers[c].deleted.extend(lines);
                             std::fs::remove_file(p).unwrap();
                         }
                     }
                 }
                 self.containers[c].identified = false;
+                self.containers[c].fresh = true;
             }
             Op::Rescan => {
                 self.rescan();
@@ -363,8 +415,21 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
     }
     w.settle();
     let mut got: BTreeMap<&str, usize> = BTreeMap::new();
-    for line in &w.received {
+    for line in w.received.iter().filter(|l| *l != HEADER) {
         *got.entry(line).or_default() += 1;
+    }
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in &w.ids {
+        *ids.entry(id).or_default() += 1;
+    }
+    for (id, n) in &ids {
+        prop_assert_eq!(
+            *n,
+            1,
+            "_id {} given {} times (two files took one identity)",
+            id,
+            n
+        );
     }
     for (line, n) in &got {
         prop_assert_eq!(*n, 1, "line {} read {} times", line, n);
@@ -612,4 +677,44 @@ fn copytruncate_of_a_file_never_read_then_stop() {
         Op::Stop,
     ];
     check(&ops).unwrap();
+}
+
+/// Host files, every one starting with the same header: copytruncate seen running,
+/// then a rewrite to the very same size; a copytruncate and a rename while stopped.
+#[test]
+fn host_files_with_one_header_through_copytruncate_and_stops() {
+    use Op::*;
+    let cases: [&[Op]; 3] = [
+        &[
+            Append { c: 4, n: 1 },
+            Append { c: 0, n: 1 },
+            Restart,
+            Poll,
+            CopyTruncate { c: 4 },
+            Append { c: 4, n: 1 },
+            Poll,
+            Stop,
+        ],
+        &[
+            Append { c: 4, n: 1 },
+            Rescan,
+            Poll,
+            Append { c: 4, n: 1 },
+            CopyTruncate { c: 4 },
+            Stop,
+            Half { c: 4 },
+            Rotate { c: 4 },
+        ],
+        &[
+            Half { c: 3 },
+            Rescan,
+            Poll,
+            CopyTruncate { c: 3 },
+            Restart,
+            Stop,
+        ],
+    ];
+    for ops in cases {
+        check(ops).unwrap();
+    }
 }

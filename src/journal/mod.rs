@@ -70,6 +70,9 @@ pub struct UnitChoice {
     pub controls: Controls,
 }
 
+/// Action heads of a route, by the offset they apply from ([`Encoder::heads`]).
+type Heads = Vec<(u64, Vec<u8>)>;
+
 /// Where reading resumes: after this entry.
 #[derive(Debug, Clone)]
 struct Resume {
@@ -93,7 +96,8 @@ pub struct Journal {
     next_check: Instant,
     /// The last poll stopped at its budget: the next one goes on at once.
     behind: bool,
-    choices: HashMap<String, (UnitChoice, Vec<(u64, Vec<u8>)>)>,
+    /// What the rules decided per unit, with the action heads of its route.
+    choices: HashMap<String, (UnitChoice, Heads)>,
     stats: Arc<Stats>,
     scratch: Vec<u8>,
     warned_absent: bool,

@@ -179,7 +179,13 @@ fn volumes(
                 .into_iter()
                 .flatten(),
         )
-        .map(|d| if d.starts_with(VAR_LOG) { PathBuf::from(VAR_LOG) } else { d })
+        .map(|d| {
+            if d.starts_with(VAR_LOG) {
+                PathBuf::from(VAR_LOG)
+            } else {
+                d
+            }
+        })
         .collect();
     node_dirs.sort();
     node_dirs.dedup();
@@ -194,7 +200,13 @@ fn volumes(
         let path: String = dir
             .to_string_lossy()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let name: String = format!("host-{}", path.trim_matches('-'));
         let name = name[..name.len().min(63)].trim_end_matches('-').to_owned();

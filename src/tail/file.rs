@@ -62,10 +62,20 @@ pub struct FileTail {
     content: Content,
     pub dev: u64,
     pub ino: u64,
-    /// Device, inode and birth time: part of a host file's identity.
+    /// Device, inode and birth time: part of a host file's identity (a copy's: those
+    /// of the file it was copied from).
     place: Place,
     /// Times the file was truncated and written again: part of a host file's identity.
     pub generation: u32,
+    /// Not identified yet since it was opened (a host file looks its generation up in
+    /// the checkpoints once).
+    pub fresh: bool,
+    /// A host file's end as last seen, and a hash of the bytes before it: a file only
+    /// appended to never changes them (see [`FileTail::rewritten_since_seen`]).
+    seen_end: Option<(u64, u64)>,
+    /// The hash before the offset a position was last taken at, computed once: a file
+    /// rewritten unnoticed does not change what its checkpoint says was read.
+    tail_hash: std::cell::Cell<Option<(u64, u64)>>,
     /// The container the file belongs to: part of its identity.
     source: String,
     id: Option<FileId>,
@@ -104,6 +114,9 @@ impl FileTail {
             ino: m.ino(),
             place: Place::of(&m),
             generation: 0,
+            fresh: true,
+            seen_end: None,
+            tail_hash: std::cell::Cell::new(None),
             source,
             id: None,
             announced: false,
@@ -175,45 +188,23 @@ impl FileTail {
         self.content.len()
     }
 
-    /// Computes the identity from the first complete line (a host file's salted with
-    /// its place, see [`crate::ids`]). `None` until that line exists.
+    /// Computes the identity: a container's from its first complete line (`None` until
+    /// that line exists), a host file's from its path, place and generation (at once).
     pub fn compute_id(&self, buf: &mut Vec<u8>, limits: &ReadLimits) -> io::Result<Option<FileId>> {
-        self.compute_id_at((self.place, self.generation), buf, limits)
-    }
-
-    /// The identity the file's content would have at `place` in its `generation`: a
-    /// copy's, at the place of the file it was copied from.
-    pub fn compute_id_at(
-        &self,
-        (place, generation): (Place, u32),
-        buf: &mut Vec<u8>,
-        limits: &ReadLimits,
-    ) -> io::Result<Option<FileId>> {
-        Ok(self
-            .fingerprint(buf, limits)?
-            .map(|id| self.salt(id, (place, generation))))
-    }
-
-    /// The first-line fingerprint, before any salt. `None` until that line exists.
-    pub fn fingerprint(
-        &self,
-        buf: &mut Vec<u8>,
-        limits: &ReadLimits,
-    ) -> io::Result<Option<FileId>> {
+        if self.is_host() {
+            return Ok(Some(self.host_id(self.place, self.generation)));
+        }
         Ok(first_line(&self.content, buf, limits)?.map(|line| FileId::compute(&self.source, line)))
     }
 
-    /// The identity of fingerprint `id` at `place` in `generation` (a container's log
-    /// is its fingerprint).
-    pub fn salt(&self, id: FileId, (place, generation): (Place, u32)) -> FileId {
-        if self.is_host() {
-            id.salted(place, generation)
-        } else {
-            id
-        }
+    /// A host file's identity at `place` in `generation`: its first line is no
+    /// fingerprint (a fixed header, a second-precision stamp), its place is (see
+    /// [`crate::ids`]).
+    pub fn host_id(&self, place: Place, generation: u32) -> FileId {
+        FileId::compute(&self.source, b"").salted(place, generation)
     }
 
-    /// A host file (not a container's): its identity is salted with its place.
+    /// A host file (not a container's): its identity is its path, place and generation.
     pub fn is_host(&self) -> bool {
         self.source.starts_with("host:")
     }
@@ -222,10 +213,79 @@ impl FileTail {
         self.place
     }
 
+    /// A hash of the [`SEEN_BYTES`] before `end` (fewer at the file's start); `None`
+    /// when the file is shorter than `end`.
+    pub fn hash_before(&self, end: u64) -> io::Result<Option<u64>> {
+        let mut buf = [0u8; SEEN_BYTES as usize];
+        let from = end.saturating_sub(SEEN_BYTES);
+        let want = (end - from) as usize;
+        let n = self.content.read_full(&mut buf[..want], from)?;
+        Ok((n == want).then(|| xxhash_rust::xxh3::xxh3_64(&buf[..n])))
+    }
+
+    /// The hash before `offset`, taken the first time a position is taken there.
+    fn tail_hash_at(&self, offset: u64) -> Option<u64> {
+        match self.tail_hash.get() {
+            Some((o, h)) if o == offset => Some(h),
+            _ => {
+                let h = self.hash_before(offset).ok().flatten()?;
+                self.tail_hash.set(Some((offset, h)));
+                Some(h)
+            }
+        }
+    }
+
+    /// Whether the content before `end` is still what hashed to `hash` (a checkpoint's
+    /// [`Position::tail_hash`], a copy's).
+    pub fn holds(&self, end: u64, hash: Option<u64>) -> bool {
+        hash.is_none_or(|h| self.hash_before(end).ok().flatten() == Some(h))
+    }
+
+    /// The host file's end as last seen, and the hash before it.
+    pub fn seen_end(&self) -> Option<(u64, u64)> {
+        self.seen_end
+    }
+
+    /// Whether bytes seen before changed or went: a host file truncated (perhaps before
+    /// it was read) or truncated and written again past where it was (its first line
+    /// the same, a fixed header, so nothing else can tell). Then remembers the end at `len`. One small read when the size changed; a
+    /// container's log is known by its first line (a nanosecond stamp) and not checked.
+    pub fn rewritten_since_seen(&mut self, len: u64) -> io::Result<bool> {
+        if !self.is_host() {
+            return Ok(false);
+        }
+        if let Some((end, hash)) = self.seen_end {
+            if len < end {
+                // Truncated below what was seen (perhaps not below what was read).
+                return Ok(true);
+            }
+            if self.hash_before(end)? != Some(hash) {
+                return Ok(true);
+            }
+        }
+        self.seen_end = self.hash_before(len)?.map(|h| (len, h));
+        Ok(false)
+    }
+
+    /// Makes the file known by the place and generation of the file it was copied
+    /// from (a copytruncate copy): its identity is computed there from now on.
+    pub fn identify_as(&mut self, place: Place, generation: u32) {
+        self.place = place;
+        self.generation = generation;
+    }
+
     /// Fixes the identity and where to start reading (a checkpoint, or 0).
     pub fn start(&mut self, id: FileId, at: Option<&Position>) {
         self.id = Some(id);
         self.announced = false;
+        // What a host file holds now must not change (an unread file truncated and
+        // written again with the same first line is new content).
+        self.seen_end = None;
+        self.tail_hash
+            .set(at.and_then(|p| Some((p.offset, p.tail_hash?))));
+        if let Ok(len) = self.size() {
+            let _ = self.rewritten_since_seen(len);
+        }
         // First seen now, unless the checkpoint says when (files checkpointed before
         // that was recorded are taken as first seen now).
         self.first_seen = at.and_then(|p| p.first_seen).unwrap_or_else(Timestamp::now);
@@ -292,6 +352,8 @@ impl FileTail {
         if self.announced {
             sink(self.key, Event::Reset);
         }
+        self.seen_end = None;
+        self.tail_hash.set(None);
         self.id = None;
         self.announced = false;
         self.pos = 0;
@@ -330,6 +392,14 @@ impl FileTail {
                 len: self.checked_len.max(self.pos),
                 first_seen: Some(self.first_seen),
                 cursor: None,
+                // A host file's content before the offset, checked when it resumes (a
+                // file replaced while the agent was away may have the same first line).
+                tail_hash: if self.is_host() {
+                    self.tail_hash_at(offset)
+                } else {
+                    None
+                },
+                host: self.is_host().then_some((self.place, self.generation)),
             },
         ))
     }
@@ -472,6 +542,10 @@ impl FileTail {
         self.skip = None;
     }
 }
+
+/// Bytes before a host file's last seen end that must not change (see
+/// [`FileTail::rewritten_since_seen`]).
+const SEEN_BYTES: u64 = 64;
 
 /// Size of the first read when looking for the first line; most first lines are short.
 const FIRST_LINE_PROBE: usize = 4096;

@@ -157,6 +157,9 @@ pub struct Tail {
     closing: Vec<(FileId, std::time::SystemTime, Position)>,
     /// When the latest scan started.
     scan_started: Option<std::time::SystemTime>,
+    /// Host file identities that copies found at start-up took (copytruncate while the
+    /// agent was away): the live file goes on in its next generation.
+    claimed: HashMap<FileId, (Place, u32)>,
     /// Files identified since the last [`Tail::take_new`], with where they start.
     new: Vec<(FileId, Position)>,
     buf: Vec<u8>,
@@ -180,6 +183,7 @@ impl Tail {
             starting: Some(HashSet::new()),
             closed: Vec::new(),
             closing: Vec::new(),
+            claimed: HashMap::new(),
             scan_started: None,
             new: Vec::new(),
             buf,
@@ -321,20 +325,25 @@ impl Tail {
             }
         };
         let mut id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
-        if tail.is_host() && !self.resume.contains_key(&id) {
-            // A host file copied aside (copytruncate) while the agent was away: its
-            // content is known under the place of the live file it was copied from.
-            if let (Ok(m), Ok(Some(fp))) = (
-                fs::metadata(&f.path),
-                tail.fingerprint(&mut self.buf, &self.cfg.limits),
-            ) {
-                let place = Place::of(&m);
-                let copy = (0..MAX_GENERATIONS)
-                    .map(|g| tail.salt(fp, (place, g)))
-                    .find(|c| self.resume.contains_key(c));
-                if let Some(copy) = copy {
-                    id = copy;
-                }
+        if tail.is_host() {
+            if let Some((g, pos)) = self.newest_generation(tail.place()) {
+                // Rotated by rename: its own place, its newest generation, unless it no
+                // longer holds what that checkpoint says (truncated and written again, or
+                // the generation went on in a copy, while the agent was away).
+                let g = if self.intact(&tail, g, &pos) {
+                    g
+                } else {
+                    g + 1
+                };
+                tail.generation = g;
+                id = tail.host_id(tail.place(), g);
+            } else if let Some((place, g)) = self.copied_from(&tail, &f.path) {
+                // A copy (copytruncate while the agent was away) of a file of this path
+                // holds what that file's checkpoint says it held: it goes on under that
+                // identity.
+                tail.identify_as(place, g);
+                id = tail.host_id(place, g);
+                self.claimed.insert(id, (place, g));
             }
         }
         // The same lines twice (a `.gz` next to the file it was made from): read once.
@@ -441,29 +450,42 @@ impl Tail {
         }
         match f.compute_id(&mut self.buf, &self.cfg.limits) {
             Ok(Some(mut id)) => {
-                if f.is_host() && f.generation == 0 {
-                    // A restart: the newest generation the checkpoints know (the file
-                    // was truncated and written again before).
-                    if let Ok(Some(fp)) = f.fingerprint(&mut self.buf, &self.cfg.limits) {
-                        let place = f.place();
-                        let newest = (1..MAX_GENERATIONS)
-                            .filter(|g| self.resume.contains_key(&f.salt(fp, (place, *g))))
-                            .last();
-                        if let Some(g) = newest {
-                            id = f.salt(fp, (place, g));
-                            self.files[i].generation = g;
+                if f.is_host() && std::mem::take(&mut self.files[i].fresh) {
+                    let f = &self.files[i];
+                    // The newest generation the checkpoints know for this place, if
+                    // the file still holds what that checkpoint says (else it was
+                    // truncated, or a copy took that generation, while the agent was
+                    // away: what it holds now is the next one).
+                    if let Some((g, pos)) = self.newest_generation(f.place()) {
+                        let intact = self.intact(f, g, &pos);
+                        let g = if intact { g } else { g + 1 };
+                        if !intact {
+                            tracing::info!(path = %f.path.display(), "host file replaced while the agent was stopped; reading its new content from the start");
                         }
+                        self.files[i].generation = g;
+                        id = self.files[i].host_id(self.files[i].place(), g);
+                    }
+                }
+                let held = |id: FileId, files: &[FileTail]| {
+                    files
+                        .iter()
+                        .enumerate()
+                        .any(|(j, g)| j != i && g.id() == Some(id))
+                };
+                while held(id, &self.files) {
+                    let f = &mut self.files[i];
+                    if !f.is_host() || f.generation == u32::MAX {
+                        return;
+                    }
+                    // A copy of this host file holds its identity (copytruncate while the
+                    // agent was away): what the file holds now is its next generation.
+                    f.generation += 1;
+                    match f.compute_id(&mut self.buf, &self.cfg.limits) {
+                        Ok(Some(next)) => id = next,
+                        _ => return,
                     }
                 }
                 let f = &self.files[i];
-                let dup = self
-                    .files
-                    .iter()
-                    .enumerate()
-                    .any(|(j, g)| j != i && g.id() == Some(id));
-                if dup {
-                    return;
-                }
                 let len = f.size().unwrap_or(0);
                 let first_start = self.starting.is_some() && self.last_scan.is_none();
                 let at_end = (first_start && self.cfg.start_at_end)
@@ -499,19 +521,22 @@ impl Tail {
             return;
         }
         let truncated = len < f.offset();
-        // A different first line, or none at all where there was one: rewritten in place.
+        // A different first line, or none at all where there was one: rewritten in place;
+        // a host file also when bytes it held before changed (its first line may not).
         let rewritten = !truncated
-            && match f.compute_id(&mut self.buf, &self.cfg.limits) {
+            && (match f.compute_id(&mut self.buf, &self.cfg.limits) {
                 Ok(Some(now)) => now != id,
                 Ok(None) => true,
                 Err(_) => false,
-            };
+            } || f.rewritten_since_seen(len).unwrap_or(false));
         if !(truncated || rewritten) {
             return;
         }
         Stats::add(&self.stats.files_truncated, 1);
         tracing::info!(path = %f.path.display(), "file truncated or rewritten; reading it again from the start");
         let old = f.position();
+        // What a host file was last seen to hold: its copy holds the same.
+        let prior = f.seen_end();
         // What the file was last seen to hold past our position.
         let unread = if truncated {
             last_seen.saturating_sub(f.offset())
@@ -524,7 +549,7 @@ impl Tail {
         // (checkpoint, routes and all) until the copy is drained. Without a copy it is
         // closed here.
         let copy = match old {
-            Some((old_id, ref pos)) => self.drain_copy(i, old_id, pos, sink),
+            Some((old_id, ref pos)) => self.drain_copy(i, (old_id, pos, prior), sink),
             None => Copy::None,
         };
         match copy {
@@ -567,8 +592,7 @@ impl Tail {
     fn drain_copy(
         &mut self,
         i: usize,
-        old_id: FileId,
-        pos: &Position,
+        (old_id, pos, prior): (FileId, &Position, Option<(u64, u64)>),
         sink: &mut Sink<'_>,
     ) -> Copy {
         for sibling in rotated_siblings(&self.files[i].path) {
@@ -576,15 +600,23 @@ impl Tail {
             let Ok(mut copy) = self.files[i].sibling(key, sibling.clone()) else {
                 continue;
             };
-            // A host file's copy is known by the place of the file it was copied from:
-            // the live file, truncated in place.
-            let at = (self.files[i].place(), self.files[i].generation);
-            let Ok(Some(id)) = copy.compute_id_at(at, &mut self.buf, &self.cfg.limits) else {
-                continue;
+            let live = &self.files[i];
+            let same = if live.is_host() {
+                // A host file's copy holds what the file was last seen to hold, and goes
+                // on as the file it was copied from.
+                let at = (live.place(), live.generation);
+                let same = prior.is_some_and(|(end, hash)| copy.holds(end, Some(hash)));
+                if same {
+                    copy.identify_as(at.0, at.1);
+                }
+                same
+            } else {
+                matches!(copy.compute_id(&mut self.buf, &self.cfg.limits), Ok(Some(id)) if id == old_id)
             };
-            if id != old_id {
+            if !same {
                 continue;
             }
+            let id = old_id;
             if copy.size().map(|l| l <= pos.offset).unwrap_or(true) {
                 return Copy::Read(copy.modified());
             }
@@ -792,9 +824,58 @@ impl Tail {
     }
 }
 
-/// Host file generations looked for when a file is identified (a daily copytruncate
-/// for 179 years; about a millisecond of hashing per host file identified).
-const MAX_GENERATIONS: u32 = 1 << 16;
+impl Tail {
+    /// The newest generation at `place` that the checkpoints hold (with its position)
+    /// or that a copy took (with none: that content is the copy's).
+    fn newest_generation(&self, place: Place) -> Option<(u32, Position)> {
+        let taken = self
+            .claimed
+            .values()
+            .filter(|(pl, _)| *pl == place)
+            .map(|(_, g)| (*g, Position::at(u64::MAX, None, PathBuf::new())));
+        self.resume
+            .values()
+            .filter_map(|p| Some((p.host?, p)))
+            .filter(|((pl, _), _)| *pl == place)
+            .map(|((_, g), p)| (g, p.clone()))
+            .chain(taken)
+            .max_by_key(|(g, _)| *g)
+    }
+
+    /// Whether host file `f` is still generation `g`, at checkpoint `pos`: no copy took
+    /// that generation, and the file holds what the checkpoint says it held.
+    fn intact(&self, f: &FileTail, g: u32, pos: &Position) -> bool {
+        let len = f.size().unwrap_or(0);
+        !self.claimed.contains_key(&f.host_id(f.place(), g))
+            && pos.offset <= len
+            && f.holds(pos.offset, pos.tail_hash)
+    }
+
+    /// The place and generation of the checkpointed file of `live`'s path whose content
+    /// `copy` holds (the most of it, when several), not taken by another copy.
+    fn copied_from(&self, copy: &FileTail, live: &Path) -> Option<(Place, u32)> {
+        let name = live.file_name()?.to_string_lossy().into_owned();
+        let len = copy.size().ok()?;
+        let written_since = self.last_scan.is_some_and(|t| copy.modified() > t);
+        self.resume
+            .iter()
+            .filter(|(id, _)| !self.claimed.contains_key(*id))
+            .filter_map(|(_, p)| Some((p.host?, p)))
+            .filter(|(_, p)| {
+                p.path.parent() == live.parent()
+                    && p.path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&name))
+            })
+            // The checkpoint saw this copy where it is now; or the copy was made after the
+            // last scan (a file read and closed before is not a copy) and holds what the
+            // checkpoint says its file held.
+            .filter(|(_, p)| p.path == copy.path || (p.offset > 0 && written_since))
+            .filter(|(_, p)| len >= p.offset && copy.holds(p.offset, p.tail_hash))
+            .max_by_key(|(_, p)| (p.path == copy.path, p.offset))
+            .map(|(host, _)| host)
+    }
+}
 
 /// Whether a file name is never a log source (compressed or temporary rotations).
 pub fn is_ignored(name: &str) -> bool {

@@ -51,9 +51,14 @@ fn klog_header(s: &[u8]) -> Option<Timestamp> {
         return None;
     }
     let year = i32::try_from(num(&s[0..4])?).ok()?;
-    let t = NaiveDate::from_ymd_opt(year, num(&s[5..7])?, num(&s[8..10])?)?
-        .and_hms_opt(num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?)?;
-    Some(Timestamp::from_unix_nanos(t.and_utc().timestamp_nanos_opt()?))
+    let t = NaiveDate::from_ymd_opt(year, num(&s[5..7])?, num(&s[8..10])?)?.and_hms_opt(
+        num(&s[11..13])?,
+        num(&s[14..16])?,
+        num(&s[17..19])?,
+    )?;
+    Some(Timestamp::from_unix_nanos(
+        t.and_utc().timestamp_nanos_opt()?,
+    ))
 }
 
 /// `Lmmdd hh:mm:ss.uuuuuu`.
