@@ -285,6 +285,106 @@ fn dry_run_over_sample_host_files_and_journal() {
     assert!(!String::from_utf8_lossy(&off.stdout).contains("node-2024"));
 }
 
+/// `[[rules]]` select node logs by kind and path or unit, for the same settings as
+/// container logs: exclusion, a line filter, redaction, the index.
+#[test]
+fn rules_select_host_files_and_journal_units() {
+    let ex = example();
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("shipper.toml");
+    write(
+        &cfg,
+        br#"
+[redact]
+builtins = []
+[redact.patterns.pod]
+regex = 'pod="([^"]+)"'
+
+[[rules]]
+name = "no-proxy"
+source = "host"
+path = "/var/log/kube-proxy*"
+exclude = true
+
+[[rules]]
+name = "kubelet-errors"
+source = "host"
+path = "/var/log/kubelet.log"
+keep = '^E'
+
+[[rules]]
+name = "kernel-apart"
+source = "journal"
+unit = "kernel"
+index = "node-kernel"
+
+[[rules]]
+name = "no-containerd"
+source = "journal"
+unit = "containerd.*"
+exclude = true
+
+[[rules]]
+name = "containers-are-not-node-logs"
+exclude = true
+"#,
+    );
+    let o = run(shipper()
+        .arg("--dry-run")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--docker-root")
+        .arg(ex.join("docker/containers"))
+        .arg("--pods-root")
+        .arg(ex.join("pods"))
+        .arg("--node-root")
+        .arg(ex.join("host")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pairs = bulk_pairs(&o.stdout);
+    let index = |a: &serde_json::Value| a["create"]["_index"].as_str().unwrap().to_owned();
+    let paths: Vec<&str> = pairs
+        .iter()
+        .filter_map(|(_, d)| d["path"].as_str())
+        .collect();
+    assert!(!paths.contains(&"/var/log/kube-proxy.log"), "excluded");
+    let kubelet: Vec<&serde_json::Value> = pairs
+        .iter()
+        .map(|(_, d)| d)
+        .filter(|d| d["path"] == "/var/log/kubelet.log")
+        .collect();
+    assert_eq!(kubelet.len(), 1, "only the error line is kept: {kubelet:?}");
+    assert_eq!(
+        kubelet[0]["log"],
+        r#"E0708 03:42:58.000321    1234 pod_workers.go:1298] "Error syncing pod, skipping" err="CrashLoopBackOff" pod="[REDACTED]""#
+    );
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| **p == "/var/log/containerd.log")
+            .count(),
+        2
+    );
+    let units: Vec<(String, &str)> = pairs
+        .iter()
+        .filter(|(_, d)| d.get("systemd").is_some())
+        .map(|(a, d)| (index(a), d["systemd"]["unit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        units,
+        [
+            ("node-2024.07.08".to_owned(), "kubelet.service"),
+            ("node-kernel-2024.07.08".to_owned(), "kernel"),
+            ("node-2024.07.08".to_owned(), "kubelet.service"),
+        ]
+    );
+    assert!(
+        pairs.iter().all(|(a, _)| index(a).starts_with("node")),
+        "the catch-all rule excludes container logs only"
+    );
+    let sum = summary(&stderr(&o));
+    assert_eq!(sum["records_dropped"], 7, "kubelet.log's other lines");
+}
+
 #[test]
 fn journal_through_appends_rotation_vacuum_and_restarts() {
     let Some(tool) = journal_remote() else { return };
