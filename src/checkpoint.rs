@@ -30,6 +30,17 @@ const KIND: crate::state_file::Kind = crate::state_file::Kind {
 /// Why checkpoints could not be read or written.
 pub type CheckpointError = crate::state_file::StateFileError;
 
+/// A host file's places (see [`Position::host`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPlace {
+    /// The place its identity is salted with: the file's own, or for a copytruncate
+    /// copy the file it was copied from.
+    pub identity: crate::ids::Place,
+    pub generation: u32,
+    /// Where the file itself is.
+    pub at: crate::ids::Place,
+}
+
 /// Where to resume one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
@@ -60,8 +71,9 @@ pub struct Position {
     /// file may have been replaced by one with the same first line).
     pub tail_hash: Option<u64>,
     /// A host file's: the place and generation its identity is salted with (see
-    /// [`crate::ids`]), so a restart finds the entry of a file, or of what a copy held.
-    pub host: Option<(crate::ids::Place, u32)>,
+    /// [`crate::ids`]), and the place of the file itself (a copy's differs), so a
+    /// restart finds the entry of a file wherever it was renamed, and of what a copy held.
+    pub host: Option<HostPlace>,
 }
 
 impl Position {
@@ -117,9 +129,9 @@ struct Entry {
     /// A host file's hash of the bytes before `offset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tail_hash: Option<u64>,
-    /// A host file's `[dev, inode, birth ns, generation]`.
+    /// A host file's `[dev, inode, birth ns, generation, its own dev, inode, birth ns]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    host: Option<[u64; 4]>,
+    host: Option<[u64; 7]>,
 }
 
 /// The in-memory checkpoint table and its file.
@@ -438,9 +450,18 @@ fn encode(map: &BTreeMap<FileId, Position>, scanned_ns: Option<u64>) -> Vec<u8> 
                 first_seen: p.first_seen.map(|t| t.to_string()),
                 cursor: p.cursor.clone(),
                 tail_hash: p.tail_hash,
-                host: p
-                    .host
-                    .map(|(pl, g)| [pl.dev, pl.ino, pl.born_ns, u64::from(g)]),
+                host: p.host.map(|h| {
+                    let (i, a) = (h.identity, h.at);
+                    [
+                        i.dev,
+                        i.ino,
+                        i.born_ns,
+                        u64::from(h.generation),
+                        a.dev,
+                        a.ino,
+                        a.born_ns,
+                    ]
+                }),
             })
             .collect(),
     };
@@ -509,12 +530,17 @@ fn decode_table(path: &Path, bytes: &[u8]) -> Result<Table, CheckpointError> {
                 first_seen,
                 cursor: e.cursor,
                 tail_hash: e.tail_hash,
-                host: e.host.map(|[dev, ino, born_ns, g]| {
-                    (
-                        crate::ids::Place { dev, ino, born_ns },
-                        u32::try_from(g).unwrap_or(u32::MAX),
-                    )
-                }),
+                host: e
+                    .host
+                    .map(|[dev, ino, born_ns, g, adev, aino, aborn]| HostPlace {
+                        identity: crate::ids::Place { dev, ino, born_ns },
+                        generation: u32::try_from(g).unwrap_or(u32::MAX),
+                        at: crate::ids::Place {
+                            dev: adev,
+                            ino: aino,
+                            born_ns: aborn,
+                        },
+                    }),
             },
         );
     }

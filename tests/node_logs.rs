@@ -385,6 +385,69 @@ exclude = true
     assert_eq!(sum["records_dropped"], 7, "kubelet.log's other lines");
 }
 
+/// More entries than one poll reads (4096): a dry-run reads them all; systemd's own
+/// messages about a chosen unit (PID 1, `UNIT=`) are that unit's, as `journalctl -u`
+/// has them; units are configured without their `.service`.
+#[test]
+fn dry_run_reads_a_long_journal_and_systemds_words_about_a_unit() {
+    let Some(tool) = journal_remote() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let file = t
+        .path()
+        .join("var/log/journal/5f2c0b1e9d8a4c7b8e6f1a2b3c4d5e6f/system.journal");
+    let many = entries("many", 0, 9000);
+    journal_append(&tool, &file, &many);
+    let mut export = String::new();
+    export += &format!(
+        "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=1\n_BOOT_ID={BOOT}\n_PID=1\n_UID=0\n_SYSTEMD_UNIT=init.scope\n_TRANSPORT=journal\nSYSLOG_IDENTIFIER=systemd\nUNIT=kubelet.service\nPRIORITY=4\nMESSAGE=kubelet.service: Main process exited, code=exited, status=1/FAILURE\n\n",
+        now_usec() + 100_000
+    );
+    let mut child = Command::new(&tool)
+        .arg("-o")
+        .arg(&file)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(export.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let o = run(shipper()
+        .args([
+            "--dry-run",
+            "--docker-root",
+            "/nonexistent",
+            "--pods-root",
+            "/nonexistent",
+        ])
+        .arg("--node-root")
+        .arg(t.path())
+        .env("SHIPPER_NODE_FILES", "")
+        .env("SHIPPER_NODE_JOURNAL_UNITS", "kubelet,kernel"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let docs: Vec<serde_json::Value> = bulk_pairs(&o.stdout).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(
+        docs.len(),
+        shipped(&many).len() + 1,
+        "every chosen entry, past a page"
+    );
+    let last = docs.last().unwrap();
+    assert_eq!(last["systemd"]["unit"], "kubelet.service");
+    assert!(last["log"]
+        .as_str()
+        .unwrap()
+        .contains("Main process exited"));
+    let sum = summary(&stderr(&o));
+    assert_eq!(sum["journal_entries"], 9001);
+}
+
 #[test]
 fn journal_through_appends_rotation_vacuum_and_restarts() {
     let Some(tool) = journal_remote() else { return };

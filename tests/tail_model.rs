@@ -413,6 +413,11 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
     for op in ops {
         w.apply(op);
     }
+    verify(w)
+}
+
+/// Settles `w`, then checks every line was read exactly once and no `_id` twice.
+fn verify(mut w: World) -> Result<(), TestCaseError> {
     w.settle();
     let mut got: BTreeMap<&str, usize> = BTreeMap::new();
     for line in w.received.iter().filter(|l| *l != HEADER) {
@@ -717,4 +722,28 @@ fn host_files_with_one_header_through_copytruncate_and_stops() {
     for ops in cases {
         check(ops).unwrap();
     }
+}
+
+/// A copytruncate copy being read when the agent stops, renamed while it is stopped
+/// (logrotate shifting `.1` to `.2`): found by its own place, read on from where it was.
+#[test]
+fn host_copy_renamed_while_stopped_is_read_on() {
+    use Op::*;
+    let mut w = World::new();
+    for op in [
+        Append { c: 4, n: 3 },
+        Rescan,
+        Poll,
+        Append { c: 4, n: 2 },
+        CopyTruncate { c: 4 },
+        // The truncation is seen and the copy opened, not read yet.
+        Rescan,
+        Stop,
+    ] {
+        w.apply(&op);
+    }
+    let copy = w.live(4).with_file_name("app4.log.1");
+    assert!(copy.exists());
+    std::fs::rename(&copy, w.live(4).with_file_name("app4.log.7")).unwrap();
+    verify(w).unwrap();
 }

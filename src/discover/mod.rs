@@ -341,10 +341,39 @@ impl Waker {
         use notify::Watcher;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut errors = Vec::new();
+        // Host files' directories are watched for the configured files only (`/var/log`
+        // is written to all the time by other programs).
+        let host: Vec<(PathBuf, globset::GlobMatcher)> = roots
+            .host
+            .iter()
+            .filter_map(|p| {
+                let p = Path::new(p);
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                let glob = globset::Glob::new(&name).ok()?.compile_matcher();
+                Some((p.parent()?.to_owned(), glob))
+            })
+            .collect();
+        let unrelated = move |path: &Path| {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                return false;
+            };
+            let name = name.to_string_lossy();
+            let ours = host.iter().filter(|(d, _)| d == dir).any(|(_, g)| {
+                // The file, or a rotation of it (`kubelet.log.1`: a rename to watch).
+                g.is_match(&*name)
+                    || name
+                        .rfind(['.', '-'])
+                        .is_some_and(|i| g.is_match(&name[..i]))
+            });
+            host.iter().any(|(d, _)| d == dir) && !ours
+        };
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own reads raise access events: waking on them would spin the loop.
             if let Ok(ev) = &res {
                 if matches!(ev.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                if !ev.paths.is_empty() && ev.paths.iter().all(|p| unrelated(p)) {
                     return;
                 }
             }

@@ -93,6 +93,11 @@ pub const RESERVED_KEYS: &[&str] = &[
     "docker",
     "kubernetes",
     "shipper",
+    // The node's own logs' (a host file's path, a journal entry's fields).
+    "path",
+    "systemd",
+    "syslog",
+    "priority",
 ];
 
 /// Structured fields parsed from a record's text (see [`crate::record::fields`]),

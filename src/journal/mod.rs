@@ -101,6 +101,9 @@ pub struct Journal {
     stats: Arc<Stats>,
     scratch: Vec<u8>,
     warned_absent: bool,
+    /// The position moved with no document before it (a start at the journal's end):
+    /// it can be saved at once ([`Journal::take_moved`]).
+    moved: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -151,6 +154,7 @@ impl Journal {
             stats,
             scratch: Vec::new(),
             warned_absent: false,
+            moved: false,
         }
     }
 
@@ -165,6 +169,16 @@ impl Journal {
             return Duration::ZERO;
         }
         self.next_check.saturating_duration_since(Instant::now())
+    }
+
+    /// The position, when it moved with no document before it (saved at once, as a new
+    /// file's start is).
+    pub fn take_moved(&mut self) -> Option<(FileId, Position)> {
+        if std::mem::take(&mut self.moved) {
+            self.position()
+        } else {
+            None
+        }
     }
 
     /// Makes the next poll look at the journal whatever the time.
@@ -194,17 +208,19 @@ impl Journal {
         choose: &mut dyn FnMut(&str) -> UnitChoice,
     ) {
         let now = Instant::now();
-        if !self.behind && now < self.next_check {
+        let behind = std::mem::take(&mut self.behind);
+        if !behind && now < self.next_check {
             return;
         }
-        self.behind = false;
         self.next_check = now + self.settings.poll;
-        if !self.reopen_if_changed() {
-            return;
-        }
+        // New entries change the files; a poll that stopped at its budget goes on.
+        let changed = self.reopen_if_changed();
         let Some(journal) = self.journal.clone() else {
             return;
         };
+        if !(changed || behind) {
+            return;
+        }
         if self.at.is_none() && self.settings.start_at_end {
             self.settings.start_at_end = false;
             self.skip_to_end(&journal);
@@ -260,7 +276,7 @@ impl Journal {
     }
 
     /// Reopens the journal when its files changed (new entries, a rotation, a vacuum).
-    /// Returns whether there is a journal to read.
+    /// Returns whether it did.
     fn reopen_if_changed(&mut self) -> bool {
         let files = journal_files(&self.settings.paths);
         if files.is_empty() {
@@ -321,6 +337,8 @@ impl Journal {
                     realtime_usec: last.realtime_usec(),
                     time: usec_time(last.realtime_usec()),
                 });
+                // Nothing before it is shipped: the position is safe as it is.
+                self.moved = true;
                 tracing::info!("journal read from its end (input.start_at = \"end\")");
             }
         }
@@ -371,9 +389,14 @@ impl Journal {
                 time,
             });
         }
-        let unit = unit(e);
         let units = &self.settings.units;
-        if !units.is_empty() && !units.iter().any(|u| u == unit) {
+        let own = unit(e);
+        let unit = match about(e) {
+            // systemd speaking of a chosen unit: that unit's entry.
+            Some(u) if !units.is_empty() && !units.iter().any(|c| c == own) => u,
+            _ => own,
+        };
+        if !units.is_empty() && !units.iter().any(|c| c == unit) {
             return;
         }
         counts.lines += 1;
@@ -445,6 +468,32 @@ fn unit(e: &sdjournal::EntryRef) -> &str {
         return "kernel";
     }
     text("SYSLOG_IDENTIFIER").unwrap_or("unknown")
+}
+
+/// The unit an entry is about, when systemd or the kernel speaks of one (as `journalctl
+/// -u` matches them): `UNIT` in PID 1's messages ("kubelet.service: Main process
+/// exited"), `OBJECT_SYSTEMD_UNIT` and `COREDUMP_UNIT` from root's.
+fn about(e: &sdjournal::EntryRef) -> Option<&str> {
+    let text = |k: &str| e.get(k).and_then(|v| std::str::from_utf8(v).ok());
+    if text("_PID") == Some("1") {
+        if let Some(u) = text("UNIT") {
+            return Some(u);
+        }
+    }
+    if text("_UID") == Some("0") {
+        return text("OBJECT_SYSTEMD_UNIT").or_else(|| text("COREDUMP_UNIT"));
+    }
+    None
+}
+
+/// A unit name as configured: a name without a type is a service (`kubelet` →
+/// `kubelet.service`), as `journalctl -u` takes it.
+pub fn unit_name(name: &str) -> String {
+    if name == "kernel" || name.contains('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.service")
+    }
 }
 
 /// The record id's hash: the same entry in any file that holds it.

@@ -269,7 +269,18 @@ impl Sleep {
         .flatten()
         .min()
         .unwrap_or(Duration::ZERO);
-        if linger.is_none() && wait >= RELEASE_AFTER && !self.released {
+        // The journal's periodic look is no work in flight.
+        let quiet = [
+            downstream,
+            reader.busy_deadline(),
+            reader.waiting_for_metadata().then_some(METADATA_POLL),
+            Some(outbox.rescan_left()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::ZERO);
+        if linger.is_none() && quiet >= RELEASE_AFTER && !self.released {
             // Going quiet: the spare chunk buffers and the free heap go back to the
             // system, so an idle agent holds what it uses.
             while outbox.handover.pool.try_recv().is_ok() {}

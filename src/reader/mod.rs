@@ -126,7 +126,12 @@ impl ReaderSettings {
                     .iter()
                     .map(|p| PathBuf::from(cfg.node.under_root(p)))
                     .collect(),
-                units: cfg.node.journal_units.clone(),
+                units: cfg
+                    .node
+                    .journal_units
+                    .iter()
+                    .map(|u| crate::journal::unit_name(u))
+                    .collect(),
                 poll: std::time::Duration::from_millis(cfg.node.journal_poll_ms),
                 start_at_end: i.start_at == crate::config::StartAt::End,
                 max_record_bytes,
@@ -496,10 +501,12 @@ impl Reader {
         let mut resume = resume;
         // The journal's position is not a file's: the tail never sees it.
         let at = resume.positions.remove(&crate::journal::id());
-        let journal = settings
-            .journal
-            .clone()
-            .map(|j| crate::journal::Journal::new(j, settings.encoder.clone(), at, stats.clone()));
+        let first_start = resume.last_scan.is_none();
+        let journal = settings.journal.clone().map(|mut j| {
+            // As for files: the end only on the very first start, never again.
+            j.start_at_end &= first_start;
+            crate::journal::Journal::new(j, settings.encoder.clone(), at, stats.clone())
+        });
         let tail = Tail::new(settings.tail.clone(), resume, stats.clone());
         Reader {
             journal,
@@ -724,9 +731,17 @@ impl Reader {
     }
 
     /// When the reader next needs the clock, as a wait from now: a multiline group that
-    /// may expire, a rate-limited container whose bucket refills, or a draining file
-    /// whose grace period ends.
+    /// may expire, a rate-limited container whose bucket refills, a draining file whose
+    /// grace period ends, or the journal's next look.
     pub fn next_deadline(&self) -> Option<std::time::Duration> {
+        let journal = self.journal.as_ref().map(|j| j.next_deadline());
+        [self.busy_deadline(), journal].into_iter().flatten().min()
+    }
+
+    /// [`Reader::next_deadline`] without the journal's periodic look (which is no work
+    /// in flight: an idle agent that looks at the journal every second still gives its
+    /// spare memory back).
+    pub fn busy_deadline(&self) -> Option<std::time::Duration> {
         let group = self
             .files
             .values()
@@ -736,16 +751,10 @@ impl Reader {
                 let now = crate::timestamp::now_nanos();
                 std::time::Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
             });
-        let journal = self.journal.as_ref().map(|j| j.next_deadline());
-        [
-            group,
-            self.tail.next_refill(),
-            self.tail.next_close(),
-            journal,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [group, self.tail.next_refill(), self.tail.next_close()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether some file is waiting for its pod to appear in the metadata cache.
@@ -896,7 +905,9 @@ impl Reader {
     /// Files identified since the last call, at the position they start from (see
     /// [`Tail::take_new`]).
     pub fn take_new(&mut self) -> Vec<(FileId, Position)> {
-        self.tail.take_new()
+        let mut out = self.tail.take_new();
+        out.extend(self.journal.as_mut().and_then(|j| j.take_moved()));
+        out
     }
 
     /// Identities of files closed (or restarted) since the last call, as of the scan

@@ -238,6 +238,10 @@ pub struct RecordStream {
     /// Lines before this offset were read before (this stream reads them again after a
     /// release): not counted again.
     replayed_below: u64,
+    /// What the last look ahead for a good line found: for lines before this offset,
+    /// the next good line's time (or none in the rest of the pass). Without it a file
+    /// with no good line would search the rest of the pass for every line.
+    ahead: Option<(u64, Option<Timestamp>)>,
 }
 
 /// Encodes documents, in file order: a document waits while a group that began before
@@ -488,6 +492,7 @@ impl RecordStream {
             },
             restart: None,
             replayed_below: 0,
+            ahead: None,
             settings: file,
             next_settings: None,
             groups: Default::default(),
@@ -826,7 +831,7 @@ impl RecordStream {
             // the nearest good line before it (DESIGN's rule, as for unparseable lines).
             Err(ParseError::NoTimestamp) => Ok((
                 parse::Line {
-                    time: self.timeless(after, now),
+                    time: self.timeless((offset + line.len() as u64 + 1, after), now),
                     stream: Stream::Stdout,
                     partial: false,
                     text: Text::Raw(line),
@@ -873,7 +878,7 @@ impl RecordStream {
                 // DESIGN: an unparseable line takes the time of the nearest good line
                 // before it in this file, else the next one read in the same pass, else
                 // the file's first-seen time, so replays pick the same daily index.
-                let time = self.timeless(after, now);
+                let time = self.timeless((offset + line.len() as u64 + 1, after), now);
                 let (text, capped) = cap_text(Text::Raw(line), self.merger.cap());
                 out.counts.parse_errors += 1;
                 let doc = Doc {
@@ -895,12 +900,23 @@ impl RecordStream {
     /// The time of a line without one of its own: the nearest good line's before it
     /// in this file, else the next one read in the same pass, else the file's
     /// first-seen time, so replays pick the same daily index.
-    fn timeless(&self, after: &[u8], now: Timestamp) -> Timestamp {
-        let reference = self.first_seen.unwrap_or(now).unix_nanos();
-        self.last_time
-            .or_else(|| next_good_time(self.format, after, reference))
-            .or(self.first_seen)
-            .unwrap_or(now)
+    /// `after` starts at offset `from`.
+    fn timeless(&mut self, (from, after): (u64, &[u8]), now: Timestamp) -> Timestamp {
+        if let Some(t) = self.last_time {
+            return t;
+        }
+        let next = match self.ahead {
+            Some((until, t)) if from <= until => t,
+            _ => {
+                let reference = self.first_seen.unwrap_or(now).unix_nanos();
+                let found = next_good_time(self.format, after, reference);
+                let until = found.map_or(after.len(), |(at, _)| at) as u64;
+                let t = found.map(|(_, t)| t);
+                self.ahead = Some((from + until, t));
+                t
+            }
+        };
+        next.or(self.first_seen).unwrap_or(now)
     }
 
     /// Encodes a closed group.
@@ -1014,11 +1030,19 @@ fn group_doc(
 
 /// The time of the first line in `after` that parses (detecting the format if the file's
 /// is not known yet).
-fn next_good_time(format: Option<Format>, after: &[u8], reference: i64) -> Option<Timestamp> {
+/// Where in `after` it starts.
+fn next_good_time(
+    format: Option<Format>,
+    after: &[u8],
+    reference: i64,
+) -> Option<(usize, Timestamp)> {
+    let mut at = 0;
     after.split(|&b| b == b'\n').find_map(|l| {
+        let start = at;
+        at += l.len() + 1;
         parse_line(format.or_else(|| Format::detect(l))?, l, reference)
             .ok()
-            .map(|p| p.time)
+            .map(|p| (start, p.time))
     })
 }
 

@@ -65,6 +65,8 @@ pub struct FileTail {
     /// Device, inode and birth time: part of a host file's identity (a copy's: those
     /// of the file it was copied from).
     place: Place,
+    /// The file's own device, inode and birth time.
+    own: Place,
     /// Times the file was truncated and written again: part of a host file's identity.
     pub generation: u32,
     /// Not identified yet since it was opened (a host file looks its generation up in
@@ -113,6 +115,7 @@ impl FileTail {
             dev: m.dev(),
             ino: m.ino(),
             place: Place::of(&m),
+            own: Place::of(&m),
             generation: 0,
             fresh: true,
             seen_end: None,
@@ -209,8 +212,14 @@ impl FileTail {
         self.source.starts_with("host:")
     }
 
+    /// The place a host file's identity is salted with (see [`FileTail::identify_as`]).
     pub fn place(&self) -> Place {
         self.place
+    }
+
+    /// Where the file itself is.
+    pub fn own_place(&self) -> Place {
+        self.own
     }
 
     /// A hash of the [`SEEN_BYTES`] before `end` (fewer at the file's start); `None`
@@ -399,7 +408,11 @@ impl FileTail {
                 } else {
                     None
                 },
-                host: self.is_host().then_some((self.place, self.generation)),
+                host: self.is_host().then_some(crate::checkpoint::HostPlace {
+                    identity: self.place,
+                    generation: self.generation,
+                    at: self.own,
+                }),
             },
         ))
     }

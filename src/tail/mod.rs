@@ -326,17 +326,23 @@ impl Tail {
         };
         let mut id = tail.compute_id(&mut self.buf, &self.cfg.limits).ok()??;
         if tail.is_host() {
-            if let Some((g, pos)) = self.newest_generation(tail.place()) {
+            let own = tail.own_place();
+            if let Some(h) = self.known_at(own).filter(|h| h.identity != own) {
+                // A copy being read, renamed since: it goes on as what it copied.
+                tail.identify_as(h.identity, h.generation);
+                id = tail.host_id(h.identity, h.generation);
+                self.claimed.insert(id, (h.identity, h.generation));
+            } else if let Some((g, pos)) = self.newest_generation(own) {
                 // Rotated by rename: its own place, its newest generation, unless it no
-                // longer holds what that checkpoint says (truncated and written again, or
-                // the generation went on in a copy, while the agent was away).
+                // longer holds what that checkpoint says (truncated and written again,
+                // or the generation went on in a copy, while the agent was away).
                 let g = if self.intact(&tail, g, &pos) {
                     g
                 } else {
                     g + 1
                 };
                 tail.generation = g;
-                id = tail.host_id(tail.place(), g);
+                id = tail.host_id(own, g);
             } else if let Some((place, g)) = self.copied_from(&tail, &f.path) {
                 // A copy (copytruncate while the agent was away) of a file of this path
                 // holds what that file's checkpoint says it held: it goes on under that
@@ -595,7 +601,11 @@ impl Tail {
         (old_id, pos, prior): (FileId, &Position, Option<(u64, u64)>),
         sink: &mut Sink<'_>,
     ) -> Copy {
-        for sibling in rotated_siblings(&self.files[i].path) {
+        // Newest first: the copy was just made, an older rotation may start alike.
+        let mut siblings = rotated_siblings_with_gz(&self.files[i].path);
+        siblings.retain(|p| !is_ignored(&p.to_string_lossy()));
+        siblings.reverse();
+        for sibling in siblings {
             let key = self.key();
             let Ok(mut copy) = self.files[i].sibling(key, sibling.clone()) else {
                 continue;
@@ -605,7 +615,11 @@ impl Tail {
                 // A host file's copy holds what the file was last seen to hold, and goes
                 // on as the file it was copied from.
                 let at = (live.place(), live.generation);
-                let same = prior.is_some_and(|(end, hash)| copy.holds(end, Some(hash)));
+                // What was read (its checkpoint's hash), else what was seen.
+                let read = pos.offset > 0
+                    && pos.tail_hash.is_some()
+                    && copy.holds(pos.offset, pos.tail_hash);
+                let same = read || prior.is_some_and(|(end, hash)| copy.holds(end, Some(hash)));
                 if same {
                     copy.identify_as(at.0, at.1);
                 }
@@ -836,10 +850,19 @@ impl Tail {
         self.resume
             .values()
             .filter_map(|p| Some((p.host?, p)))
-            .filter(|((pl, _), _)| *pl == place)
-            .map(|((_, g), p)| (g, p.clone()))
+            .filter(|(h, _)| h.identity == place)
+            .map(|(h, p)| (h.generation, p.clone()))
             .chain(taken)
             .max_by_key(|(g, _)| *g)
+    }
+
+    /// The places of the newest checkpoint of the host file at `at` (its own place).
+    fn known_at(&self, at: Place) -> Option<crate::checkpoint::HostPlace> {
+        self.resume
+            .values()
+            .filter_map(|p| p.host)
+            .filter(|h| h.at == at)
+            .max_by_key(|h| h.generation)
     }
 
     /// Whether host file `f` is still generation `g`, at checkpoint `pos`: no copy took
@@ -860,7 +883,7 @@ impl Tail {
         self.resume
             .iter()
             .filter(|(id, _)| !self.claimed.contains_key(*id))
-            .filter_map(|(_, p)| Some((p.host?, p)))
+            .filter_map(|(_, p)| Some(((p.host?.identity, p.host?.generation), p)))
             .filter(|(_, p)| {
                 p.path.parent() == live.parent()
                     && p.path
@@ -884,6 +907,7 @@ pub fn is_ignored(name: &str) -> bool {
 
 /// Rotated siblings of a live log file (`x-json.log.1`, `0.log.20240708-034200`,
 /// `kubelet.log-20240708`), sorted by name. Compressed and temporary files are left out.
+#[cfg(test)]
 pub fn rotated_siblings(live: &Path) -> Vec<PathBuf> {
     siblings(live, false)
 }
