@@ -362,7 +362,7 @@ impl Default for Node {
             journal_paths: strings(DEFAULT_JOURNAL_PATHS),
             journal_units: strings(DEFAULT_JOURNAL_UNITS),
             index_prefix: "node".into(),
-            journal_poll_ms: 250,
+            journal_poll_ms: 1000,
         }
     }
 }
