@@ -61,6 +61,11 @@ fn journal_append(tool: &Path, file: &Path, entries: &[Entry<'_>]) {
         }
         export += &format!("MESSAGE={}\n\n", e.message);
     }
+    journal_write(tool, file, &export);
+}
+
+/// Appends entries in journald's export format to the journal file `file`.
+fn journal_write(tool: &Path, file: &Path, export: &str) {
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let mut child = Command::new(tool)
         .arg("-o")
@@ -117,18 +122,10 @@ fn shipped(entries: &[Entry<'_>]) -> Vec<String> {
 
 /// Every document's `_source` in indices matching `pattern` (at most 10 000).
 fn es_sources(url: &str, pattern: &str) -> Vec<serde_json::Value> {
-    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}});
-    let r: serde_json::Value = http()
-        .post(format!("{url}/{pattern}/_search"))
-        .json(&body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    r["hits"]["hits"]
-        .as_array()
-        .map(|h| h.iter().map(|h| h["_source"].clone()).collect())
-        .unwrap_or_default()
+    es_search(url, pattern, None)
+        .into_iter()
+        .map(|h| h["_source"].clone())
+        .collect()
 }
 
 /// Waits until `node-*` holds exactly `want` (as a multiset of `log`), then checks it.
@@ -402,23 +399,7 @@ fn dry_run_reads_a_long_journal_and_systemds_words_about_a_unit() {
         "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=1\n_BOOT_ID={BOOT}\n_PID=1\n_UID=0\n_SYSTEMD_UNIT=init.scope\n_TRANSPORT=journal\nSYSLOG_IDENTIFIER=systemd\nUNIT=kubelet.service\nPRIORITY=4\nMESSAGE=kubelet.service: Main process exited, code=exited, status=1/FAILURE\n\n",
         now_usec() + 100_000
     );
-    let mut child = Command::new(&tool)
-        .arg("-o")
-        .arg(&file)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(export.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    journal_write(&tool, &file, &export);
     let o = run(shipper()
         .args([
             "--dry-run",

@@ -196,9 +196,13 @@ pub fn es_logs(url: &str, pattern: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every document's index and `log` in indices matching `pattern` (at most 10 000).
-pub fn es_hits(url: &str, pattern: &str) -> Vec<(String, String)> {
-    let body = serde_json::json!({"size": 10000, "query": {"match_all": {}}, "_source": ["log"]});
+/// The hits of a search of indices matching `pattern` (at most 10 000), with the
+/// `_source` fields `fields` (`None`: all).
+pub fn es_search(url: &str, pattern: &str, fields: Option<&[&str]>) -> Vec<serde_json::Value> {
+    let mut body = serde_json::json!({"size": 10000, "query": {"match_all": {}}});
+    if let Some(f) = fields {
+        body["_source"] = serde_json::json!(f);
+    }
     let r: serde_json::Value = http()
         .post(format!("{url}/{pattern}/_search"))
         .json(&body)
@@ -206,9 +210,12 @@ pub fn es_hits(url: &str, pattern: &str) -> Vec<(String, String)> {
         .unwrap()
         .json()
         .unwrap();
-    r["hits"]["hits"]
-        .as_array()
-        .unwrap()
+    r["hits"]["hits"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every document's index and `log` in indices matching `pattern` (at most 10 000).
+pub fn es_hits(url: &str, pattern: &str) -> Vec<(String, String)> {
+    es_search(url, pattern, Some(&["log"]))
         .iter()
         .map(|h| {
             (

@@ -258,28 +258,23 @@ impl Sleep {
         if linger.is_none() {
             self.downstream_poll = DOWNSTREAM_POLL;
         }
-        let wait = [
-            linger,
-            downstream,
-            reader.next_deadline(),
-            reader.waiting_for_metadata().then_some(METADATA_POLL),
-            Some(outbox.rescan_left()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Duration::ZERO);
-        // The journal's periodic look is no work in flight.
-        let quiet = [
+        let first = |waits: &[Option<Duration>]| {
+            waits
+                .iter()
+                .flatten()
+                .min()
+                .copied()
+                .unwrap_or(Duration::ZERO)
+        };
+        // Until something in flight needs the loop (the journal's periodic look is no
+        // work in flight: an idle agent gives its spare memory back all the same).
+        let quiet = first(&[
             downstream,
             reader.busy_deadline(),
             reader.waiting_for_metadata().then_some(METADATA_POLL),
             Some(outbox.rescan_left()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Duration::ZERO);
+        ]);
+        let wait = first(&[Some(quiet), linger, reader.next_deadline()]);
         if linger.is_none() && quiet >= RELEASE_AFTER && !self.released {
             // Going quiet: the spare chunk buffers and the free heap go back to the
             // system, so an idle agent holds what it uses.
