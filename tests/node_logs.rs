@@ -184,19 +184,26 @@ fn the_fuzzed_journal_is_the_example_one() {
     shipper::fuzzing::journal_file(b"");
 }
 
-#[test]
-fn dry_run_over_sample_host_files_and_journal() {
+/// A dry-run over the example node, its host files and journal included.
+fn example_dry_run() -> Command {
     let ex = example();
-    let o = run(shipper()
-        .arg("--dry-run")
+    let mut cmd = shipper();
+    cmd.arg("--dry-run")
         .arg("--docker-root")
         .arg(ex.join("docker/containers"))
         .arg("--pods-root")
         .arg(ex.join("pods"))
+        .arg("--node-root")
+        .arg(ex.join("host"));
+    cmd
+}
+
+#[test]
+fn dry_run_over_sample_host_files_and_journal() {
+    let ex = example();
+    let o = run(example_dry_run()
         .arg("--pods")
         .arg(ex.join("pods.json"))
-        .arg("--node-root")
-        .arg(ex.join("host"))
         .env("SHIPPER_KUBERNETES_NODE_NAME", "node-1"));
     assert!(o.status.success(), "{}", stderr(&o));
     let docs: Vec<serde_json::Value> = bulk_pairs(&o.stdout)
@@ -269,15 +276,7 @@ fn dry_run_over_sample_host_files_and_journal() {
         .collect();
     assert_eq!(ids.len(), bulk_pairs(&o.stdout).len());
     // Turned off, the same run has no node document.
-    let off = run(shipper()
-        .arg("--dry-run")
-        .arg("--docker-root")
-        .arg(ex.join("docker/containers"))
-        .arg("--pods-root")
-        .arg(ex.join("pods"))
-        .arg("--node-root")
-        .arg(ex.join("host"))
-        .arg("--no-node-logs"));
+    let off = run(example_dry_run().arg("--no-node-logs"));
     assert!(off.status.success());
     assert!(!String::from_utf8_lossy(&off.stdout).contains("node-2024"));
 }
@@ -286,7 +285,6 @@ fn dry_run_over_sample_host_files_and_journal() {
 /// container logs: exclusion, a line filter, redaction, the index.
 #[test]
 fn rules_select_host_files_and_journal_units() {
-    let ex = example();
     let t = tempfile::tempdir().unwrap();
     let cfg = t.path().join("shipper.toml");
     write(
@@ -326,16 +324,7 @@ name = "containers-are-not-node-logs"
 exclude = true
 "#,
     );
-    let o = run(shipper()
-        .arg("--dry-run")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--docker-root")
-        .arg(ex.join("docker/containers"))
-        .arg("--pods-root")
-        .arg(ex.join("pods"))
-        .arg("--node-root")
-        .arg(ex.join("host")));
+    let o = run(example_dry_run().arg("--config").arg(&cfg));
     assert!(o.status.success(), "{}", stderr(&o));
     let pairs = bulk_pairs(&o.stdout);
     let index = |a: &serde_json::Value| a["create"]["_index"].as_str().unwrap().to_owned();

@@ -146,8 +146,8 @@ pub fn scan(roots: &Roots) -> (Vec<Candidate>, ScanReport) {
         }
     }
     for pattern in &roots.host {
-        let found = scan_host(pattern, &inside, &roots.host_root, &mut report);
-        if found.is_empty() {
+        let (found, matched) = scan_host(pattern, &inside, &roots.host_root, &mut report);
+        if !matched {
             report.empty_globs.push(PathBuf::from(pattern));
         }
         for c in found {
@@ -162,21 +162,22 @@ pub fn scan(roots: &Roots) -> (Vec<Candidate>, ScanReport) {
 }
 
 /// The files one host pattern matches (a path, or a glob on the file name), without
-/// the matches that are rotations of another match.
+/// the matches that are rotations of another match or container logs; and whether it
+/// matched any file at all.
 fn scan_host(
     pattern: &str,
     container_roots: &[PathBuf],
     root: &Path,
     report: &mut ScanReport,
-) -> Vec<Candidate> {
+) -> (Vec<Candidate>, bool) {
     let path = Path::new(pattern);
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let names: Vec<(String, PathBuf)> = if name.contains(['*', '?', '[', '{']) {
         // The configuration was validated: the glob compiles.
         let Ok(glob) = globset::Glob::new(name).map(|g| g.compile_matcher()) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let mut quiet = ScanReport::default();
         read_dir_sorted(dir, &mut quiet, false)
@@ -194,15 +195,21 @@ fn scan_host(
         })
     };
     let mut out = Vec::new();
+    let mut matched = false;
     for (n, p) in &names {
         // A link into a container root is that container's log (read from there when
         // the root is scanned, never twice and never as a host file).
         let aliased = fs::canonicalize(p)
             .is_ok_and(|real| container_roots.iter().any(|r| real.starts_with(r)));
-        if rotation(n) || aliased {
+        if rotation(n) {
+            continue;
+        }
+        if aliased {
+            matched = true;
             continue;
         }
         if let Some(m) = stat_file(p, report) {
+            matched = true;
             out.push(Candidate {
                 path: p.clone(),
                 dev: m.dev(),
@@ -214,7 +221,7 @@ fn scan_host(
             });
         }
     }
-    out
+    (out, matched)
 }
 
 fn read_dir_sorted(dir: &Path, report: &mut ScanReport, is_root: bool) -> Vec<(String, PathBuf)> {
@@ -421,6 +428,56 @@ impl Waker {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn host_files_by_path_and_glob_without_rotations_or_container_aliases() {
+        let t = tempfile::tempdir().unwrap();
+        let node = t.path().join("node");
+        let log = node.join("var/log");
+        let pods = node.join("var/log/pods");
+        let c = pods.join("shop_web_uid1/nginx");
+        fs::create_dir_all(&c).unwrap();
+        fs::write(c.join("0.log"), b"2024-07-08T03:42:57Z stdout F x\n").unwrap();
+        fs::create_dir_all(log.join("containers")).unwrap();
+        symlink(c.join("0.log"), log.join("containers/web_shop_nginx-1.log")).unwrap();
+        for name in [
+            "kubelet.log",
+            "kubelet.log.1",
+            "kubelet.log-20240708",
+            "kubelet.log.2.gz",
+            "app.log",
+            "app.log.1",
+            "other.txt",
+        ] {
+            fs::write(log.join(name), b"x\n").unwrap();
+        }
+        let under = |p: &str| node.join(p.trim_start_matches('/')).display().to_string();
+        let (found, report) = scan(&Roots {
+            docker: t.path().join("none"),
+            pods: pods.clone(),
+            host: [
+                "/var/log/kubelet.log",
+                "/var/log/*.log",
+                "/var/log/containers/*.log",
+                "/var/log/absent.log",
+            ]
+            .map(under)
+            .to_vec(),
+            host_root: node.clone(),
+        });
+        let host: Vec<String> = found
+            .iter()
+            .filter_map(|c| c.info.host_path.clone())
+            .collect();
+        // As the node has them; rotations are siblings; the link is the pod's log.
+        assert_eq!(host, ["/var/log/app.log", "/var/log/kubelet.log"]);
+        assert_eq!(found.len(), 3, "the pod log once: {found:?}");
+        assert_eq!(
+            report.empty_globs,
+            [PathBuf::from(under("/var/log/absent.log"))]
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+    }
 
     #[test]
     fn finds_both_layouts_and_dedupes_symlinks() {
