@@ -667,6 +667,11 @@ pub struct Kubernetes {
     pub pending_wait_ms: u64,
     /// Minimum time between two snapshots of the metadata cache, in milliseconds.
     pub snapshot_interval_ms: u64,
+    /// A restart that has the metadata snapshot lists pods and namespaces after a delay
+    /// of up to this long (milliseconds), the same for a node every time and spread
+    /// evenly over the nodes, so a DaemonSet rollout does not list in lockstep (0: at
+    /// once). A first start, with no snapshot, lists at once.
+    pub start_jitter_ms: u64,
 }
 
 impl Default for Kubernetes {
@@ -680,6 +685,7 @@ impl Default for Kubernetes {
             deleted_grace_ms: DEFAULT_DELETED_GRACE_MS,
             pending_wait_ms: DEFAULT_PENDING_WAIT_MS,
             snapshot_interval_ms: DEFAULT_SNAPSHOT_INTERVAL_MS,
+            start_jitter_ms: 10_000,
         }
     }
 }
@@ -1133,6 +1139,7 @@ impl Config {
             k.snapshot_interval_ms,
             100..=3_600_000,
         )?;
+        within("kubernetes.start_jitter_ms", k.start_jitter_ms, 0..=600_000)?;
         if k.deleted_grace_ms > 86_400_000 {
             return invalid(
                 "kubernetes.deleted_grace_ms",

@@ -89,6 +89,8 @@ struct State {
     abort: bool,
     requests: Vec<Req>,
     delivered: Vec<Delivered>,
+    /// Bytes of list responses sent.
+    list_bytes: u64,
 }
 
 struct Shared {
@@ -296,6 +298,11 @@ impl FakeApi {
         self.shared.lock().rv
     }
 
+    /// Bytes of list responses sent so far.
+    pub fn list_bytes(&self) -> u64 {
+        self.shared.lock().list_bytes
+    }
+
     pub fn requests(&self) -> Vec<Req> {
         self.shared.lock().requests.clone()
     }
@@ -456,7 +463,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
 }
 
 fn list(shared: &Shared, kind: Kind, query: &BTreeMap<String, String>) -> Response<Body> {
-    let s = shared.lock();
+    let mut s = shared.lock();
     let items: Vec<Value> = s
         .objects
         .iter()
@@ -486,10 +493,11 @@ fn list(shared: &Shared, kind: Kind, query: &BTreeMap<String, String>) -> Respon
     if end < items.len() {
         metadata["continue"] = json!(end.to_string());
     }
-    full(
-        StatusCode::OK,
-        json!({"kind": kind.list_kind(), "apiVersion": "v1", "metadata": metadata, "items": page}),
-    )
+    let body =
+        json!({"kind": kind.list_kind(), "apiVersion": "v1", "metadata": metadata, "items": page});
+    s.list_bytes += serde_json::to_vec(&body).map_or(0, |b| b.len() as u64);
+    drop(s);
+    full(StatusCode::OK, body)
 }
 
 fn watch_stream(

@@ -137,6 +137,22 @@ pub struct WatchOptions {
     pub snapshot_dir: Option<PathBuf>,
     /// Write the snapshot at most this often (when something changed).
     pub snapshot_interval: Duration,
+    /// Wait this long before the first list (see [`start_delay`]).
+    pub start_delay: Duration,
+}
+
+/// How long a restart waits before it lists: a spread of `jitter` given by the node's
+/// name (the same every time for one node, even over many), and none at all without a
+/// snapshot (`loaded` pods) to enrich files from meanwhile, or without a node name.
+pub fn start_delay(node: Option<&str>, jitter: Duration, loaded: usize) -> Duration {
+    let (Some(node), true) = (node, loaded > 0) else {
+        return Duration::ZERO;
+    };
+    let ms = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(xxhash_rust::xxh3::xxh3_64(node.as_bytes()) % ms)
 }
 
 /// Watches pods and namespaces into `cache` until `shutdown` completes, expiring deleted
@@ -201,6 +217,15 @@ pub async fn run(
     stats.live.start(Worker::Kube);
     stats.live.park(Worker::Kube);
     let _guard = ExitGuard(stats.clone(), Worker::Kube);
+    if !opts.start_delay.is_zero() {
+        // Files are enriched from the snapshot meanwhile; the watches (whose first poll
+        // lists) start once the node's turn comes.
+        tracing::info!(delay_ms = opts.start_delay.as_millis() as u64, "metadata snapshot loaded: listing pods and namespaces after this node's start delay (kubernetes.start_jitter_ms), so a rollout does not list in lockstep");
+        tokio::select! {
+            () = tokio::time::sleep(opts.start_delay) => {}
+            () = &mut shutdown => return,
+        }
+    }
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -380,14 +405,20 @@ pub fn start(
         anyhow::bail!("kubernetes.node_name is not set: set NODE_NAME from the downward API (fieldRef spec.nodeName) so the agent watches only its own node's pods, or run with --no-kubernetes");
     }
     let cache = Arc::new(KubeCache::new(Duration::from_millis(k.deleted_grace_ms)));
-    match cache.load(data_dir, now_ms()) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(pods = n, "metadata cache loaded from snapshot"),
-        Err(e) => {
-            tracing::warn!(error = %e, "ignoring the metadata snapshot; starting from the API alone")
+    let loaded = match cache.load(data_dir, now_ms()) {
+        Ok(0) => 0,
+        Ok(n) => {
+            tracing::info!(pods = n, "metadata cache loaded from snapshot");
+            n
         }
-    }
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the metadata snapshot; starting from the API alone");
+            0
+        }
+    };
+    let jitter = Duration::from_millis(if dry_run { 0 } else { k.start_jitter_ms });
     let opts = WatchOptions {
+        start_delay: start_delay(node_name.as_deref(), jitter, loaded),
         node_name,
         snapshot_dir: (!dry_run).then(|| data_dir.to_owned()),
         snapshot_interval: Duration::from_millis(k.snapshot_interval_ms),
@@ -395,6 +426,41 @@ pub fn start(
     let watch = spawn_watch(&source, opts, cache.clone(), stats.clone())
         .context("starting the Kubernetes metadata watch")?;
     Ok(Some(LiveMeta { cache, watch }))
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn start_delay_spreads_nodes_and_waits_only_with_a_snapshot() {
+        let j = Duration::from_secs(10);
+        assert_eq!(
+            start_delay(Some("node-1"), j, 0),
+            Duration::ZERO,
+            "first start"
+        );
+        assert_eq!(start_delay(None, j, 5), Duration::ZERO);
+        assert_eq!(
+            start_delay(Some("node-1"), Duration::ZERO, 5),
+            Duration::ZERO
+        );
+        let d = start_delay(Some("node-1"), j, 5);
+        assert_eq!(d, start_delay(Some("node-1"), j, 9), "the same for a node");
+        assert!(d < j);
+        // 5,000 nodes over 10 s: no 100 ms slot holds more than three times its share.
+        let mut slots = [0u32; 100];
+        for n in 0..5000 {
+            let d = start_delay(
+                Some(&format!("ip-10-0-{}-{}.ec2.internal", n / 250, n % 250)),
+                j,
+                1,
+            );
+            slots[(d.as_millis() / 100) as usize] += 1;
+        }
+        assert!(slots.iter().all(|&c| c <= 150), "{slots:?}");
+        assert!(slots.iter().all(|&c| c >= 15), "{slots:?}");
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +494,7 @@ mod tests {
             node_name: None,
             snapshot_dir: None,
             snapshot_interval: Duration::from_secs(1),
+            start_delay: Duration::ZERO,
         };
         let e = spawn_watch(&src, opts.clone(), cache.clone(), stats.clone()).unwrap_err();
         assert_eq!(e.metric_label(), "kubeconfig");
