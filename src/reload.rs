@@ -14,8 +14,9 @@
 //!   passed): a file's new route applies from its length at that moment.
 //! - Credential files (`password_file`, `api_key_file`) are read again; the next request
 //!   carries the new credentials.
-//! - Anything else (roots, data directory, listener, buffer, Elasticsearch endpoints...)
-//!   takes effect at the next start: the log says which sections changed.
+//! - Anything else (roots, the node's files and journal, data directory, listener, buffer,
+//!   Elasticsearch endpoints...) takes effect at the next start: the log says which
+//!   sections changed.
 
 use crate::config::{self, Config};
 use crate::metrics::Stats;
@@ -251,6 +252,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("kubernetes", old.kubernetes != new.kubernetes),
         ("metrics", old.metrics != new.metrics),
         ("fields", fields.0 != fields.1),
+        ("node", old.node != new.node),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)
@@ -278,9 +280,10 @@ mod tests {
         new.input.read_bytes *= 2;
         new.fields.target = "app".into();
         new.elasticsearch.urls = vec!["http://other:9200".into()];
+        new.node.journal = false;
         assert_eq!(
             needs_restart(&old, &new),
-            ["input", "elasticsearch", "fields"]
+            ["input", "elasticsearch", "fields", "node"]
         );
     }
 }
