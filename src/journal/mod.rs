@@ -3,8 +3,9 @@
 //!
 //! Journal files are read with `sdjournal`, a pure-Rust reader (the agent's image has
 //! neither libsystemd nor `journalctl`): regular and compact journals (systemd 252's
-//! default), entries compressed with zstd or lz4; xz, the default before systemd 229
-//! (2016), is not read (such an entry is counted in `shipper_journal_errors_total`).
+//! default), entries uncompressed or compressed with zstd or lz4 (what current systemd
+//! writes); xz, an old systemd default, is not read (such an entry is counted in
+//! `shipper_journal_errors_total`).
 //!
 //! The position is the cursor of the last entry read, handed over with the batch that
 //! ends there ([`Journal::position`]) and persisted by the appender, in the checkpoint
