@@ -188,11 +188,9 @@ fn scan_host(
         vec![(name.to_owned(), path.to_owned())]
     };
     let rotation = |n: &str| {
-        names.iter().any(|(other, _)| {
-            n.strip_prefix(other.as_str())
-                .and_then(|rest| rest.strip_prefix(['.', '-']))
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-        })
+        names
+            .iter()
+            .any(|(other, _)| crate::tail::is_rotation_of(n, other))
     };
     let mut out = Vec::new();
     let mut matched = false;
@@ -368,9 +366,9 @@ impl Waker {
             let ours = host.iter().filter(|(d, _)| d == dir).any(|(_, g)| {
                 // The file, or a rotation of it (`kubelet.log.1`: a rename to watch).
                 g.is_match(&*name)
-                    || name
-                        .rfind(['.', '-'])
-                        .is_some_and(|i| g.is_match(&name[..i]))
+                    || name.match_indices(['.', '-']).any(|(i, _)| {
+                        g.is_match(&name[..i]) && crate::tail::is_rotation_of(&name, &name[..i])
+                    })
             });
             host.iter().any(|(d, _)| d == dir) && !ours
         };

@@ -200,32 +200,33 @@ impl Journal {
     }
 
     /// Reads new entries, about `budget` bytes of documents, into `out`; `choose` says
-    /// what the rules decide for a unit.
+    /// what the rules decide for a unit. Returns the entries read (0: none new, or not
+    /// the time to look).
     pub fn poll(
         &mut self,
         out: &mut Vec<u8>,
         budget: usize,
         counts: &mut Counts,
         choose: &mut dyn FnMut(&str) -> UnitChoice,
-    ) {
+    ) -> usize {
         let now = Instant::now();
         let behind = std::mem::take(&mut self.behind);
         if !behind && now < self.next_check {
-            return;
+            return 0;
         }
         self.next_check = now + self.settings.poll;
         // New entries change the files; a poll that stopped at its budget goes on.
         let changed = self.reopen_if_changed();
         let Some(journal) = self.journal.clone() else {
-            return;
+            return 0;
         };
         if !(changed || behind) {
-            return;
+            return 0;
         }
         if self.at.is_none() && self.settings.start_at_end {
             self.settings.start_at_end = false;
             self.skip_to_end(&journal);
-            return;
+            return 0;
         }
         let mut q = journal.query();
         if let Some(at) = &self.at {
@@ -237,7 +238,7 @@ impl Journal {
             Ok(it) => it,
             Err(e) => {
                 self.error("cannot query the journal", &e);
-                return;
+                return 0;
             }
         };
         let gone = self.check_gap && self.position_gone(&journal);
@@ -274,6 +275,7 @@ impl Journal {
             self.count_gap(0);
         }
         self.check_gap = false;
+        read
     }
 
     /// Reopens the journal when its files changed (new entries, a rotation, a vacuum).
@@ -458,10 +460,15 @@ impl Journal {
     }
 }
 
+/// Field `k` of entry `e`, when it is there and UTF-8.
+fn field<'e>(e: &'e sdjournal::EntryRef, k: &str) -> Option<&'e str> {
+    e.get(k).and_then(|v| std::str::from_utf8(v).ok())
+}
+
 /// The unit an entry belongs to: `_SYSTEMD_UNIT`, `kernel` for the kernel's messages,
 /// else its syslog identifier (or `unknown`).
 fn unit(e: &sdjournal::EntryRef) -> &str {
-    let text = |k: &str| e.get(k).and_then(|v| std::str::from_utf8(v).ok());
+    let text = |k: &str| field(e, k);
     if let Some(u) = text("_SYSTEMD_UNIT") {
         return u;
     }
@@ -475,7 +482,7 @@ fn unit(e: &sdjournal::EntryRef) -> &str {
 /// -u` matches them): `UNIT` in PID 1's messages ("kubelet.service: Main process
 /// exited"), `OBJECT_SYSTEMD_UNIT` and `COREDUMP_UNIT` from root's.
 fn about(e: &sdjournal::EntryRef) -> Option<&str> {
-    let text = |k: &str| e.get(k).and_then(|v| std::str::from_utf8(v).ok());
+    let text = |k: &str| field(e, k);
     if text("_PID") == Some("1") {
         if let Some(u) = text("UNIT") {
             return Some(u);

@@ -900,6 +900,16 @@ impl Tail {
     }
 }
 
+/// Whether file name `n` is a rotation of the file named `live`: `<live>.<anything>`
+/// (`.1`, `.20240708-034200`), or logrotate's dateext `<live>-<digits...>`.
+pub fn is_rotation_of(n: &str, live: &str) -> bool {
+    match n.strip_prefix(live).map(str::as_bytes) {
+        Some([b'.', _, ..]) => true,
+        Some([b'-', d, ..]) => d.is_ascii_digit(),
+        _ => false,
+    }
+}
+
 /// Whether a file name is never a log source (compressed or temporary rotations).
 pub fn is_ignored(name: &str) -> bool {
     name.ends_with(".gz") || name.ends_with(".tmp")
@@ -934,14 +944,7 @@ fn siblings(live: &Path, gz: bool) -> Vec<PathBuf> {
         .filter_map(|e| {
             let n = e.file_name().into_string().ok()?;
             let ignored = is_ignored(&n) && !(gz && n.ends_with(".gz"));
-            // `<name>.<anything>` (`.1`, `.20240708-034200`), or logrotate's dateext
-            // `<name>-<digits...>`.
-            let rotation = match n.strip_prefix(name)?.as_bytes() {
-                [b'.', _, ..] => true,
-                [b'-', d, ..] => d.is_ascii_digit(),
-                _ => false,
-            };
-            (rotation && !ignored).then(|| e.path())
+            (is_rotation_of(&n, name) && !ignored).then(|| e.path())
         })
         .collect();
     out.sort();
