@@ -292,8 +292,11 @@ impl FileTail {
         self.seen_end = None;
         self.tail_hash
             .set(at.and_then(|p| Some((p.offset, p.tail_hash?))));
-        if let Ok(len) = self.size() {
-            let _ = self.rewritten_since_seen(len);
+        if self.is_host() {
+            if let Ok(len) = self.size() {
+                // Only remembers the end: nothing was seen before to compare.
+                let _ = self.rewritten_since_seen(len);
+            }
         }
         // First seen now, unless the checkpoint says when (files checkpointed before
         // that was recorded are taken as first seen now).

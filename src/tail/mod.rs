@@ -472,24 +472,15 @@ impl Tail {
                         id = self.files[i].host_id(self.files[i].place(), g);
                     }
                 }
-                let held = |id: FileId, files: &[FileTail]| {
-                    files
-                        .iter()
-                        .enumerate()
-                        .any(|(j, g)| j != i && g.id() == Some(id))
-                };
-                while held(id, &self.files) {
-                    let f = &mut self.files[i];
-                    if !f.is_host() || f.generation == u32::MAX {
-                        return;
-                    }
-                    // A copy of this host file holds its identity (copytruncate while the
-                    // agent was away): what the file holds now is its next generation.
-                    f.generation += 1;
-                    match f.compute_id(&mut self.buf, &self.cfg.limits) {
-                        Ok(Some(next)) => id = next,
-                        _ => return,
-                    }
+                // Held by another open file: a copy of this one (the copy is read first;
+                // a host file's copy took its generation, which `intact` saw).
+                let dup = self
+                    .files
+                    .iter()
+                    .enumerate()
+                    .any(|(j, g)| j != i && g.id() == Some(id));
+                if dup {
+                    return;
                 }
                 let f = &self.files[i];
                 let len = f.size().unwrap_or(0);
