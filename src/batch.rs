@@ -12,7 +12,10 @@
 //! is `linger` old, or only `quick` old when the pipeline is idle: the reader has caught
 //! up and everything handed over before is acknowledged. So a line written after a quiet
 //! spell goes out in tens of milliseconds, and under load (the reader behind, or
-//! requests in flight) batches fill as before. Time is passed in, so the policy is
+//! requests in flight) batches fill as before. When the shipper is behind (a full batch's
+//! worth of documents waits in the buffer: Elasticsearch is down or slower than the
+//! node), age does not cut a batch at all: it fills, so a backlog goes out in full
+//! requests rather than one small request per `linger` of the outage. Time is passed in, so the policy is
 //! tested without sleeping.
 
 use crate::appender::{Chunk, Seal};
@@ -28,6 +31,29 @@ pub const CHUNK_BYTES: usize = 256 << 10;
 /// How old a batch gets, at least, when the pipeline is idle: time for the lines written
 /// together (a burst over several files, a group's next line) to go in one request.
 pub const QUICK: Duration = Duration::from_millis(10);
+
+/// How far the shipper is from the reader, for when a batch is cut by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downstream {
+    /// The reader caught up, and everything handed over before is acknowledged.
+    Idle,
+    /// Requests in flight, or the reader has more to read.
+    Busy,
+    /// At least a full batch of documents waits in the buffer.
+    Behind,
+}
+
+impl Downstream {
+    /// From the buffer's unacknowledged records (`pending`, `None`: something is still
+    /// being handed over) and whether the reader caught up.
+    pub fn of(pending: Option<u64>, caught_up: bool, limits: &Limits) -> Downstream {
+        match pending {
+            Some(n) if n >= limits.docs => Downstream::Behind,
+            Some(0) if caught_up => Downstream::Idle,
+            _ => Downstream::Busy,
+        }
+    }
+}
 
 /// When a batch is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,25 +114,38 @@ impl Batch {
         limits: &Limits,
         (pending, pending_docs): (usize, u64),
         now: Instant,
-        idle: bool,
+        downstream: Downstream,
     ) -> bool {
         self.bytes + pending >= limits.bytes
             || self.docs + pending_docs >= limits.docs
-            || self.linger_left(limits, now, idle) == Some(Duration::ZERO)
+            || self.linger_left(limits, now, downstream) == Some(Duration::ZERO)
     }
 
-    /// How much more the batch may read before it is full.
-    pub fn room(&self, limits: &Limits) -> usize {
-        limits
-            .chunk_bytes
-            .min(limits.bytes.saturating_sub(self.bytes).max(1))
+    /// How much more the batch may read before it is full: bytes (at most a chunk),
+    /// and documents, with `pending_docs` read but not handed over yet.
+    pub fn room(&self, limits: &Limits, pending_docs: u64) -> (usize, u64) {
+        (
+            limits
+                .chunk_bytes
+                .min(limits.bytes.saturating_sub(self.bytes).max(1)),
+            limits.docs.saturating_sub(self.docs + pending_docs).max(1),
+        )
     }
 
     /// How long until the batch is due by age (`None`: nothing in it yet): `linger`
-    /// after its first document, or `quick` when `idle` (the reader caught up, and
-    /// nothing handed over before waits for Elasticsearch).
-    pub fn linger_left(&self, limits: &Limits, now: Instant, idle: bool) -> Option<Duration> {
-        let linger = if idle { limits.quick } else { limits.linger };
+    /// after its first document, or `quick` when the pipeline is idle. Behind, never:
+    /// `linger` is then only when to look again.
+    pub fn linger_left(
+        &self,
+        limits: &Limits,
+        now: Instant,
+        downstream: Downstream,
+    ) -> Option<Duration> {
+        let linger = match downstream {
+            Downstream::Idle => limits.quick,
+            Downstream::Busy => limits.linger,
+            Downstream::Behind => return self.started.map(|_| limits.linger),
+        };
         self.started
             .map(|t| linger.saturating_sub(now.duration_since(t)))
     }
@@ -146,6 +185,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Downstream::{Behind, Busy, Idle};
 
     fn limits() -> Limits {
         Limits {
@@ -163,14 +203,14 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut b = Batch::default();
-        assert!(!b.due(&l, (0, 0), t0, false));
-        assert_eq!(b.linger_left(&l, t0, false), None);
+        assert!(!b.due(&l, (0, 0), t0, Busy));
+        assert_eq!(b.linger_left(&l, t0, Busy), None);
         b.touch(t0, (7, 7));
-        assert!(!b.due(&l, (999, 9), t0 + ms(499), false));
-        assert!(b.due(&l, (1000, 0), t0, false));
-        assert!(b.due(&l, (0, 10), t0, false));
-        assert!(b.due(&l, (0, 0), t0 + ms(500), false));
-        assert_eq!(b.linger_left(&l, t0 + ms(200), false), Some(ms(300)));
+        assert!(!b.due(&l, (999, 9), t0 + ms(499), Busy));
+        assert!(b.due(&l, (1000, 0), t0, Busy));
+        assert!(b.due(&l, (0, 10), t0, Busy));
+        assert!(b.due(&l, (0, 0), t0 + ms(500), Busy));
+        assert_eq!(b.linger_left(&l, t0 + ms(200), Busy), Some(ms(300)));
     }
 
     /// Quiet: a batch goes out `quick` after its first line once the reader has caught
@@ -183,18 +223,43 @@ mod tests {
         let mut b = Batch::default();
         b.touch(t0, (1, 1));
         assert!(
-            !b.due(&l, (10, 1), t0 + ms(9), true),
+            !b.due(&l, (10, 1), t0 + ms(9), Idle),
             "a burst gets its 10 ms"
         );
-        assert_eq!(b.linger_left(&l, t0 + ms(4), true), Some(ms(6)));
-        assert!(b.due(&l, (10, 1), t0 + ms(10), true));
-        assert!(
-            !b.due(&l, (10, 1), t0 + ms(10), false),
-            "busy: no early cut"
+        assert_eq!(b.linger_left(&l, t0 + ms(4), Idle), Some(ms(6)));
+        assert!(b.due(&l, (10, 1), t0 + ms(10), Idle));
+        assert!(!b.due(&l, (10, 1), t0 + ms(10), Busy), "busy: no early cut");
+        assert!(!b.due(&l, (900, 9), t0 + ms(499), Busy));
+        assert!(b.due(&l, (1000, 9), t0 + ms(11), Busy), "full");
+        assert!(b.due(&l, (10, 1), t0 + ms(500), Busy), "linger");
+    }
+
+    /// Behind (a full batch waits in the buffer): age does not cut a batch; size does.
+    #[test]
+    fn a_shipper_behind_gets_full_batches() {
+        let l = limits();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = Batch::default();
+        assert_eq!(b.linger_left(&l, t0, Behind), None, "nothing waits");
+        b.touch(t0, (1, 1));
+        assert!(!b.due(&l, (10, 1), t0 + ms(60_000), Behind));
+        assert_eq!(
+            b.linger_left(&l, t0 + ms(60_000), Behind),
+            Some(l.linger),
+            "looks again a linger later"
         );
-        assert!(!b.due(&l, (900, 9), t0 + ms(499), false));
-        assert!(b.due(&l, (1000, 9), t0 + ms(11), false), "full");
-        assert!(b.due(&l, (10, 1), t0 + ms(500), false), "linger");
+        assert!(b.due(&l, (0, 10), t0 + ms(1), Behind), "full");
+        assert!(b.due(&l, (1000, 1), t0 + ms(1), Behind), "full");
+        // Back to busy (the buffer drained): the old batch goes at once.
+        assert!(b.due(&l, (10, 1), t0 + ms(60_000), Busy));
+        // What says behind: a full batch's documents unacknowledged in the buffer.
+        assert_eq!(Downstream::of(Some(10), false, &l), Behind);
+        assert_eq!(Downstream::of(Some(10), true, &l), Behind);
+        assert_eq!(Downstream::of(Some(9), false, &l), Busy);
+        assert_eq!(Downstream::of(Some(0), true, &l), Idle);
+        assert_eq!(Downstream::of(Some(0), false, &l), Busy);
+        assert_eq!(Downstream::of(None, true, &l), Busy, "a hand-off under way");
     }
 
     #[test]
@@ -202,16 +267,22 @@ mod tests {
         let l = limits();
         let t0 = Instant::now();
         let mut b = Batch::default();
-        assert_eq!(b.room(&l), 300);
+        assert_eq!(b.room(&l, 0), (300, 10));
         b.touch(t0, (5, 5));
         let c = b.chunk(vec![b'x'; 800], 4);
         assert_eq!((c.docs, c.ndjson.len()), (4, 800));
-        assert_eq!(b.room(&l), 200, "the rest of the batch, under a chunk");
+        assert_eq!(
+            b.room(&l, 0),
+            (200, 6),
+            "the rest of the batch, under a chunk"
+        );
+        assert_eq!(b.room(&l, 5), (200, 1));
+        assert_eq!(b.room(&l, 9), (200, 1), "full: at least one more");
         b.touch(t0, (9, 9));
         b.chunk(vec![b'y'; 10], 2);
         let s = b.seal(Vec::new(), Vec::new(), Vec::new());
         assert_eq!((s.docs, s.oldest_ms, s.newest_ms), (6, 5, 9));
         assert!(b.is_empty());
-        assert_eq!(b.linger_left(&l, t0, false), None);
+        assert_eq!(b.linger_left(&l, t0, Busy), None);
     }
 }

@@ -236,7 +236,7 @@ impl World {
             return 0;
         }
         let mut out = Vec::new();
-        let n = self.tailer().poll(&mut out, u64::MAX).bytes;
+        let n = self.tailer().poll(&mut out, u64::MAX, None).bytes;
         self.commit(out, false);
         n
     }
@@ -515,7 +515,7 @@ fn truncation_without_a_copy_counts_the_unread_bytes() {
         );
         t.start();
         let mut out = Vec::new();
-        while t.poll(&mut out, u64::MAX).bytes > 0 {}
+        while t.poll(&mut out, u64::MAX, None).bytes > 0 {}
         assert_eq!(Stats::get(&stats.lines), 3);
         // Two more lines, seen by a rescan but not read yet.
         let more: String = (4..=5).map(line).collect();
@@ -607,14 +607,14 @@ fn records_released_from_memory_are_read_again_the_same() {
         );
         t.start();
         let mut out = Vec::new();
-        while t.poll(&mut out, u64::MAX).bytes > 0 {}
+        while t.poll(&mut out, u64::MAX, None).bytes > 0 {}
         // The last container's files go away: its pending record ends as it closes.
         let last = root.path().join("0003beef");
         let moved = root.path().join("gone");
         std::fs::rename(&last, &moved).unwrap();
         t.rescan();
         for _ in 0..100 {
-            t.poll(&mut out, u64::MAX);
+            t.poll(&mut out, u64::MAX, None);
             if t.len() == 3 {
                 break;
             }

@@ -199,13 +199,13 @@ impl Journal {
         Some((id(), p))
     }
 
-    /// Reads new entries, about `budget` bytes of documents, into `out`; `choose` says
-    /// what the rules decide for a unit. Returns the entries read (0: none new, or not
+    /// Reads new entries, about `budget` bytes of documents and at most `max_entries`
+    /// entries, into `out`; `choose` says what the rules decide for a unit. Returns the entries read (0: none new, or not
     /// the time to look).
     pub fn poll(
         &mut self,
         out: &mut Vec<u8>,
-        budget: usize,
+        (budget, max_entries): (usize, usize),
         counts: &mut Counts,
         choose: &mut dyn FnMut(&str) -> UnitChoice,
     ) -> usize {
@@ -233,7 +233,8 @@ impl Journal {
             q.after_cursor(at.cursor.clone())
                 .since_realtime(at.realtime_usec);
         }
-        q.limit(MAX_ENTRIES_PER_POLL);
+        let page = MAX_ENTRIES_PER_POLL.min(max_entries.max(1));
+        q.limit(page);
         let iter = match q.iter() {
             Ok(it) => it,
             Err(e) => {
@@ -269,7 +270,7 @@ impl Journal {
             }
         }
         // A full page: more may follow at once.
-        self.behind |= read >= MAX_ENTRIES_PER_POLL;
+        self.behind |= read >= page;
         if first && gone {
             // Nothing after the lost position yet.
             self.count_gap(0);
@@ -655,7 +656,12 @@ mod tests {
         );
         let mut out = Vec::new();
         let mut counts = Counts::default();
-        j.poll(&mut out, 1 << 20, &mut counts, &mut |_| unreachable!());
+        j.poll(
+            &mut out,
+            (1 << 20, usize::MAX),
+            &mut counts,
+            &mut |_| unreachable!(),
+        );
         assert!(out.is_empty());
         assert!(j.position().is_none());
         assert!(j.next_deadline() >= Duration::from_secs(1), "backs off");

@@ -12,7 +12,7 @@
 use super::Reader;
 use crate::appender::Handoff;
 use crate::appender::STOP_WAIT;
-use crate::batch::{Batch, Limits};
+use crate::batch::{Batch, Downstream, Limits};
 use crate::discover::Waker;
 use crate::metrics::Worker;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
@@ -166,7 +166,9 @@ pub fn run(
         let polled = if stopping {
             super::Polled::default()
         } else {
-            reader.poll(&mut out, batch.room(&limits) as u64)
+            // A batch holds `batch_docs` at most: a read ends at the lines it has room for.
+            let (bytes, docs) = batch.room(&limits, chunk_docs);
+            reader.poll(&mut out, bytes as u64, Some(docs))
         };
         outbox.announce(reader)?;
         chunk_docs += polled.counts.docs;
@@ -179,9 +181,8 @@ pub fn run(
             batch.touch(now, (polled.counts.oldest_ms, polled.counts.newest_ms));
             stats.caught_up.store(false, Ordering::Relaxed);
         }
-        // Idle: caught up, and nothing handed over before waits for Elasticsearch.
-        let idle = polled.bytes == 0 && downstream_idle(handover, &stats);
-        let due = batch.due(&limits, (out.len(), chunk_docs), now, idle) || stopping;
+        let downstream = downstream(handover, &stats, &limits, polled.bytes == 0);
+        let due = batch.due(&limits, (out.len(), chunk_docs), now, downstream) || stopping;
         if !out.is_empty() && (out.len() >= limits.chunk_bytes || due) {
             let next = handover.pool.try_recv().unwrap_or_else(|_| new_chunk());
             let ndjson = std::mem::replace(&mut out, next);
@@ -214,10 +215,20 @@ pub fn run(
     }
 }
 
-/// Whether nothing handed over waits for Elasticsearch: the hand-off channel is empty
-/// and every record in the buffer is acknowledged.
-fn downstream_idle(handover: &Handover, stats: &crate::metrics::Stats) -> bool {
-    handover.tx.is_empty() && stats.buffer_records.load(Ordering::Relaxed) == 0
+/// Where the shipper is: idle (the reader `caught_up`, the hand-off channel empty and
+/// every record in the buffer acknowledged), behind (a full batch unacknowledged in the
+/// buffer), or busy.
+fn downstream(
+    handover: &Handover,
+    stats: &crate::metrics::Stats,
+    limits: &Limits,
+    caught_up: bool,
+) -> Downstream {
+    let pending = handover
+        .tx
+        .is_empty()
+        .then(|| stats.buffer_records.load(Ordering::Relaxed));
+    Downstream::of(pending, caught_up, limits)
 }
 
 /// The caught-up reader's sleep: what wakes it, and what it does on going quiet.
@@ -245,10 +256,10 @@ impl Sleep {
         out: &mut Vec<u8>,
     ) {
         let stats = reader.stats().clone();
-        let idle = downstream_idle(outbox.handover, &stats);
+        let state = downstream(outbox.handover, &stats, limits, true);
         // `Some` when documents wait (handed over or not).
-        let linger = batch.linger_left(limits, Instant::now(), idle);
-        let downstream = (linger.is_some() && !idle).then(|| {
+        let linger = batch.linger_left(limits, Instant::now(), state);
+        let downstream = (linger.is_some() && state != Downstream::Idle).then(|| {
             // 10, 20, 40... 100 ms: quick when Elasticsearch is, few wake-ups when it
             // is not, and never more than 100 ms late once it answered.
             let d = self.downstream_poll;

@@ -43,7 +43,7 @@ pub fn run(
                 reader.rescan();
                 last_scan = Instant::now();
             }
-            let polled = reader.poll(&mut buf, u64::MAX);
+            let polled = reader.poll(&mut buf, u64::MAX, None);
             write(&mut buf)?;
             // A file waiting for its pod's metadata is looked at again soon.
             let wait = if reader.waiting_for_metadata() {

@@ -762,24 +762,36 @@ impl Reader {
         self.files.values().any(|f| f.meta.pending())
     }
 
-    /// One round: every file gets a turn, until about `limit` bytes were read. The
-    /// documents go to `out`.
-    pub fn poll(&mut self, out: &mut Vec<u8>, limit: u64) -> Polled {
+    /// One round: every file gets a turn, until about `limit` bytes were read, or
+    /// lines for `docs` documents (a line is at most one document); then the journal,
+    /// with what is left (at least a quarter of `docs`, so a backlog of files does not
+    /// starve it). The documents go to `out`.
+    pub fn poll(&mut self, out: &mut Vec<u8>, limit: u64, docs: Option<u64>) -> Polled {
         self.refresh_meta();
+        let journal_share = if self.journal.is_some() { 4 } else { u64::MAX };
+        let file_lines = docs.map(|d| (d - d / journal_share).max(1));
         let mut bytes = 0;
-        let mut counts =
-            self.with_sink_into(out, |tail, sink| bytes = tail.poll_round(limit, sink));
+        let mut counts = self.with_sink_into(out, |tail, sink| {
+            bytes = tail.poll_round((limit, file_lines), sink)
+        });
+        let entries = docs.map_or(usize::MAX, |d| {
+            usize::try_from(d.saturating_sub(counts.docs)).unwrap_or(usize::MAX)
+        });
+        if entries == 0 {
+            return Polled { bytes, counts };
+        }
         let rest = usize::try_from(limit.saturating_sub(bytes)).unwrap_or(usize::MAX);
         let before = out.len();
-        let (journal, _) = self.poll_journal(out, rest.max(64 << 10));
+        let (journal, _) = self.poll_journal(out, (rest.max(64 << 10), entries));
         bytes += (out.len() - before) as u64;
         counts.add(&journal);
         Polled { bytes, counts }
     }
 
-    /// Reads new journal entries, about `budget` bytes of documents, into `out`.
+    /// Reads new journal entries, about `budget.0` bytes of documents and at most
+    /// `budget.1` entries, into `out`.
     /// Returns what the record streams would (the counts), and the entries read.
-    fn poll_journal(&mut self, out: &mut Vec<u8>, budget: usize) -> (Counts, usize) {
+    fn poll_journal(&mut self, out: &mut Vec<u8>, budget: (usize, usize)) -> (Counts, usize) {
         let mut counts = Counts::default();
         let Reader {
             journal, settings, ..
@@ -804,7 +816,7 @@ impl Reader {
         while let Some(j) = &mut self.journal {
             // Look whatever the clock: the dry-run reads to the end, page after page.
             j.look_now();
-            let (_, read) = self.poll_journal(out, flush_at.max(1 << 20));
+            let (_, read) = self.poll_journal(out, (flush_at.max(1 << 20), usize::MAX));
             if out.len() >= flush_at {
                 flush(out)?;
             }

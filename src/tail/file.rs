@@ -44,11 +44,34 @@ pub enum Phase {
     Draining { since: Option<Instant> },
 }
 
+/// What one turn on a file may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// About this many bytes: a turn ends at the end of the read that reaches it (past
+    /// it by less than one read), unless `strict`.
+    pub bytes: u64,
+    /// End at the last whole line within `bytes` (a rate-limited turn).
+    pub strict: bool,
+    /// At most this many lines (at least one), counted.
+    pub lines: Option<u64>,
+}
+
+impl Turn {
+    /// About `bytes`, ending at the end of a read.
+    pub fn bytes(bytes: u64) -> Turn {
+        Turn {
+            bytes,
+            strict: false,
+            lines: None,
+        }
+    }
+}
+
 /// What one poll did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     pub bytes: u64,
-    /// Lines handed over (counted in strict turns only).
+    /// Lines handed over (counted only in turns with a line limit).
     pub lines: u64,
     /// Reached the end of the file (for now).
     pub eof: bool,
@@ -425,25 +448,27 @@ impl FileTail {
         self.pos
     }
 
-    /// Reads up to about `budget` bytes of complete lines (past it by less than one read)
-    /// and hands them to `sink`. A strict turn (a rate-limited one, `Some(max_lines)`)
-    /// stops at the last whole line within the budget and at `max_lines` lines (at least
-    /// one line) rather than at the end of a read, and counts its lines.
+    /// Reads complete lines as `turn` allows and hands them to `sink`.
     pub fn poll(
         &mut self,
         buf: &mut Vec<u8>,
         limits: &ReadLimits,
         stats: &Stats,
-        (budget, strict): (u64, Option<u64>),
+        turn: Turn,
         sink: &mut Sink<'_>,
     ) -> io::Result<Progress> {
+        let Turn {
+            bytes: budget,
+            strict,
+            lines: max_lines,
+        } = turn;
         let mut progress = Progress::default();
         if self.id.is_none() {
             progress.eof = true;
             return Ok(progress);
         }
         self.announce(sink);
-        while progress.bytes < budget && strict.is_none_or(|max| progress.lines < max) {
+        while progress.bytes < budget && max_lines.is_none_or(|max| progress.lines < max) {
             let n = self.content.read_full(buf, self.pos)?;
             if n == 0 {
                 progress.eof = true;
@@ -466,16 +491,21 @@ impl FileTail {
             // line); any other at the end of a read, so nothing read is read again (cutting
             // every turn at its budget costs 7 % more CPU on the shipping benchmark).
             let room = usize::try_from(budget - progress.bytes).unwrap_or(usize::MAX);
-            let mut last_nl = if strict.is_some() && n > room {
+            let mut last_nl = if strict && n > room {
                 memrchr(b'\n', &data[..room]).or_else(|| memchr(b'\n', data))
             } else {
                 memrchr(b'\n', data)
             };
-            if let (Some(max), Some(nl)) = (strict, last_nl) {
-                let left = usize::try_from(max.saturating_sub(progress.lines).max(1))
-                    .unwrap_or(usize::MAX);
-                if let Some(cut) = memchr::memchr_iter(b'\n', &data[..=nl]).nth(left - 1) {
-                    last_nl = Some(cut);
+            // With a line limit, one pass counts the lines and finds where the limit cuts.
+            let mut lines = 0u64;
+            if let (Some(max), Some(nl)) = (max_lines, last_nl) {
+                let left = max.saturating_sub(progress.lines).max(1);
+                for at in memchr::memchr_iter(b'\n', &data[..=nl]) {
+                    lines += 1;
+                    if lines == left {
+                        last_nl = Some(at);
+                        break;
+                    }
                 }
             }
             let Some(last_nl) = last_nl else {
@@ -493,6 +523,7 @@ impl FileTail {
                 let before = self.held.last_time;
                 let offset = self.pos;
                 self.held = sink(self.key, Event::Cut { offset, head: data });
+                progress.lines += u64::from(max_lines.is_some());
                 if let Some(at) = self.held.restart {
                     self.read_again(at.min(offset), stats, sink);
                     continue;
@@ -502,9 +533,7 @@ impl FileTail {
                 continue;
             };
             let offset = self.pos;
-            if strict.is_some() {
-                progress.lines += memchr::memchr_iter(b'\n', &data[..=last_nl]).count() as u64;
-            }
+            progress.lines += lines;
             self.held = sink(
                 self.key,
                 Event::Lines {

@@ -27,7 +27,7 @@ pub mod content;
 mod file;
 pub mod limit;
 
-pub use file::{FileTail, Phase, Progress, ReadLimits};
+pub use file::{FileTail, Phase, Progress, ReadLimits, Turn};
 pub use limit::Limit;
 
 use crate::checkpoint::Position;
@@ -658,13 +658,14 @@ impl Tail {
     }
 
     /// One round: every file gets a turn of at most the per-file budget, until `limit`
-    /// bytes were consumed in all (the next call starts with the next file, so every
-    /// file keeps its turn). Returns the bytes consumed; 0 means every file is at its
-    /// end (or paused).
-    pub fn poll_round(&mut self, limit: u64, sink: &mut Sink<'_>) -> u64 {
+    /// bytes were consumed in all, or `lines` lines read (the next call starts with the
+    /// next file, so every file keeps its turn). Returns the bytes consumed; 0 means
+    /// every file is at its end (or paused).
+    pub fn poll_round(&mut self, (limit, lines): (u64, Option<u64>), sink: &mut Sink<'_>) -> u64 {
         let mut total = 0;
+        let mut lines_left = lines;
         let mut turns = self.files.len();
-        while turns > 0 && !self.files.is_empty() && total < limit {
+        while turns > 0 && !self.files.is_empty() && total < limit && lines_left != Some(0) {
             turns -= 1;
             let i = self.cursor % self.files.len();
             self.identify_at(i, sink);
@@ -676,8 +677,10 @@ impl Tail {
             // A turn reads at most what still fits in the caller's batch, and what the
             // container's rate limit allows.
             let room = limit.saturating_sub(total);
-            let mut turn = self.cfg.budget.min(room.max(4096));
-            let mut strict = None;
+            let mut turn = Turn {
+                lines: lines_left,
+                ..Turn::bytes(self.cfg.budget.min(room.max(4096)))
+            };
             let bucket = self.buckets.get_mut(self.files[i].source());
             if let Some(b) = bucket {
                 let Some((bytes, lines)) = b.allowance(Instant::now()) else {
@@ -685,11 +688,13 @@ impl Tail {
                     self.cursor = i + 1;
                     continue;
                 };
-                turn = turn.min(bytes);
-                strict = Some(lines);
+                turn.bytes = turn.bytes.min(bytes);
+                turn.strict = true;
+                turn.lines = Some(turn.lines.map_or(lines, |l| l.min(lines)));
             }
-            let progress = self.poll_at(i, (turn, strict), sink);
+            let progress = self.poll_at(i, turn, sink);
             total += progress.bytes;
+            lines_left = lines_left.map(|l| l.saturating_sub(progress.lines));
             if let Some(b) = self.buckets.get_mut(self.files[i].source()) {
                 b.spend(progress.bytes, progress.lines);
                 b.throttled = !progress.eof;
@@ -705,7 +710,7 @@ impl Tail {
     /// Reads one file, up to `budget` bytes.
     pub fn poll_file(&mut self, key: FileKey, budget: u64, sink: &mut Sink<'_>) -> Progress {
         match self.find(key) {
-            Some(i) => self.poll_at(i, (budget, None), sink),
+            Some(i) => self.poll_at(i, Turn::bytes(budget), sink),
             None => Progress {
                 eof: true,
                 ..Progress::default()
@@ -713,7 +718,7 @@ impl Tail {
         }
     }
 
-    fn poll_at(&mut self, i: usize, budget: (u64, Option<u64>), sink: &mut Sink<'_>) -> Progress {
+    fn poll_at(&mut self, i: usize, turn: Turn, sink: &mut Sink<'_>) -> Progress {
         let Tail {
             files,
             buf,
@@ -722,7 +727,7 @@ impl Tail {
             ..
         } = self;
         let f = &mut files[i];
-        match f.poll(buf, &cfg.limits, stats, budget, sink) {
+        match f.poll(buf, &cfg.limits, stats, turn, sink) {
             Ok(p) => p,
             Err(e) => {
                 Stats::add(&stats.read_errors, 1);
