@@ -129,6 +129,7 @@ pub struct Args {
 pub enum Command {
     Manifests(crate::manifests::Options),
     Retention(crate::retention::Options),
+    Sizing(crate::sizing::Options),
     /// Check a configuration file offline (for a ConfigMap in CI): prints where the
     /// first error is (file:line:column) and exits 1, or exits 0.
     CheckConfig {

@@ -53,6 +53,10 @@ pub const DEFAULT_BUFFER_MAX_BYTES: u64 = 2 << 30;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 /// Unfinished records across every file: 64 MiB (sixteen records at the default cap).
 pub const DEFAULT_PENDING_MEMORY_BYTES: u64 = 64 << 20;
+/// The most primary shards an index may have (Elasticsearch's `index.number_of_shards`
+/// limit), and the most replicas this agent's template sets.
+pub const MAX_NUMBER_OF_SHARDS: u32 = 1024;
+pub const MAX_NUMBER_OF_REPLICAS: u32 = 16;
 /// The largest `elasticsearch.batch_bytes` (Elasticsearch's default
 /// `http.max_content_length` is 100 MiB).
 pub const MAX_BATCH_BYTES: u64 = 100 << 20;
@@ -521,6 +525,13 @@ pub struct Elasticsearch {
     /// and ages out. The policy itself is created in Elasticsearch. Ignored on OpenSearch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ilm_policy: Option<String>,
+    /// Primary shards and replicas of every index the template covers
+    /// (`index.number_of_shards`, `index.number_of_replicas`; unset: the server's
+    /// default, 1 and 1). `shipper sizing` says what to set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_of_shards: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_of_replicas: Option<u32>,
     /// Map `@timestamp` as `date_nanos` (keeps nanosecond order); `false` maps `date`.
     pub timestamp_nanos: bool,
     /// gzip request bodies (compressed once, in the buffer).
@@ -585,6 +596,8 @@ impl Default for Elasticsearch {
             template: true,
             template_check_interval_ms: 60_000,
             ilm_policy: None,
+            number_of_shards: None,
+            number_of_replicas: None,
             timestamp_nanos: true,
             compression: true,
             batch_bytes: DEFAULT_BATCH_BYTES,
@@ -1521,6 +1534,21 @@ impl Config {
             return invalid(
                 "elasticsearch.ilm_policy",
                 "is empty; leave it out for no policy".into(),
+            );
+        }
+        if es
+            .number_of_shards
+            .is_some_and(|n| !(1..=1024).contains(&n))
+        {
+            return invalid(
+                "elasticsearch.number_of_shards",
+                "must be between 1 and 1024 (Elasticsearch's limit)".into(),
+            );
+        }
+        if es.number_of_replicas.is_some_and(|n| n > 16) {
+            return invalid(
+                "elasticsearch.number_of_replicas",
+                "must be at most 16".into(),
             );
         }
         if let Some(t) = &es.index_route {

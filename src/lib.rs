@@ -11,6 +11,7 @@
 //! - [`fuzzing`]: the invariants the fuzz targets check (also replayed by `cargo test`).
 //! - [`manifests`]: `shipper manifests`, the Kubernetes objects of the whole EFK stack.
 //! - [`retention`]: `shipper retention`, deletes old daily indices.
+//! - [`sizing`]: `shipper sizing`, an Elasticsearch plan for a cluster's log volume.
 //!
 //! The data path, top to bottom (a stage uses only the stages after it and the shared
 //! modules; it never reaches back up):
@@ -55,6 +56,7 @@ pub mod manifests;
 mod reload;
 pub mod retention;
 mod shutdown;
+pub mod sizing;
 
 mod appender;
 mod batch;

@@ -31,6 +31,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             shipper::retention::run(opts, today, &mut std::io::stdout().lock())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Sizing(opts)) => {
+            shipper::sizing::run(opts, &mut std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Command::CheckConfig { file }) => {
             return Ok(match config::check_file(file) {
                 Ok(_) => {

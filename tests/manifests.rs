@@ -832,6 +832,91 @@ fn output_dir_writes_one_file_per_component_and_a_kustomization() {
     }
 }
 
+/// `--nodes`/`--gb-per-day` put `shipper sizing`'s plan into the StatefulSet, the
+/// agent's template settings and its CPU request.
+#[test]
+fn a_sizing_plan_is_deployed() {
+    let args = [
+        "--nodes",
+        "1000",
+        "--gb-per-day",
+        "1000",
+        "--retention-days",
+        "7",
+    ];
+    let volume = shipper::sizing::Volume {
+        nodes: 1000,
+        gb_per_day: 1000.0,
+        prefixes: 1,
+    };
+    let plan = shipper::sizing::plan(&volume, 7).unwrap();
+    let s = stack(&args);
+    let sts: StatefulSet = get(&s, "StatefulSet", "es-cluster");
+    let spec = sts.spec.clone();
+    assert_eq!(spec.replicas, Some(plan.data_nodes as i32));
+    let pvc = spec.volume_claim_templates.unwrap()[0]
+        .spec
+        .clone()
+        .unwrap();
+    assert_eq!(
+        pvc.resources.unwrap().requests.unwrap()["storage"].0,
+        format!("{}Gi", plan.disk_gib)
+    );
+    let es = &spec.template.spec.unwrap().containers[0];
+    let heap = format!("-Xms{0}m -Xmx{0}m", plan.heap_gib * 1024);
+    assert!(es
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|e| e.name == "ES_JAVA_OPTS" && e.value.as_deref() == Some(heap.as_str())));
+    let cfg = agent_config(&s);
+    assert_eq!(cfg.elasticsearch.number_of_shards, Some(plan.shards));
+    assert_eq!(cfg.elasticsearch.number_of_replicas, Some(1));
+    // The numbers behind it: 1 TB a day kept 8 days, twice, with 25 % headroom.
+    assert_eq!(plan.shards, 25);
+    assert_eq!((plan.data_nodes, plan.heap_gib), (11, 31));
+    // Without the flags, the server's defaults.
+    let cfg = agent_config(&stack(&[]));
+    assert_eq!(cfg.elasticsearch.number_of_shards, None);
+    // The sizing and the hand-set sizes exclude each other; each flag needs the other.
+    for (args, needle) in [
+        (
+            &[
+                "manifests",
+                "--nodes",
+                "10",
+                "--gb-per-day",
+                "5",
+                "--es-heap",
+                "2g",
+            ][..],
+            "cannot be used with",
+        ),
+        (&["manifests", "--nodes", "10"], "--gb-per-day"),
+        (
+            &["manifests", "--nodes", "10", "--gb-per-day", "0"],
+            "--gb-per-day",
+        ),
+        (
+            &[
+                "manifests",
+                "--nodes",
+                "10",
+                "--gb-per-day",
+                "5",
+                "--retention-days",
+                "0",
+            ],
+            "--retention-days",
+        ),
+    ] {
+        let o = run(shipper().args(args));
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn invalid_flags_fail_with_the_flag_named() {
     for (args, needle) in [

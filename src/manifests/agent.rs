@@ -113,6 +113,10 @@ pub fn config(plan: &Plan, security: Option<&Security>) -> Config {
     cfg.elasticsearch.index_prefix = plan.index_prefix.clone();
     cfg.elasticsearch.index_route.clone_from(&plan.index_route);
     cfg.elasticsearch.urls = vec![es_url(plan)];
+    if let Some(s) = &plan.sizing {
+        cfg.elasticsearch.number_of_shards = Some(s.shards);
+        cfg.elasticsearch.number_of_replicas = Some(s.replicas);
+    }
     if security.is_some() {
         cfg.elasticsearch.ca_file = Some(security::CLIENT_CA_FILE.into());
         cfg.elasticsearch.username = Some(security::SHIPPER_USER.into());
@@ -277,7 +281,15 @@ fn container(plan: &Plan, mounts: Vec<VolumeMount>) -> Container {
         // The listener starts once the buffer is open, and opening checks every frame
         // on disk (up to buffer.max_bytes): up to 5 minutes before liveness counts.
         startup_probe: Some(http_probe("/healthz", 5, 60)),
-        resources: Some(common::resources("100m", common::mib(256))),
+        resources: Some(common::resources(
+            &format!(
+                "{}m",
+                plan.sizing
+                    .as_ref()
+                    .map_or(crate::sizing::AGENT_CPU_MIN_MILLIS, |s| s.agent_cpu_millis)
+            ),
+            common::mib(crate::sizing::AGENT_MEMORY_MIB),
+        )),
         security_context: Some(security_context),
         volume_mounts: Some(mounts),
         ..Default::default()

@@ -52,6 +52,25 @@ pub struct Options {
     #[arg(long, value_name = "QUANTITY", default_value = DEFAULT_ES_STORAGE)]
     pub es_storage_size: String,
 
+    /// Size Elasticsearch for this many Kubernetes nodes (with --gb-per-day and
+    /// --retention-days), as `shipper sizing` prints: the nodes, heap, volumes, the
+    /// agent's CPU request, and the template's shards and replicas.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "gb_per_day",
+        conflicts_with_all = ["es_replicas", "es_heap", "es_storage_size", "es_url"]
+    )]
+    pub nodes: Option<u32>,
+
+    /// Raw logs of all nodes together, in GB a day (with --nodes).
+    #[arg(long, value_name = "GB", requires = "nodes")]
+    pub gb_per_day: Option<f64>,
+
+    /// Routed index prefixes the container logs spread over, evenly (with --nodes).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "nodes")]
+    pub prefixes: u32,
+
     /// StorageClass of the Elasticsearch volumes (default: the cluster's default class).
     #[arg(long, value_name = "NAME")]
     pub storage_class: Option<String>,
@@ -258,6 +277,8 @@ pub struct Plan {
     pub index_patterns: Vec<String>,
     pub sysctl_init: bool,
     pub chown_init: bool,
+    /// `--nodes` and `--gb-per-day`: the sizing the numbers above come from.
+    pub sizing: Option<crate::sizing::Sizing>,
 }
 
 fn invalid(option: &'static str, reason: impl Into<String>) -> ManifestError {
@@ -419,6 +440,38 @@ impl Options {
             ));
         }
         let registry = self.storage_and_registry()?;
+        let sizing = match (self.nodes, self.gb_per_day) {
+            (Some(nodes), Some(gb_per_day)) => {
+                let volume = crate::sizing::Volume {
+                    nodes,
+                    gb_per_day,
+                    prefixes: self.prefixes,
+                };
+                let days = if self.retention_days == 0 {
+                    return Err(invalid(
+                        "--retention-days",
+                        "must be above 0 with --nodes: the plan sizes the disk for the days kept",
+                    ));
+                } else {
+                    self.retention_days
+                };
+                Some(crate::sizing::plan(&volume, days).map_err(|e| invalid(e.option, e.reason))?)
+            }
+            _ => None,
+        };
+        let (es_replicas, es_heap_mib, es_storage_size) = match &sizing {
+            Some(s) => (
+                u16::try_from(s.data_nodes).map_err(|_| {
+                    invalid(
+                        "--nodes",
+                        "sizes a cluster beyond 65535 Elasticsearch nodes",
+                    )
+                })?,
+                s.heap_gib * 1024,
+                format!("{}Gi", s.disk_gib),
+            ),
+            None => (self.es_replicas, es_heap_mib, self.es_storage_size.clone()),
+        };
         if !is_image_ref(&self.agent_image) {
             return Err(invalid(
                 "--agent-image",
@@ -436,9 +489,9 @@ impl Options {
         Ok(Plan {
             namespace: self.namespace.clone(),
             target,
-            es_replicas: self.es_replicas,
+            es_replicas,
             es_heap_mib,
-            es_storage_size: self.es_storage_size.clone(),
+            es_storage_size,
             storage_class: self.storage_class.clone(),
             kibana_service_type: self.kibana_service_type,
             registry,
@@ -450,6 +503,7 @@ impl Options {
             index_patterns: cfg.index_patterns(),
             sysctl_init: !self.no_sysctl_init,
             chown_init: self.es_chown_init,
+            sizing,
         })
     }
 }

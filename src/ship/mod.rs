@@ -56,6 +56,8 @@ impl From<&crate::config::Config> for ShipConfig {
             template_options: template::Options {
                 nanos: es.timestamp_nanos,
                 ilm_policy: es.ilm_policy.clone(),
+                shards: es.number_of_shards,
+                replicas: es.number_of_replicas,
                 fields_key: Some(cfg.fields.target.clone()).filter(|k| !k.is_empty()),
                 patterns: cfg.index_patterns(),
             },

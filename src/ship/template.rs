@@ -26,6 +26,9 @@ pub struct Options {
     /// rollover and deletion of a data stream's backing indices. Ignored on OpenSearch,
     /// whose ISM policies attach themselves by index pattern.
     pub ilm_policy: Option<String>,
+    /// `index.number_of_shards` and `index.number_of_replicas` (`None`: the server's).
+    pub shards: Option<u32>,
+    pub replicas: Option<u32>,
     /// Where parsed fields go (`None`: at the root).
     pub fields_key: Option<String>,
     /// Every index pattern the routes produce (see
@@ -137,6 +140,12 @@ pub fn request(v: &Version, target: &Target, opts: &Options) -> (String, Vec<u8>
     if let (Some(policy), false) = (&opts.ilm_policy, v.opensearch) {
         settings["index.lifecycle.name"] = json!(policy);
     }
+    if let Some(n) = opts.shards {
+        settings["index.number_of_shards"] = json!(n);
+    }
+    if let Some(n) = opts.replicas {
+        settings["index.number_of_replicas"] = json!(n);
+    }
     let parsed_strings = match &opts.fields_key {
         Some(key) => {
             json!({"parsed_fields": {"path_match": format!("{key}.*"), "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}})
@@ -205,6 +214,8 @@ mod tests {
         Options {
             nanos,
             ilm_policy: None,
+            shards: None,
+            replicas: None,
             fields_key: Some("fields".into()),
             patterns: Vec::new(),
         }
@@ -342,6 +353,8 @@ mod tests {
         let opts = Options {
             nanos: true,
             ilm_policy: Some("logs-30d".into()),
+            shards: Some(3),
+            replicas: Some(1),
             fields_key: None,
             patterns: Vec::new(),
         };
@@ -353,6 +366,23 @@ mod tests {
         assert_eq!(
             b["template"]["settings"]["index.lifecycle.name"], "logs-30d",
             "the data stream rolls over and ages out by its policy"
+        );
+        let settings = &b["template"]["settings"];
+        assert_eq!(
+            (
+                &settings["index.number_of_shards"],
+                &settings["index.number_of_replicas"]
+            ),
+            (&serde_json::json!(3), &serde_json::json!(1)),
+            "the sizing's shards and replicas"
+        );
+        let (_, body) = request(&v, &Target::Fixed("x".into()), &nanos(true));
+        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            b["template"]["settings"]
+                .get("index.number_of_shards")
+                .is_none(),
+            "unset: the server's default"
         );
         let os = Version {
             opensearch: true,
