@@ -101,6 +101,6 @@ pub use index::DateFormat;
 pub use reader::{Polled, Reader, ReaderSettings};
 pub use record::parse::{cri, docker, Line, ParseError};
 pub use record::partial::{Merged, Merger};
-pub use ship::bulk;
+pub use ship::{bulk, control};
 pub use tail::Resume;
 pub use timestamp::Timestamp;

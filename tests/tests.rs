@@ -6,6 +6,9 @@ mod agent;
 mod cli;
 mod control;
 mod dry_run;
+mod fleet;
+#[path = "../benches/fleet/mod.rs"]
+mod fleet_bench;
 mod fuzz_replay;
 mod kube;
 mod kube_api;
