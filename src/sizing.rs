@@ -372,7 +372,11 @@ mod tests {
             s.agent_cpu_avg_millis
         );
         assert_eq!(s.agent_cpu_millis, 570);
-        let s = plan(&volume(1, 100_000.0), 1).unwrap();
+        let v = Volume {
+            prefixes: 4,
+            ..volume(1, 100_000.0)
+        };
+        let s = plan(&v, 1).unwrap();
         assert_eq!(
             s.agent_cpu_millis, AGENT_CPU_MAX_MILLIS,
             "two cores at most"
