@@ -94,61 +94,21 @@ pub fn docker_line(msg: &str, stream: &str, time: &str) -> String {
     format!("{{\"log\":{log},\"stream\":\"{stream}\",\"time\":\"{time}\"}}\n")
 }
 
-/// A running osmem-server (in-memory OpenSearch-compatible), killed on drop.
-pub struct Es {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl Drop for Es {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Where osmem-server is installed (by `.ci/setup-deps`), if it is.
-fn osmem_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("OSMEM_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import osmem_server, os; print(os.path.dirname(osmem_server.__file__))",
-        ])
-        .output()
-        .ok()?;
-    let dir = String::from_utf8(out.stdout).ok()?;
-    let bin = PathBuf::from(dir.trim()).join("bin/osmem-server");
-    bin.exists().then_some(bin)
-}
+/// A running osmem-server (in-memory OpenSearch-compatible), killed on drop: the fleet
+/// harness's, which finds and starts it the same way for the benchmarks.
+pub use crate::fleet_bench::harness::Osmem as Es;
 
 /// Starts osmem-server on a free loopback port, or returns `None` (with a message) when it
 /// is not installed and this is not CI; in CI a missing server fails the test.
 pub fn es() -> Option<Es> {
-    use std::io::BufRead;
-    let Some(bin) = osmem_binary() else {
+    let Some(bin) = Es::binary() else {
         if std::env::var_os("CI").is_some() {
             panic!("osmem-server is not installed: run .ci/setup-deps");
         }
         eprintln!("skipping: osmem-server is not installed (run .ci/setup-deps)");
         return None;
     };
-    let mut child = Command::new(bin)
-        .args(["--addr", "127.0.0.1:0", "--no-stdin-watch"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting osmem-server");
-    // It prints one JSON line with its URL once it listens.
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).expect("osmem-server announces its URL");
-    let url = v["url"].as_str().unwrap().to_owned();
-    Some(Es { child, url })
+    Some(Es::start(&bin).expect("starting osmem-server"))
 }
 
 /// reqwest is built without a bundled TLS provider; like the agent, use ring.
