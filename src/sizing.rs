@@ -303,6 +303,11 @@ pub fn run(opts: &Options, out: &mut impl std::io::Write) -> anyhow::Result<()> 
 mod tests {
     use super::*;
 
+    /// The plan for input the test knows is valid (a refusal is the test's failure).
+    fn ok(v: &Volume, days: u32) -> Sizing {
+        plan(v, days).unwrap_or_else(|e| panic!("{v:?}, {days} days: {e}"))
+    }
+
     fn volume(nodes: u32, gb_per_day: f64) -> Volume {
         Volume {
             nodes,
@@ -313,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_small_cluster_gets_three_nodes_and_one_shard_a_day() {
-        let s = plan(&volume(10, 10.0), 7).unwrap();
+        let s = ok(&volume(10, 10.0), 7);
         assert_eq!(s.data_nodes, 3);
         assert_eq!((s.shards, s.replicas), (1, 1));
         // 10 GB × 8 days × 2 copies × 1.25 = 200 GB = 186.3 GiB, over two nodes (one
@@ -327,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_large_cluster_is_bounded_by_disk_and_keeps_shards_in_the_window() {
-        let s = plan(&volume(5000, 5000.0), 7).unwrap();
+        let s = ok(&volume(5000, 5000.0), 7);
         assert_eq!(s.shards, 125, "40 GB shards");
         assert!((10.0..=50.0).contains(&s.shard_gb));
         // 100 TB of disk = 93,132 GiB over 2 TiB volumes: 46 + 1 nodes.
@@ -347,7 +352,7 @@ mod tests {
             gb_per_day: 100.0,
             prefixes: 2000,
         };
-        let s = plan(&v, 30).unwrap();
+        let s = ok(&v, 30);
         assert_eq!(s.shards, 1);
         assert_eq!(s.total_shards, (2000 + 1) * 31 * 2);
         // 50 TB a day in one prefix would need 1,250 shards a daily index: refused.
@@ -358,14 +363,14 @@ mod tests {
             prefixes: 2,
             ..volume(1000, 50_000.0)
         };
-        assert_eq!(plan(&v, 7).unwrap().shards, 625);
+        assert_eq!(ok(&v, 7).shards, 625);
         assert_eq!(s.data_nodes as u64, s.total_shards.div_ceil(1000) + 1);
     }
 
     #[test]
     fn a_busy_node_raises_the_agents_cpu_request() {
         // 2 TB a day on one node: 1862 GiB × 6.6 s / 86400 s = 142m on average.
-        let s = plan(&volume(1, 2000.0), 1).unwrap();
+        let s = ok(&volume(1, 2000.0), 1);
         assert!(
             (s.agent_cpu_avg_millis - 142.3).abs() < 0.5,
             "{}",
@@ -376,7 +381,7 @@ mod tests {
             prefixes: 4,
             ..volume(1, 100_000.0)
         };
-        let s = plan(&v, 1).unwrap();
+        let s = ok(&v, 1);
         assert_eq!(
             s.agent_cpu_millis, AGENT_CPU_MAX_MILLIS,
             "two cores at most"

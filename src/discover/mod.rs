@@ -428,16 +428,16 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
-    fn host_files_by_path_and_glob_without_rotations_or_container_aliases() {
-        let t = tempfile::tempdir().unwrap();
+    fn host_files_by_path_and_glob_without_rotations_or_container_aliases() -> std::io::Result<()> {
+        let t = tempfile::tempdir()?;
         let node = t.path().join("node");
         let log = node.join("var/log");
         let pods = node.join("var/log/pods");
         let c = pods.join("shop_web_uid1/nginx");
-        fs::create_dir_all(&c).unwrap();
-        fs::write(c.join("0.log"), b"2024-07-08T03:42:57Z stdout F x\n").unwrap();
-        fs::create_dir_all(log.join("containers")).unwrap();
-        symlink(c.join("0.log"), log.join("containers/web_shop_nginx-1.log")).unwrap();
+        fs::create_dir_all(&c)?;
+        fs::write(c.join("0.log"), b"2024-07-08T03:42:57Z stdout F x\n")?;
+        fs::create_dir_all(log.join("containers"))?;
+        symlink(c.join("0.log"), log.join("containers/web_shop_nginx-1.log"))?;
         for name in [
             "kubelet.log",
             "kubelet.log.1",
@@ -447,7 +447,7 @@ mod tests {
             "app.log.1",
             "other.txt",
         ] {
-            fs::write(log.join(name), b"x\n").unwrap();
+            fs::write(log.join(name), b"x\n")?;
         }
         let under = |p: &str| node.join(p.trim_start_matches('/')).display().to_string();
         let (found, report) = scan(&Roots {
@@ -475,6 +475,7 @@ mod tests {
             [PathBuf::from(under("/var/log/absent.log"))]
         );
         assert!(report.errors.is_empty(), "{:?}", report.errors);
+        Ok(())
     }
 
     #[test]

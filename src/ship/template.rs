@@ -377,7 +377,8 @@ mod tests {
             "the sizing's shards and replicas"
         );
         let (_, body) = request(&v, &Target::Fixed("x".into()), &nanos(true));
-        let b: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // `request` renders a `serde_json::Value`: its bytes are JSON.
+        let b: serde_json::Value = serde_json::from_slice(&body).expect("the body is JSON");
         assert!(
             b["template"]["settings"]
                 .get("index.number_of_shards")
