@@ -447,15 +447,16 @@ impl Options {
                     gb_per_day,
                     prefixes: self.prefixes,
                 };
-                let days = if self.retention_days == 0 {
+                if self.retention_days == 0 {
                     return Err(invalid(
                         "--retention-days",
                         "must be above 0 with --nodes: the plan sizes the disk for the days kept",
                     ));
-                } else {
-                    self.retention_days
-                };
-                Some(crate::sizing::plan(&volume, days).map_err(|e| invalid(e.option, e.reason))?)
+                }
+                Some(
+                    crate::sizing::plan(&volume, self.retention_days)
+                        .map_err(|e| invalid(e.option, e.reason))?,
+                )
             }
             _ => None,
         };

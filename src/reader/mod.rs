@@ -768,8 +768,8 @@ impl Reader {
     /// starve it). The documents go to `out`.
     pub fn poll(&mut self, out: &mut Vec<u8>, limit: u64, docs: Option<u64>) -> Polled {
         self.refresh_meta();
-        let journal_share = if self.journal.is_some() { 4 } else { u64::MAX };
-        let file_lines = docs.map(|d| (d - d / journal_share).max(1));
+        let has_journal = self.journal.is_some();
+        let file_lines = docs.map(|d| if has_journal { (d - d / 4).max(1) } else { d });
         let mut bytes = 0;
         let mut counts = self.with_sink_into(out, |tail, sink| {
             bytes = tail.poll_round((limit, file_lines), sink)
