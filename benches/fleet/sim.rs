@@ -84,7 +84,6 @@ struct Agent {
     frames: Vec<Option<Frame>>,
     limit: Concurrency,
     rng: fastrand::Rng,
-    created: u64,
     /// When the pending pump is due (one at a time; a stale one is ignored).
     pump_at: Option<u64>,
 }
@@ -183,7 +182,6 @@ impl Sim {
                     rng: fastrand::Rng::with_seed(
                         plan.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                     ),
-                    created: 0,
                     pump_at: None,
                 }
             })
@@ -266,7 +264,7 @@ impl Sim {
     fn all_shipped(&self) -> bool {
         self.agents
             .iter()
-            .all(|a| a.created >= a.written(self.stop, self.stop))
+            .all(|a| a.shipped() >= a.written(self.stop, self.stop))
     }
 
     /// Cuts what is due into frames and starts as many as the limit allows; comes back
@@ -394,7 +392,6 @@ impl Sim {
         };
         let retry = match kind {
             Kind::Taken(n) => {
-                a.created += n;
                 self.timeline.at(now).created[i] += n;
                 frame.start += n;
                 if n == frame.docs {
